@@ -1,0 +1,1 @@
+"""Jobs: settings, ledger schema, datasets, job lifecycle, budgets, providers, CLI."""

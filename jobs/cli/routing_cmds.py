@@ -1,0 +1,1 @@
+"""Router commands: train, calibrate, score, eval (filled in by the routers issue)."""

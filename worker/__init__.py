@@ -1,0 +1,1 @@
+"""Celery glue: thin tasks over ``routing`` and ``jobs`` (distributed-execution issue)."""
