@@ -1,0 +1,162 @@
+"""The ledger schema. Changed only together with a migration under ``migrations/``.
+
+Money is integer micro-USD (BIGINT) everywhere; prices are integer micro-USD per million
+tokens, so ``tokens * price // 1e6`` stays exact integer arithmetic.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from jobs.db.types import UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements only INTEGER PKs
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    input_file: Mapped[str] = mapped_column(Text)
+    input_format: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict] = mapped_column(JSON, doc="Everything needed to rerun: router, models, threshold rule, options.")
+    router: Mapped[str] = mapped_column(String(200))
+    strong_model: Mapped[str] = mapped_column(String(200))
+    weak_model: Mapped[str] = mapped_column(String(200))
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    strong_share: Mapped[float | None] = mapped_column(Float, nullable=True)
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    phase: Mapped[str] = mapped_column(
+        String(20), default="scoring", server_default="scoring", doc="scoring -> generating -> done; advanced by one conditional UPDATE."
+    )
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    invalid: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    chunks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    validating_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    in_progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finalizing_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancelling_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Item(Base):
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("job_id", "custom_id"),
+        Index("ix_items_job_state", "job_id", "state"),
+        Index("ix_items_job_chunk", "job_id", "chunk"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    line_no: Mapped[int] = mapped_column(Integer)
+    chunk: Mapped[int] = mapped_column(Integer)
+    custom_id: Mapped[str] = mapped_column(String(512))
+    prompt: Mapped[str] = mapped_column(Text, doc="Text the router scores: the prompt, or the messages' last user turn.")
+    messages: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    params: Mapped[dict | None] = mapped_column(JSON, nullable=True, doc="Extra request body fields (OpenAI Batch body).")
+    max_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    state: Mapped[str] = mapped_column(String(20))
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    route: Mapped[str | None] = mapped_column(String(10), nullable=True, doc="strong | weak")
+    route_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True, doc="Model key that answered.")
+    response: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cost_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    attempts_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Price(Base):
+    """A price version: the price of ``model`` from ``valid_from`` until the next version."""
+
+    __tablename__ = "prices"
+    __table_args__ = (UniqueConstraint("model", "valid_from"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200))
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    input_micro_per_mtok: Mapped[int] = mapped_column(BigInteger)
+    cached_input_micro_per_mtok: Mapped[int] = mapped_column(BigInteger)
+    output_micro_per_mtok: Mapped[int] = mapped_column(BigInteger)
+
+
+class Attempt(Base):
+    """One provider call. Rows are only ever inserted; the price used is stored with it."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (Index("ix_attempts_job_item", "job_id", "item_id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, doc="uuid made before sending: idempotency key")
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    attempt_no: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(200))
+    provider: Mapped[str] = mapped_column(String(200))
+    is_fallback: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    request_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error_class: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    cost_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    price_id: Mapped[int | None] = mapped_column(ForeignKey("prices.id"), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class InvalidRow(Base):
+    __tablename__ = "invalid_rows"
+    __table_args__ = (Index("ix_invalid_rows_job_line", "job_id", "line_no"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    line_no: Mapped[int] = mapped_column(Integer)
+    custom_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    field: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[str | None] = mapped_column(Text, nullable=True, doc="The first 500 characters of the line.")
