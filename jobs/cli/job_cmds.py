@@ -1,0 +1,310 @@
+"""Job commands: run, submit, status, list, cancel, resume, export, and db upgrade."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from jobs.cli.app import app
+from jobs.cli.output import JsonOption, emit, fail
+
+db_app = typer.Typer(help="Ledger database commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+SUMMARY_KEYS = (
+    "job_id",
+    "status",
+    "total",
+    "succeeded",
+    "failed",
+    "invalid",
+    "strong_calls",
+    "weak_calls",
+    "cost_usd",
+    "all_strong_cost_usd",
+    "savings_pct",
+)
+
+
+def _runtime():
+    from jobs.config import ConfigError
+    from jobs.runtime import Runtime
+
+    try:
+        return Runtime.from_settings()
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _summary_table(st: dict) -> Table:
+    table = Table(title=f"job {st['job_id']}", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    table.add_row("status", st["status"] + (f"  ({st['error']})" if st.get("error") else ""))
+    table.add_row("router", f"{st['router']}  threshold={st['threshold']}")
+    table.add_row("items", f"{st['total']} valid, {st['invalid']} invalid")
+    table.add_row("succeeded / failed", f"{st['succeeded']} / {st['failed']}")
+    counts = ", ".join(f"{k}={v}" for k, v in st["counts"].items() if v)
+    table.add_row("by state", counts or "-")
+    table.add_row("strong / weak calls", f"{st['strong_calls']} ({st['strong_model']}) / {st['weak_calls']} ({st['weak_model']})")
+    table.add_row("attempts", str(st["attempts"]))
+    table.add_row("cost", f"${st['cost_usd']:.6f}")
+    table.add_row("all-strong cost", f"${st['all_strong_cost_usd']:.6f}")
+    table.add_row("savings", f"{st['savings_pct']:.1f}%")
+    if "grade" in st:
+        g = st["grade"]
+        table.add_row("realised quality", f"{g.get('accuracy')} over {g.get('n')} graded items")
+    return table
+
+
+def _print_status(st: dict, as_json: bool) -> None:
+    def render(con) -> None:
+        con.print(_summary_table(st))
+        if st.get("invalid_rows"):
+            bad = Table(title=f"invalid rows (first {len(st['invalid_rows'])} of {st['invalid']})")
+            for col in ("line", "field", "reason"):
+                bad.add_column(col)
+            for r in st["invalid_rows"]:
+                bad.add_row(str(r["line"]), r["field"] or "-", r["reason"])
+            con.print(bad)
+
+    emit(st, as_json, render)
+
+
+def _spec(input_file, fmt, prompt_column, router, strong, weak, threshold, strong_share, max_tokens, chunk_size):
+    from pydantic import ValidationError
+
+    from jobs.service import JobSpec
+
+    try:
+        return JobSpec(
+            input_file=str(input_file),
+            format=fmt,
+            prompt_column=prompt_column,
+            router=router,
+            strong=strong,
+            weak=weak,
+            threshold=threshold,
+            strong_share=strong_share,
+            max_tokens=max_tokens,
+            chunk_size=chunk_size,
+        )
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+
+
+InputArg = typer.Argument(..., help="Dataset: .jsonl (prompt/messages or OpenAI Batch lines), .csv or .parquet.")
+FormatOpt = typer.Option(None, "--format", help="jsonl | csv | parquet (default: from the file name).")
+PromptColOpt = typer.Option("prompt", "--prompt-column", help="CSV/Parquet column holding the prompt.")
+RouterOpt = typer.Option(None, "--router", help="Router spec, e.g. mf, length, random:seed=1 (default from config).")
+StrongOpt = typer.Option(None, "--strong", help="Strong model key from the config.")
+WeakOpt = typer.Option(None, "--weak", help="Weak model key from the config.")
+ThresholdOpt = typer.Option(None, "--threshold", help="Route strong when score >= this.")
+ShareOpt = typer.Option(None, "--strong-share", help="Fraction of items for the strong model (default 0.5).")
+MaxTokOpt = typer.Option(None, "--max-tokens", help="Default max_tokens for items that set none.")
+ChunkOpt = typer.Option(None, "--chunk-size", help="Items per task chunk.")
+
+
+@app.command()
+def run(
+    input_file: Path = InputArg,
+    fmt: Optional[str] = FormatOpt,
+    prompt_column: str = PromptColOpt,
+    router: Optional[str] = RouterOpt,
+    strong: Optional[str] = StrongOpt,
+    weak: Optional[str] = WeakOpt,
+    threshold: Optional[float] = ThresholdOpt,
+    strong_share: Optional[float] = ShareOpt,
+    max_tokens: Optional[int] = MaxTokOpt,
+    chunk_size: Optional[int] = ChunkOpt,
+    grade: Optional[Path] = typer.Option(None, "--grade", help="Labelled file (e.g. gsm8k_responses.csv): report realised quality."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Validate, score, route and generate a dataset in this process, then print a summary."""
+    from jobs.datasets import DatasetError
+    from jobs.service import run as run_job
+
+    spec = _spec(input_file, fmt, prompt_column, router, strong, weak, threshold, strong_share, max_tokens, chunk_size)
+    rt = _runtime()
+    try:
+        if as_json:
+            st = run_job(rt, spec)
+        else:
+            with Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
+            ) as bar:
+                task = bar.add_task("validating", total=None)
+
+                def progress(p: dict) -> None:
+                    if p.get("stage") == "validating":
+                        bar.update(task, description="validating", completed=p["valid"] + p["invalid"])
+                        return
+                    done = sum(p["counts"][k] for k in ("succeeded", "failed", "skipped_budget", "cancelled"))
+                    scored = p["total"] - p["counts"]["pending"]
+                    stage = "scoring" if p["counts"]["pending"] else "generating"
+                    bar.update(task, description=stage, total=p["total"], completed=scored if stage == "scoring" else done)
+
+                st = run_job(rt, spec, progress)
+        if grade is not None:
+            st["grade"] = _grade(rt, st["job_id"], grade)
+    except DatasetError as exc:
+        fail(str(exc), as_json)
+    finally:
+        rt.close()
+    if as_json:
+        emit(st, True)
+    else:
+        _print_status(st, False)
+    if st["status"] == "failed":
+        raise typer.Exit(1)
+
+
+def _grade(rt, job_id: str, labels: Path) -> dict:
+    from jobs.reporting import grade_job
+
+    return grade_job(rt, job_id, labels)
+
+
+@app.command()
+def submit(
+    input_file: Path = InputArg,
+    fmt: Optional[str] = FormatOpt,
+    prompt_column: str = PromptColOpt,
+    router: Optional[str] = RouterOpt,
+    strong: Optional[str] = StrongOpt,
+    weak: Optional[str] = WeakOpt,
+    threshold: Optional[float] = ThresholdOpt,
+    strong_share: Optional[float] = ShareOpt,
+    max_tokens: Optional[int] = MaxTokOpt,
+    chunk_size: Optional[int] = ChunkOpt,
+    as_json: bool = JsonOption,
+) -> None:
+    """Validate and ingest a dataset and enqueue it for workers (or for `resume` without a broker)."""
+    from jobs.datasets import DatasetError
+    from jobs.service import status, submit as submit_job
+    from jobs.taskqueue import queue_for
+
+    spec = _spec(input_file, fmt, prompt_column, router, strong, weak, threshold, strong_share, max_tokens, chunk_size)
+    rt = _runtime()
+    try:
+        job_id = submit_job(rt, spec, queue_for(rt.settings))
+    except DatasetError as exc:
+        fail(str(exc), as_json)
+    _print_status(status(rt, job_id), as_json)
+
+
+def _with_job(fn, *args, as_json: bool = False, **kwargs):
+    from jobs.service import JobNotFound
+
+    try:
+        return fn(*args, **kwargs)
+    except JobNotFound as exc:
+        fail(str(exc), as_json)
+
+
+@app.command("status")
+def status_cmd(job_id: str = typer.Argument(...), as_json: bool = JsonOption) -> None:
+    """State, item counts by state, invalid rows, calls, cost and savings of a job."""
+    from jobs.service import status
+
+    rt = _runtime()
+    _print_status(_with_job(status, rt, job_id, as_json=as_json), as_json)
+
+
+@app.command("list")
+def list_cmd(limit: int = typer.Option(20, "--limit"), as_json: bool = JsonOption) -> None:
+    """The most recent jobs."""
+    from jobs.service import list_jobs
+
+    jobs = list_jobs(_runtime(), limit)
+
+    def render(con) -> None:
+        table = Table(title="jobs")
+        for col in ("job_id", "status", "created_at", "total", "invalid", "router", "input_file"):
+            table.add_column(col)
+        for j in jobs:
+            table.add_row(*(str(j[c]) for c in ("job_id", "status", "created_at", "total", "invalid", "router", "input_file")))
+        con.print(table)
+
+    emit(jobs, as_json, render)
+
+
+@app.command()
+def cancel(job_id: str = typer.Argument(...), as_json: bool = JsonOption) -> None:
+    """Stop new provider calls for a job; calls already in flight are recorded."""
+    from jobs.service import cancel as cancel_job
+
+    _print_status(_with_job(cancel_job, _runtime(), job_id, as_json=as_json), as_json)
+
+
+@app.command()
+def resume(
+    job_id: str = typer.Argument(...),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Send failed items again too."),
+    force: bool = typer.Option(False, "--force", help="Treat every in-flight item as lost (no worker is running)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Re-enqueue every unfinished item; without a broker, run them here."""
+    from jobs.queue import InlineQueue
+    from jobs.service import drain_inline, resume as resume_job, status
+    from jobs.taskqueue import queue_for
+
+    rt = _runtime()
+    try:
+        queue = queue_for(rt.settings)
+        inline = isinstance(queue, InlineQueue)
+        st = _with_job(resume_job, rt, job_id, queue, retry_failed=retry_failed, force=force or inline, as_json=as_json)
+        if inline:
+            drain_inline(rt, queue, job_id)
+            st = status(rt, job_id)
+    finally:
+        rt.close()
+    _print_status(st, as_json)
+
+
+@app.command()
+def export(
+    job_id: str = typer.Argument(...),
+    out: Path = typer.Option(..., "--out", help="Results file."),
+    errors: Optional[Path] = typer.Option(None, "--errors", help="Also write invalid rows and failed items here."),
+    fmt: str = typer.Option("openai", "--format", help="openai (Batch output JSONL) | parquet."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Write results in the OpenAI Batch output format (or Parquet), one line per item."""
+    from jobs.export import export_job
+
+    rt = _runtime()
+    try:
+        counts = export_job(rt.db_url, job_id, out, errors, fmt)
+    except (LookupError, ValueError) as exc:
+        fail(str(exc), as_json)
+    data = {"job_id": job_id, "out": str(out), "errors": str(errors) if errors else None, **counts}
+    emit(data, as_json, lambda con: con.print(f"wrote {counts['results']} results to {out}" + (f", {counts['errors']} errors to {errors}" if errors else "")))
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head"), as_json: bool = JsonOption) -> None:
+    """Apply the Alembic migrations to ROUTEBATCH_DATABASE_URL."""
+    from jobs.db.migrate import upgrade
+    from jobs.settings import get_settings
+
+    url = get_settings().database_url
+    try:
+        rev = upgrade(url, revision)
+    except Exception as exc:  # connection refused, bad URL: one line, no traceback
+        fail(f"cannot upgrade {_safe_url(url)}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", as_json)
+    emit({"database": _safe_url(url), "revision": rev}, as_json, lambda con: con.print(f"{_safe_url(url)} is at revision {rev}"))
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<database>"

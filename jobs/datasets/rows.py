@@ -1,0 +1,37 @@
+"""What a dataset reader yields: a valid row, or an invalid one with its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class PromptRow:
+    line_no: int
+    custom_id: str | None
+    prompt: str
+    messages: list | None = None
+    max_tokens: int | None = None
+    params: dict | None = None
+
+
+@dataclass(slots=True)
+class BadRow:
+    line_no: int
+    field: str | None
+    reason: str
+    custom_id: str | None = None
+    raw: str | None = field(default=None, repr=False)
+
+
+class RowError(ValueError):
+    """A row is invalid; ``field`` names the offending field (None for the whole line)."""
+
+    def __init__(self, field: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+class DatasetError(Exception):
+    """The file as a whole cannot be read (missing, unreadable, unknown format)."""

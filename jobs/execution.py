@@ -1,0 +1,322 @@
+"""The task functions: score a chunk, route the job, generate a chunk, finalize.
+
+The same functions run inline in the CLI (embedded mode) and inside Celery tasks
+(``worker/``). Each is idempotent under redelivery: it only touches items still in the
+state it expects, guarded in SQL, and the job advances between phases by one conditional
+UPDATE of ``jobs.phase`` that exactly one caller wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+import numpy as np
+from sqlalchemy import func, select, update
+
+from jobs.db.models import Attempt as AttemptRow
+from jobs.db.models import Item, Job
+from jobs.db.session import session_scope
+from jobs.db.types import utcnow
+from jobs.pricing import PriceVersion, sync_prices
+from jobs.queue import TaskQueue
+from jobs.runtime import Runtime
+from jobs.states import ITEM_TERMINAL, ItemState, JobState
+from jobs import lifecycle
+
+log = logging.getLogger(__name__)
+
+SEND_LEASE = timedelta(minutes=15)
+FLUSH_EVERY = 200
+FLUSH_SECONDS = 0.5
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def score_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> int:
+    """Score the chunk's pending items; returns how many were scored by this call."""
+    with session_scope(rt.db_url) as s:
+        job = s.get(Job, job_id)
+        if job is None or JobState(job.state).terminal or job.state == JobState.CANCELLING:
+            return 0
+        rows = s.execute(
+            select(Item.id, Item.prompt)
+            .where(Item.job_id == job_id, Item.chunk == chunk, Item.state == ItemState.PENDING)
+            .order_by(Item.id)
+        ).all()
+        router_spec = job.router
+    scored = 0
+    if rows:
+        scores = np.asarray(rt.router(router_spec).score([r.prompt for r in rows]), dtype=np.float64)
+        with session_scope(rt.db_url) as s:
+            s.execute(
+                update(Item).where(Item.state == ItemState.PENDING),
+                [
+                    {"id": r.id, "score": float(sc), "state": ItemState.SCORED, "updated_at": utcnow()}
+                    for r, sc in zip(rows, scores)
+                ],
+                execution_options={"synchronize_session": False},
+            )
+        scored = len(rows)
+    if _count(rt, job_id, [ItemState.PENDING]) == 0:
+        route_job(rt, queue, job_id)
+    return scored
+
+
+def _count(rt: Runtime, job_id: str, states: Sequence[str]) -> int:
+    with session_scope(rt.db_url) as s:
+        return s.scalar(select(func.count()).select_from(Item).where(Item.job_id == job_id, Item.state.in_(states))) or 0
+
+
+# ---------------------------------------------------------------- routing
+
+
+def route_job(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
+    """Once every item is scored: fix the threshold, route every item, enqueue generation.
+
+    Returns True for the one caller that made the transition.
+    """
+    with session_scope(rt.db_url) as s:
+        won = s.execute(
+            update(Job).where(Job.id == job_id, Job.phase == "scoring").values(phase="generating")
+        ).rowcount
+        if not won:
+            return False
+        job = s.get(Job, job_id)
+        threshold = job.threshold
+        if threshold is None:
+            from routing import threshold_for_strong_share
+
+            scores = np.fromiter(
+                s.scalars(select(Item.score).where(Item.job_id == job_id, Item.score.is_not(None))), dtype=np.float64
+            )
+            threshold = threshold_for_strong_share(scores, job.strong_share if job.strong_share is not None else 0.5)
+            job.threshold = threshold
+        route_scored_items(s, job, threshold)
+        chunks = job.chunks
+    for chunk in range(chunks):
+        queue.enqueue("generate", job_id, chunk)
+    return True
+
+
+def route_scored_items(s, job: Job, threshold: float) -> None:
+    """score >= threshold -> strong, else weak; one UPDATE for the whole job."""
+    from sqlalchemy import case
+
+    is_strong = Item.score >= threshold
+    s.execute(
+        update(Item)
+        .where(Item.job_id == job.id, Item.state == ItemState.SCORED)
+        .values(
+            state=ItemState.ROUTED,
+            threshold=threshold,
+            route=case((is_strong, "strong"), else_="weak"),
+            model=case((is_strong, job.strong_model), else_=job.weak_model),
+            route_reason=case((is_strong, "score>=threshold"), else_="score<threshold"),
+            updated_at=utcnow(),
+        )
+    )
+
+
+# ---------------------------------------------------------------- generation
+
+
+def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> int:
+    """Send the chunk's routed items to their models; returns how many were sent."""
+    with session_scope(rt.db_url) as s:
+        job = s.get(Job, job_id)
+        if job is None or job.state != JobState.IN_PROGRESS:
+            return 0
+        now = utcnow()
+        rows = s.execute(
+            select(Item.id, Item.custom_id, Item.prompt, Item.messages, Item.params, Item.max_tokens, Item.model)
+            .where(Item.job_id == job_id, Item.chunk == chunk, Item.state == ItemState.ROUTED)
+            .order_by(Item.id)
+        ).all()
+        if rows:
+            # Mark sent before sending: a crash after this leaves a visible, leased 'sent' item.
+            s.execute(
+                update(Item)
+                .where(Item.id.in_([r.id for r in rows]), Item.state == ItemState.ROUTED)
+                .values(state=ItemState.SENT, lease_until=now + SEND_LEASE, updated_at=now)
+            )
+        prices = sync_prices(s, rt.config, sorted({r.model for r in rows} | _fallbacks(rt, {r.model for r in rows})))
+        default_max = job.spec.get("max_tokens") or rt.config.defaults.max_tokens
+    if rows:
+        asyncio.run(_fan_out(rt, job_id, rows, prices, default_max))
+    maybe_finalize(rt, job_id)
+    return len(rows)
+
+
+def _fallbacks(rt: Runtime, models: set[str]) -> set[str]:
+    out: set[str] = set()
+    for m in models:
+        while (fb := rt.config.model(m).fallback) and fb not in out:
+            out.add(fb)
+            m = fb
+    return out
+
+
+def _request_for(row, default_max: int, rt: Runtime):
+    from jobs.providers import ChatRequest
+
+    messages = row.messages if row.messages else [{"role": "user", "content": row.prompt}]
+    model_default = rt.config.model(row.model).max_tokens
+    max_tokens = row.max_tokens or model_default or default_max
+    return ChatRequest(custom_id=row.custom_id, model=row.model, messages=messages, max_tokens=max_tokens, params=dict(row.params or {}))
+
+
+async def _fan_out(rt: Runtime, job_id: str, rows, prices: dict[str, PriceVersion], default_max: int) -> None:
+    from jobs.providers import ProviderPool
+
+    pool = ProviderPool(rt.config, base_urls=rt.base_urls(), rate_limiter=_rate_limiter(rt))
+    todo: asyncio.Queue = asyncio.Queue()
+    for row in rows:
+        todo.put_nowait(row)
+    results: list = []
+    flush_lock = asyncio.Lock()
+    cancelled = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    last_flush = loop.time()
+
+    async def flush(force: bool = False) -> None:
+        nonlocal last_flush
+        if not results or (not force and len(results) < FLUSH_EVERY and loop.time() - last_flush < FLUSH_SECONDS):
+            return
+        async with flush_lock:
+            batch = results[:]
+            results.clear()
+            last_flush = loop.time()
+            if batch:
+                state = await asyncio.to_thread(record_results, rt, job_id, batch, prices)
+                if state == JobState.CANCELLING:
+                    cancelled.set()
+
+    async def worker() -> None:
+        while not cancelled.is_set():
+            try:
+                row = todo.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            result = await pool.complete(_request_for(row, default_max, rt))
+            results.append((row.id, result))
+            await flush()
+
+    width = max(p.concurrency for p in rt.config.providers.values()) * max(1, len(rt.config.providers))
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(width, len(rows)))))
+        await flush(force=True)
+    finally:
+        await pool.aclose()
+    if cancelled.is_set():
+        unsent = []
+        while not todo.empty():
+            unsent.append(todo.get_nowait().id)
+        await asyncio.to_thread(lifecycle.cancel_unsent_items, rt.db_url, job_id, unsent)
+
+
+def _rate_limiter(rt: Runtime):
+    try:
+        from jobs.providers.ratelimit import limiter_for
+    except ImportError:
+        return None
+    return limiter_for(rt.config, rt.settings.broker_url)
+
+
+def record_results(rt: Runtime, job_id: str, batch: list, prices: dict[str, PriceVersion]) -> str:
+    """Write attempts and item outcomes for a batch in one transaction; returns the job state."""
+    now = utcnow()
+    with session_scope(rt.db_url) as s:
+        attempt_rows = []
+        item_updates = []
+        for item_id, result in batch:
+            total_cost = 0
+            for a in result.attempts:
+                price = prices.get(a.model)
+                cost = price.cost_micro_usd(a.prompt_tokens, a.completion_tokens, a.cached_tokens) if price else 0
+                total_cost += cost
+                attempt_rows.append(
+                    {
+                        "id": a.attempt_id,
+                        "job_id": job_id,
+                        "item_id": item_id,
+                        "attempt_no": a.attempt_no,
+                        "model": a.model,
+                        "provider": a.provider,
+                        "is_fallback": a.is_fallback,
+                        "request_id": a.request_id,
+                        "status_code": a.status_code,
+                        "error_class": a.error_class,
+                        "error_message": a.error_message,
+                        "latency_ms": a.latency_ms,
+                        "prompt_tokens": a.prompt_tokens,
+                        "cached_tokens": a.cached_tokens,
+                        "completion_tokens": a.completion_tokens,
+                        "usage_estimated": a.usage_estimated,
+                        "cost_micro_usd": cost,
+                        "price_id": price.id if price else None,
+                        "started_at": a.started_at,
+                        "finished_at": a.finished_at,
+                    }
+                )
+            final = result.attempts[-1] if result.attempts else None
+            item_updates.append(
+                {
+                    "id": item_id,
+                    "state": ItemState.SUCCEEDED if result.ok else ItemState.FAILED,
+                    "model": result.model,
+                    "response": result.body,
+                    "status_code": result.status_code,
+                    "error": None if result.ok else (result.error or "failed"),
+                    "prompt_tokens": final.prompt_tokens if final and result.ok else 0,
+                    "completion_tokens": final.completion_tokens if final and result.ok else 0,
+                    "cost_micro_usd": total_cost,
+                    "attempts_count": len(result.attempts),
+                    "lease_until": None,
+                    "updated_at": now,
+                }
+            )
+        if attempt_rows:
+            s.execute(AttemptRow.__table__.insert(), attempt_rows)
+        s.execute(
+            update(Item).where(Item.state == ItemState.SENT),
+            item_updates,
+            execution_options={"synchronize_session": False},
+        )
+        return s.scalar(select(Job.state).where(Job.id == job_id)) or ""
+
+
+# ---------------------------------------------------------------- finishing
+
+
+def maybe_finalize(rt: Runtime, job_id: str) -> bool:
+    """Close the job when no item is open; exactly one caller wins."""
+    open_states = [st for st in ItemState if st not in ITEM_TERMINAL]
+    if _count(rt, job_id, open_states):
+        return False
+    with session_scope(rt.db_url) as s:
+        won = s.execute(update(Job).where(Job.id == job_id, Job.phase == "generating").values(phase="done")).rowcount
+        if not won:
+            return False
+        job = s.get(Job, job_id)
+        if job.state == JobState.CANCELLING:
+            lifecycle.transition(job, JobState.CANCELLED)
+        elif job.state == JobState.IN_PROGRESS:
+            lifecycle.transition(job, JobState.FINALIZING)
+            lifecycle.transition(job, JobState.COMPLETED)
+    return True
+
+
+TASKS = {"score": score_chunk, "generate": generate_chunk}
+
+
+def run_task(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: int | None) -> None:
+    if task == "route":
+        route_job(rt, queue, job_id)
+    elif task == "finalize":
+        maybe_finalize(rt, job_id)
+    else:
+        TASKS[task](rt, queue, job_id, chunk if chunk is not None else 0)
