@@ -1,0 +1,56 @@
+"""Shared base of routers that read a prompt embedding (mf, sw_ranking).
+
+Scoring is split in two so callers can reuse embeddings: ``score(prompts)`` embeds (through
+the shared, disk-cached embedder) and calls ``score_embeddings(E)``, the cheap head.
+Evaluation, ensembles and the benchmark call ``score_embeddings`` directly.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from routing.base import Router
+
+
+def _flag(value: Any) -> bool:
+    return str(value).strip().lower() not in {"0", "false", "no", "off", ""}
+
+
+class EmbeddingRouter(Router):
+    """A router whose input is the L2-normalised prompt embedding."""
+
+    def __init__(self, embedder_spec: str, *, embedder: str | None = None, cache: Any = True,
+                 batch_size: Any = None, device: str | None = None, num_threads: Any = None) -> None:
+        self.embedder_spec = embedder or embedder_spec
+        self._cache = _flag(cache)
+        self._embedder_options = {k: v for k, v in
+                                  {"batch_size": batch_size, "device": device, "num_threads": num_threads}.items()
+                                  if v not in (None, "")}
+        self._embedder: Any = None
+
+    @property
+    def embedder(self) -> Any:
+        """The process-wide embedder (loaded on first use, never at construction)."""
+        if self._embedder is None:
+            from routing.embeddings import get_embedder
+
+            opts = self._embedder_options if not self.embedder_spec.startswith("http:") else {
+                k: v for k, v in self._embedder_options.items() if k == "batch_size"}
+            self._embedder = get_embedder(self.embedder_spec, cache=self._cache, **opts)
+        return self._embedder
+
+    def embed(self, prompts: Sequence[str]) -> np.ndarray:
+        return self.embedder.embed(list(prompts))
+
+    def score(self, prompts: Sequence[str]) -> np.ndarray:
+        if len(prompts) == 0:
+            return np.zeros(0, dtype=np.float64)
+        return self.score_embeddings(self.embed(prompts))
+
+    @abstractmethod
+    def score_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        """Strong-win probabilities for rows of prompt embeddings (n, dim)."""
