@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
 
@@ -31,5 +32,5 @@ def fail(message: str, as_json: bool = False, code: int = 1) -> NoReturn:
     if as_json:
         sys.stdout.write(json.dumps({"error": message}) + "\n")
     else:
-        console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+        console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

@@ -35,7 +35,13 @@ def head_revision(url: str) -> str:
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head() or ""
 
 
+_AT_HEAD: set[str] = set()
+
+
 def ensure_schema(url: str) -> None:
-    """Bring the database to head if it is behind (cheap when it is already there)."""
+    """Bring the database to head if it is behind; checked once per process and URL."""
+    if url in _AT_HEAD:
+        return
     if current_revision(url) != head_revision(url):
         upgrade(url)
+    _AT_HEAD.add(url)

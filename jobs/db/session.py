@@ -20,8 +20,12 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+_urls_seen: set[str] = set()
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
+    _urls_seen.add(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -53,9 +57,14 @@ def session_scope(url: str) -> Iterator[Session]:
         session.close()
 
 
+def _engines() -> list[Engine]:
+    return [get_engine(url) for url in _urls_seen]
+
+
 def dispose_all() -> None:
     """Drop pooled connections (tests that drop databases, forked workers)."""
-    for url in list(_factory.cache_parameters() and []):
-        pass
+    for engine in _engines():
+        engine.dispose()
     get_engine.cache_clear()
     _factory.cache_clear()
+    _urls_seen.clear()

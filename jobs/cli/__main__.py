@@ -1,0 +1,5 @@
+"""``python -m jobs.cli``: the same as the ``routebatch`` console script."""
+
+from jobs.cli import main
+
+main()
