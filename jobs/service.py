@@ -161,7 +161,7 @@ def status(rt: Runtime, job_id: str) -> dict:
                 select(Item.route, func.count()).where(Item.job_id == job_id, Item.route.is_not(None)).group_by(Item.route)
             ).all()
         )
-        spent = s.scalar(select(func.coalesce(func.sum(Attempt.cost_micro_usd), 0)).where(Attempt.job_id == job_id))
+        spent = int(s.scalar(select(func.coalesce(func.sum(Attempt.cost_micro_usd), 0)).where(Attempt.job_id == job_id)))
         attempts = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.job_id == job_id))
         invalid_sample = [
             {"line": r.line_no, "field": r.field, "reason": r.reason, "custom_id": r.custom_id}
