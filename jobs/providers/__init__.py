@@ -1,0 +1,21 @@
+"""Providers: OpenAI-compatible chat completions with retries, fallback and rate limits.
+
+The public surface is small and re-exported here; modules behind it each do one thing:
+``types`` (values), ``pool`` (sending), ``errors`` (retryability), ``redact`` (secrets),
+``ratelimit`` (shared buckets), ``simulated`` (the built-in server), ``replay`` (labelled
+answer files).
+"""
+
+from jobs.providers.pool import ProviderPool
+from jobs.providers.simulated import SimulatedServer, start_simulated_provider, start_simulated_providers
+from jobs.providers.types import Attempt, CallResult, ChatRequest
+
+__all__ = [
+    "Attempt",
+    "CallResult",
+    "ChatRequest",
+    "ProviderPool",
+    "SimulatedServer",
+    "start_simulated_provider",
+    "start_simulated_providers",
+]

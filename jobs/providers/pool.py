@@ -1,0 +1,335 @@
+"""ProviderPool: send chat completions to OpenAI-compatible providers, with retries and fallback.
+
+One ``httpx.AsyncClient`` per pool (keep-alive connections shared by every provider),
+created lazily on first use in the running event loop — never at import, and anew if the
+pool is used from another loop (``asyncio.run`` per chunk), since httpx connections belong
+to the loop that opened them. A semaphore per provider bounds in-flight requests to
+``ProviderConfig.concurrency``; it is held only while a request is on the wire, not while
+backing off, so a retrying item does not starve the others.
+
+Every HTTP try is one :class:`Attempt`. Retries follow ``ProviderConfig.retry`` through
+tenacity; a model that fails permanently for an item hands over to its ``fallback``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential,
+    wait_random_exponential,
+)
+
+from jobs import tokens
+from jobs.config import AppConfig, ModelConfig, ProviderConfig, RetryConfig
+from jobs.providers.errors import (
+    TransientFailure,
+    exception_error_class,
+    exception_is_retryable,
+    parse_retry_after,
+    status_error_class,
+    status_is_retryable,
+)
+from jobs.providers.redact import redact
+from jobs.providers.types import Attempt, CallResult, ChatRequest
+
+if TYPE_CHECKING:
+    from jobs.providers.ratelimit import RateLimiter
+
+HEADERS_PARAM = "_headers"
+"""Reserved key of ``ChatRequest.params``: extra HTTP headers (tests use it for sim faults);
+it is never sent in the body."""
+
+_SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class _Outcome:
+    """One try: its ledger row plus what the retry loop needs to decide."""
+
+    attempt: Attempt
+    body: dict | None
+    error: str | None
+    retryable: bool
+    retry_after_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _LoopState:
+    """Everything bound to one event loop: the client and the per-provider semaphores."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient, limits: dict[str, int]) -> None:
+        self.loop = loop
+        self.client = client
+        self.semaphores = {name: asyncio.Semaphore(n) for name, n in limits.items()}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _wait_strategy(cfg: RetryConfig) -> Callable[[RetryCallState], float]:
+    """Exponential backoff (full jitter when enabled), but never shorter than Retry-After."""
+    backoff = (
+        wait_random_exponential(multiplier=cfg.backoff_base_s, max=cfg.backoff_cap_s)
+        if cfg.jitter
+        else wait_exponential(multiplier=cfg.backoff_base_s, max=cfg.backoff_cap_s)
+    )
+
+    def wait(state: RetryCallState) -> float:
+        delay = float(backoff(state))
+        exc = state.outcome.exception() if state.outcome is not None else None
+        ra = getattr(exc, "retry_after_s", None)
+        return max(delay, ra) if ra is not None else delay
+
+    return wait
+
+
+class ProviderPool:
+    """Async client for every provider of an :class:`AppConfig`.
+
+    ``base_urls`` overrides provider URLs (the simulated providers started for a run);
+    ``transport`` replaces the network (tests pass ``httpx.MockTransport``); ``sleep``
+    replaces ``asyncio.sleep`` between retries (tests record the waits instead).
+    """
+
+    def __init__(
+        self,
+        config: AppConfig,
+        *,
+        base_urls: dict[str, str] | None = None,
+        rate_limiter: RateLimiter | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep | None = None,
+    ) -> None:
+        self.config = config
+        self.base_urls = dict(base_urls or {})
+        self.rate_limiter = rate_limiter
+        self._transport = transport
+        self._sleep = sleep or asyncio.sleep
+        self._state: _LoopState | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def _loop_state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        st = self._state
+        if st is None or st.loop is not loop:
+            limits = {name: p.concurrency for name, p in self.config.providers.items()}
+            total = sum(limits.values())
+            limits_ = httpx.Limits(max_connections=total, max_keepalive_connections=total, keepalive_expiry=30)
+            # TCP_NODELAY: h11 writes headers and body separately; with Nagle plus the
+            # server's delayed ACK every request would wait ~40 ms for nothing.
+            transport = self._transport or httpx.AsyncHTTPTransport(limits=limits_, socket_options=_SOCKET_OPTIONS)
+            client = httpx.AsyncClient(transport=transport, limits=limits_, follow_redirects=False)
+            st = self._state = _LoopState(loop, client, limits)
+        return st
+
+    async def aclose(self) -> None:
+        st, self._state = self._state, None
+        if st is not None and st.loop is asyncio.get_running_loop():
+            await st.client.aclose()
+
+    async def __aenter__(self) -> ProviderPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- public ------------------------------------------------------------------------
+    async def complete(self, req: ChatRequest) -> CallResult:
+        """Run ``req`` to a final outcome: success, or failure after retries and fallbacks.
+
+        Never raises for provider or network failures (they are in the result); raises only
+        for programming errors such as an unknown model key.
+        """
+        attempts: list[Attempt] = []
+        model_key = req.model
+        tried: set[str] = set()
+        is_fallback = False
+        while True:
+            tried.add(model_key)
+            outcome = await self._run_with_retries(req, model_key, attempts, is_fallback)
+            if outcome.ok:
+                return CallResult(req, True, attempts, outcome.body, model_key, outcome.attempt.status_code, None)
+            nxt = self.config.model(model_key).fallback
+            if nxt is None or nxt in tried:
+                return CallResult(
+                    req, False, attempts, outcome.body, model_key, outcome.attempt.status_code, outcome.error
+                )
+            model_key, is_fallback = nxt, True
+
+    # -- internals -----------------------------------------------------------------------
+    def _base_url(self, provider_name: str, prov: ProviderConfig) -> str:
+        return (self.base_urls.get(provider_name) or prov.base_url).rstrip("/")
+
+    async def _run_with_retries(
+        self, req: ChatRequest, model_key: str, attempts: list[Attempt], is_fallback: bool
+    ) -> _Outcome:
+        model_cfg = self.config.model(model_key)
+        prov = self.config.providers[model_cfg.provider]
+        cfg = prov.retry
+        last: _Outcome | None = None
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(cfg.max_attempts) | stop_before_delay(cfg.max_elapsed_s),
+            wait=_wait_strategy(cfg),
+            retry=retry_if_exception_type(TransientFailure),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            async for try_ in retrying:
+                with try_:
+                    last = await self._send_once(req, model_key, model_cfg, prov, len(attempts) + 1, is_fallback)
+                    attempts.append(last.attempt)
+                    if not last.ok and last.retryable:
+                        raise TransientFailure(last.attempt.error_class or "error", last.retry_after_s)
+        except TransientFailure:
+            pass  # retries exhausted: ``last`` holds the final failure
+        assert last is not None
+        return last
+
+    def _body(self, req: ChatRequest, model_key: str, model_cfg: ModelConfig) -> tuple[dict, dict[str, str]]:
+        params = dict(req.params)
+        extra_headers = dict(params.pop(HEADERS_PARAM, None) or {})
+        max_tokens = req.max_tokens if req.max_tokens and req.max_tokens > 0 else None
+        max_tokens = max_tokens or model_cfg.max_tokens or self.config.defaults.max_tokens
+        body = {**params, "model": model_cfg.name or model_key, "messages": req.messages, "max_tokens": max_tokens}
+        return body, extra_headers
+
+    async def _send_once(
+        self,
+        req: ChatRequest,
+        model_key: str,
+        model_cfg: ModelConfig,
+        prov: ProviderConfig,
+        attempt_no: int,
+        is_fallback: bool,
+    ) -> _Outcome:
+        provider_name = model_cfg.provider
+        st = self._loop_state()
+        body, extra_headers = self._body(req, model_key, model_cfg)
+        api_key = prov.api_key()
+        headers = {"content-type": "application/json", **extra_headers}
+        attempt_id = uuid.uuid4().hex
+        headers["idempotency-key"] = attempt_id
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        url = self._base_url(provider_name, prov) + "/chat/completions"
+        content = json.dumps(body).encode()
+
+        if self.rate_limiter is not None:
+            est_in, est_out = tokens.worst_case_tokens(req, model_cfg, body["max_tokens"])
+            await self.rate_limiter.acquire(provider_name, model_key, est_in + est_out)
+
+        status: int | None = None
+        resp_headers = httpx.Headers()
+        raw = b""
+        exc: BaseException | None = None
+        async with st.semaphores[provider_name]:
+            started = _utcnow()
+            t0 = time.perf_counter()
+            try:
+                resp = await st.client.post(url, content=content, headers=headers, timeout=prov.timeout_s)
+                status, resp_headers, raw = resp.status_code, resp.headers, resp.content
+            except Exception as e:  # classified below; asyncio.CancelledError is not an Exception
+                exc = e
+            latency_ms = int((time.perf_counter() - t0) * 1000)
+            finished = _utcnow()
+
+        def make(error_class: str | None, message: str | None, usage: tuple[int, int, int, bool], rid: str | None) -> Attempt:
+            return Attempt(
+                attempt_id=attempt_id, model=model_key, provider=provider_name, attempt_no=attempt_no,
+                status_code=status, error_class=error_class, error_message=redact(message, [api_key]),
+                request_id=rid, latency_ms=latency_ms, prompt_tokens=usage[0], completion_tokens=usage[1],
+                cached_tokens=usage[2], usage_estimated=usage[3], started_at=started, finished_at=finished,
+                is_fallback=is_fallback,
+            )
+
+        no_usage = (0, 0, 0, False)
+        if exc is not None:
+            cls = exception_error_class(exc)
+            msg = f"{cls}: {exc}" if str(exc) else cls
+            a = make(cls, msg, no_usage, None)
+            return _Outcome(a, None, a.error_message, exception_is_retryable(exc))
+
+        rid = resp_headers.get("x-request-id")
+        parsed: Any = None
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = None
+        assert status is not None
+        if not 200 <= status < 300:
+            cls = status_error_class(status)
+            msg = _provider_message(parsed, raw) or cls
+            a = make(cls, f"HTTP {status}: {msg}", no_usage, rid)
+            if self.rate_limiter is not None and status == 429:
+                await self.rate_limiter.penalize(provider_name, model_key, parse_retry_after(resp_headers))
+            return _Outcome(
+                a,
+                parsed if isinstance(parsed, dict) else None,
+                a.error_message,
+                status_is_retryable(status),
+                parse_retry_after(resp_headers),
+            )
+        if not _is_completion(parsed):
+            a = make("malformed_response", f"HTTP {status}: body is not a chat.completion JSON object", no_usage, rid)
+            return _Outcome(a, None, a.error_message, True)
+        rid = rid or parsed.get("id")
+        usage = _usage(parsed, req, model_cfg)
+        return _Outcome(make(None, None, usage, rid), parsed, None, False)
+
+
+def _is_completion(parsed: Any) -> bool:
+    if not isinstance(parsed, dict):
+        return False
+    choices = parsed.get("choices")
+    return isinstance(choices, list) and bool(choices) and isinstance(choices[0], dict)
+
+
+def _provider_message(parsed: Any, raw: bytes) -> str | None:
+    if isinstance(parsed, dict):
+        err = parsed.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+        if parsed.get("message"):
+            return str(parsed["message"])
+    text = raw[:300].decode("utf-8", "replace").strip()
+    return text or None
+
+
+def _usage(parsed: dict, req: ChatRequest, model_cfg: ModelConfig) -> tuple[int, int, int, bool]:
+    """(prompt, completion, cached, estimated) from ``usage``, or counted locally without it."""
+    u = parsed.get("usage")
+    if isinstance(u, dict) and isinstance(u.get("prompt_tokens"), int):
+        details = u.get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        return int(u["prompt_tokens"]), int(u.get("completion_tokens") or 0), int(cached or 0), False
+    text = ""
+    try:
+        text = parsed["choices"][0]["message"]["content"] or ""
+    except (KeyError, IndexError, TypeError):
+        pass
+    enc = model_cfg.encoding
+    return tokens.count_message_tokens(req.messages, enc), tokens.count_text_tokens(text, enc), 0, True

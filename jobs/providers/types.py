@@ -1,0 +1,88 @@
+"""The values that cross the provider boundary: a request, one attempt, the final result.
+
+They are plain dataclasses so that the execution layer can store them in the ledger without
+knowing anything about HTTP; an :class:`Attempt` maps one-to-one onto a row of ``attempts``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion to make for one item.
+
+    ``model`` is a key of ``AppConfig.models`` (not the provider's model id).
+    ``max_tokens`` <= 0 means "use the model's default" — the request that is sent always
+    carries an explicit ``max_tokens`` so that the worst-case cost is bounded.
+    """
+
+    custom_id: str
+    model: str
+    messages: list[dict]
+    max_tokens: int
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class Attempt:
+    """One provider call, recorded whatever its outcome.
+
+    ``attempt_id`` is made before sending, so that it can serve as an idempotency key and so
+    that a call that was sent can be recorded even when the response never comes.
+    ``error_message`` never contains secrets (see :mod:`jobs.providers.redact`).
+    """
+
+    attempt_id: str
+    model: str
+    provider: str
+    attempt_no: int
+    status_code: int | None
+    error_class: str | None
+    error_message: str | None
+    request_id: str | None
+    latency_ms: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    usage_estimated: bool
+    started_at: datetime
+    finished_at: datetime
+    is_fallback: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error_class is None and self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass
+class CallResult:
+    """The outcome of :meth:`ProviderPool.complete`: every attempt, and the final answer.
+
+    ``model`` is the model key that produced the final outcome, which differs from
+    ``request.model`` when a fallback model was used.
+    """
+
+    request: ChatRequest
+    ok: bool
+    attempts: list[Attempt]
+    body: dict | None
+    model: str
+    status_code: int | None
+    error: str | None
+
+    @property
+    def text(self) -> str | None:
+        """The assistant message of the first choice, when the call succeeded."""
+        if not self.ok or not self.body:
+            return None
+        try:
+            return self.body["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            return None
+
+    @property
+    def last_attempt(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
