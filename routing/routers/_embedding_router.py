@@ -43,6 +43,10 @@ class EmbeddingRouter(Router):
             self._embedder = get_embedder(self.embedder_spec, cache=self._cache, **opts)
         return self._embedder
 
+    def use_embedder(self, embedder: Any) -> None:
+        """Score through this embedder instead of the shared one (benchmarks, a private cache)."""
+        self._embedder = embedder
+
     def embed(self, prompts: Sequence[str]) -> np.ndarray:
         return self.embedder.embed(list(prompts))
 
