@@ -75,3 +75,10 @@ def test_cost_is_integer_and_rounds_up() -> None:
     assert price.cost_micro_usd(1000, 0, cached_tokens=1000) == 1250
     assert price.cost_micro_usd(10, 0, cached_tokens=50) == price.cost_micro_usd(10, 0, cached_tokens=10)
     assert isinstance(price.cost_micro_usd(123, 456, 7), int)
+
+
+def test_shipped_example_config_parses() -> None:
+    cfg = load_config(Path(__file__).parents[3] / "examples" / "routebatch.toml")
+    assert cfg.model("gpt-4o").fallback == "gpt-4o-mini"
+    assert cfg.providers["openai"].retry.max_attempts == 6
+    assert cfg.providers["sim"].simulated == {"latency_ms": 20, "seed": 0}
