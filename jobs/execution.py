@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from jobs.db.models import Attempt as AttemptRow
 from jobs.db.models import Item, Job
@@ -29,6 +29,10 @@ from jobs import lifecycle
 log = logging.getLogger(__name__)
 
 SEND_LEASE = timedelta(minutes=15)
+"""Default lease of a 'sent' item; ``Settings.send_lease_s`` overrides it per process."""
+RECORD_RETRY_S = 120.0
+"""How long a batch of provider answers is retried against an unreachable database before
+the task gives up (the items then stay 'sent' until the reaper records them as lost)."""
 FLUSH_EVERY = 200
 FLUSH_SECONDS = 0.5
 
@@ -136,19 +140,32 @@ def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> in
             .where(Item.job_id == job_id, Item.chunk == chunk, Item.state == ItemState.ROUTED)
             .order_by(Item.id)
         ).all()
+        lease = now + _send_lease(rt)
         if rows:
             # Mark sent before sending: a crash after this leaves a visible, leased 'sent' item.
-            s.execute(
-                update(Item)
-                .where(Item.id.in_([r.id for r in rows]), Item.state == ItemState.ROUTED)
-                .values(state=ItemState.SENT, lease_until=now + SEND_LEASE, updated_at=now)
+            # Only the rows this UPDATE claimed are sent: a duplicate delivery of the same chunk
+            # running at the same time gets the others' ids back from RETURNING, not its own.
+            claimed = set(
+                s.scalars(
+                    update(Item)
+                    .where(Item.id.in_([r.id for r in rows]), Item.state == ItemState.ROUTED)
+                    .values(state=ItemState.SENT, lease_until=lease, updated_at=now)
+                    .returning(Item.id),
+                    execution_options={"synchronize_session": False},
+                )
             )
+            rows = [r for r in rows if r.id in claimed]
         prices = sync_prices(s, rt.config, sorted({r.model for r in rows} | _fallbacks(rt, {r.model for r in rows})))
         default_max = job.spec.get("max_tokens") or rt.config.defaults.max_tokens
     if rows:
-        asyncio.run(_fan_out(rt, job_id, rows, prices, default_max))
+        asyncio.run(_fan_out(rt, job_id, rows, prices, default_max, lease))
     maybe_finalize(rt, job_id)
     return len(rows)
+
+
+def _send_lease(rt: Runtime) -> timedelta:
+    seconds = getattr(rt.settings, "send_lease_s", None)
+    return timedelta(seconds=seconds) if seconds else SEND_LEASE
 
 
 def _fallbacks(rt: Runtime, models: set[str]) -> set[str]:
@@ -169,7 +186,9 @@ def _request_for(row, default_max: int, rt: Runtime):
     return ChatRequest(custom_id=row.custom_id, model=row.model, messages=messages, max_tokens=max_tokens, params=dict(row.params or {}))
 
 
-async def _fan_out(rt: Runtime, job_id: str, rows, prices: dict[str, PriceVersion], default_max: int) -> None:
+async def _fan_out(
+    rt: Runtime, job_id: str, rows, prices: dict[str, PriceVersion], default_max: int, lease=None
+) -> None:
     from jobs.providers import ProviderPool
 
     pool = ProviderPool(rt.config, base_urls=rt.base_urls(), rate_limiter=_rate_limiter(rt))
@@ -191,9 +210,23 @@ async def _fan_out(rt: Runtime, job_id: str, rows, prices: dict[str, PriceVersio
             results.clear()
             last_flush = loop.time()
             if batch:
-                state = await asyncio.to_thread(record_results, rt, job_id, batch, prices)
+                state = await _record_with_retry(rt, job_id, batch, prices, lease)
                 if state == JobState.CANCELLING:
                     cancelled.set()
+
+    async def watch_cancel() -> None:
+        # Other workers' cancels arrive through the database: poll it so that no new call
+        # starts more than ``cancel_poll_s`` after ``cancel`` even while no answer comes back.
+        every = getattr(rt.settings, "cancel_poll_s", 1.0)
+        while not cancelled.is_set():
+            await asyncio.sleep(every)
+            try:
+                state = await asyncio.to_thread(_job_state, rt, job_id)
+            except Exception:  # noqa: BLE001 - a DB blip must not kill the sends; next poll retries
+                log.warning("job %s: cannot read the job state to check for a cancel", job_id, exc_info=True)
+                continue
+            if state != JobState.IN_PROGRESS:
+                cancelled.set()
 
     async def worker() -> None:
         while not cancelled.is_set():
@@ -206,10 +239,12 @@ async def _fan_out(rt: Runtime, job_id: str, rows, prices: dict[str, PriceVersio
             await flush()
 
     width = max(p.concurrency for p in rt.config.providers.values()) * max(1, len(rt.config.providers))
+    watcher = asyncio.create_task(watch_cancel())
     try:
         await asyncio.gather(*(worker() for _ in range(min(width, len(rows)))))
         await flush(force=True)
     finally:
+        watcher.cancel()
         await pool.aclose()
     if cancelled.is_set():
         unsent = []
@@ -226,12 +261,56 @@ def _rate_limiter(rt: Runtime):
     return limiter_for(rt.config, rt.settings.broker_url)
 
 
-def record_results(rt: Runtime, job_id: str, batch: list, prices: dict[str, PriceVersion]) -> str:
-    """Write attempts and item outcomes for a batch in one transaction; returns the job state."""
+def _job_state(rt: Runtime, job_id: str) -> str:
+    with session_scope(rt.db_url) as s:
+        return s.scalar(select(Job.state).where(Job.id == job_id)) or ""
+
+
+async def _record_with_retry(rt: Runtime, job_id: str, batch: list, prices: dict[str, PriceVersion], lease) -> str:
+    """Answers already paid for are kept in memory and retried while the database is away
+    (a restart, a failover), instead of being lost and sent again after the lease."""
+    from sqlalchemy.exc import DBAPIError, IntegrityError
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RECORD_RETRY_S
+    delay = 0.2
+    retried = False
+    while True:
+        try:
+            return await asyncio.to_thread(record_results, rt, job_id, batch, prices, lease)
+        except IntegrityError:
+            if not retried:
+                raise
+            # The commit of the previous try landed but its acknowledgement was lost.
+            return await asyncio.to_thread(_job_state, rt, job_id)
+        except DBAPIError as exc:
+            if not _is_connection_error(exc) or loop.time() > deadline:
+                raise
+            retried = True
+            log.warning("job %s: database unreachable while recording %d results; retrying", job_id, len(batch))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+def record_results(rt: Runtime, job_id: str, batch: list, prices: dict[str, PriceVersion], lease=None) -> str:
+    """Write attempts and item outcomes for a batch in one transaction; returns the job state.
+
+    Attempts are always inserted and their cost always added to the item (a call that was
+    made is in the ledger). The item's outcome is written only while the item is still held
+    by this claim (``lease``): if the reaper declared it lost and another worker re-sent it,
+    the late answer is recorded as a duplicate attempt and does not overwrite the outcome.
+    """
     now = utcnow()
     with session_scope(rt.db_url) as s:
         attempt_rows = []
         item_updates = []
+        spend = []
         for item_id, result in batch:
             total_cost = 0
             for a in result.attempts:
@@ -273,16 +352,26 @@ def record_results(rt: Runtime, job_id: str, batch: list, prices: dict[str, Pric
                     "error": None if result.ok else (result.error or "failed"),
                     "prompt_tokens": final.prompt_tokens if final and result.ok else 0,
                     "completion_tokens": final.completion_tokens if final and result.ok else 0,
-                    "cost_micro_usd": total_cost,
-                    "attempts_count": len(result.attempts),
                     "lease_until": None,
                     "updated_at": now,
                 }
             )
+            spend.append({"b_id": item_id, "b_cost": total_cost, "b_n": len(result.attempts)})
         if attempt_rows:
             s.execute(AttemptRow.__table__.insert(), attempt_rows)
+        items = Item.__table__
         s.execute(
-            update(Item).where(Item.state == ItemState.SENT),
+            items.update()
+            .where(items.c.id == bindparam("b_id"))
+            .values(
+                cost_micro_usd=items.c.cost_micro_usd + bindparam("b_cost"),
+                attempts_count=items.c.attempts_count + bindparam("b_n"),
+            ),
+            spend,
+        )
+        guard = [Item.state == ItemState.SENT] + ([Item.lease_until == lease] if lease is not None else [])
+        s.execute(
+            update(Item).where(*guard),
             item_updates,
             execution_options={"synchronize_session": False},
         )

@@ -21,6 +21,20 @@ class Settings(BaseSettings):
     config: Path | None = Field(None, description="Path of routebatch.toml; default ./routebatch.toml if present.")
     log_level: str = "INFO"
 
+    # Distributed execution (worker/, jobs/reaper.py). The generate task's hard time limit
+    # stays below the send lease, so a worker still alive can never record an item that
+    # the reaper has already declared lost and handed to another worker.
+    send_lease_s: float = Field(900.0, gt=0, description="How long an item may stay 'sent' before the reaper treats it as lost.")
+    score_time_limit_s: float = Field(600.0, gt=0, description="Hard time limit of a score task (soft limit 30 s before).")
+    generate_time_limit_s: float = Field(840.0, gt=0, description="Hard time limit of a generate task; keep below send_lease_s.")
+    reaper_interval_s: float = Field(30.0, gt=0, description="How often workers run the reaper (one at a time, DB lock).")
+    stall_s: float | None = Field(None, gt=0, description="A job with open work and no progress this long is re-enqueued; default: longest time limit + 60 s.")
+    cancel_poll_s: float = Field(1.0, gt=0, description="How often a generating task checks whether its job was cancelled.")
+
+    def stall_after_s(self) -> float:
+        """No live task can run longer than its hard limit, so silence past it means lost messages."""
+        return self.stall_s if self.stall_s is not None else max(self.score_time_limit_s, self.generate_time_limit_s) + 60.0
+
     def config_file(self) -> Path | None:
         """The config file to read, or None for the built-in simulated setup."""
         if self.config is not None:
