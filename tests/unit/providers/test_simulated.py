@@ -92,3 +92,22 @@ def test_pool_against_sim_many_requests(sim: SimulatedServer) -> None:
     assert all(r.ok for r in results)
     assert all(r.attempts[0].completion_tokens <= 20 and r.attempts[0].prompt_tokens > 0 for r in results)
     assert len({r.text for r in results}) == 200
+
+
+def test_pool_keeps_connections_alive(sim: SimulatedServer) -> None:
+    cfg = parse_config({
+        "providers": {"sim": {"simulated": {}, "concurrency": 4}},
+        "models": {"a": {"provider": "sim", "input_usd_per_mtok": 1, "output_usd_per_mtok": 1}},
+        "defaults": {"strong": "a", "weak": "a"},
+    })
+
+    async def go() -> int:
+        pool = ProviderPool(cfg, base_urls={"sim": sim.base_url})
+        try:
+            for i in range(30):
+                assert (await pool.complete(ChatRequest(str(i), "a", [{"role": "user", "content": "x"}], 5))).ok
+            return len(sim._conns)
+        finally:
+            await pool.aclose()
+
+    assert asyncio.run(go()) == 1  # 30 sequential calls, one TCP connection
