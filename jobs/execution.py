@@ -19,6 +19,8 @@ from sqlalchemy import bindparam, func, select, update
 from jobs.db.models import Attempt as AttemptRow
 from jobs.db.models import Item, Job
 from jobs.db.session import session_scope
+from jobs.admission import BudgetPlan, admit, budget_plan
+from jobs.budgets import settle
 from jobs.db.types import utcnow
 from jobs.pricing import PriceVersion, sync_prices
 from jobs.queue import TaskQueue
@@ -33,6 +35,7 @@ SEND_LEASE = timedelta(minutes=15)
 RECORD_RETRY_S = 120.0
 """How long a batch of provider answers is retried against an unreachable database before
 the task gives up (the items then stay 'sent' until the reaper records them as lost)."""
+ADMIT_BATCH = 32
 FLUSH_EVERY = 200
 FLUSH_SECONDS = 0.5
 
@@ -155,10 +158,12 @@ def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> in
                 )
             )
             rows = [r for r in rows if r.id in claimed]
-        prices = sync_prices(s, rt.config, sorted({r.model for r in rows} | _fallbacks(rt, {r.model for r in rows})))
+        models = {r.model for r in rows} | {job.weak_model}
+        prices = sync_prices(s, rt.config, sorted(models | _fallbacks(rt, models)))
         default_max = job.spec.get("max_tokens") or rt.config.defaults.max_tokens
+        plan = budget_plan(job)
     if rows:
-        asyncio.run(_fan_out(rt, job_id, rows, prices, default_max, lease))
+        asyncio.run(_fan_out(rt, job_id, rows, prices, default_max, lease, plan))
     maybe_finalize(rt, job_id)
     return len(rows)
 
@@ -177,24 +182,27 @@ def _fallbacks(rt: Runtime, models: set[str]) -> set[str]:
     return out
 
 
-def _request_for(row, default_max: int, rt: Runtime):
+def _request_for(adm) -> "ChatRequest":  # noqa: F821
     from jobs.providers import ChatRequest
 
-    messages = row.messages if row.messages else [{"role": "user", "content": row.prompt}]
-    model_default = rt.config.model(row.model).max_tokens
-    max_tokens = row.max_tokens or model_default or default_max
-    return ChatRequest(custom_id=row.custom_id, model=row.model, messages=messages, max_tokens=max_tokens, params=dict(row.params or {}))
+    row = adm.row
+    return ChatRequest(
+        custom_id=row.custom_id, model=adm.model, messages=adm.messages, max_tokens=adm.max_tokens, params=dict(row.params or {})
+    )
 
 
 async def _fan_out(
-    rt: Runtime, job_id: str, rows, prices: dict[str, PriceVersion], default_max: int, lease=None
+    rt: Runtime, job_id: str, rows, prices: dict[str, PriceVersion], default_max: int, lease=None, plan: BudgetPlan | None = None
 ) -> None:
+    from collections import deque
+
     from jobs.providers import ProviderPool
 
     pool = ProviderPool(rt.config, base_urls=rt.base_urls(), rate_limiter=_rate_limiter(rt))
-    todo: asyncio.Queue = asyncio.Queue()
-    for row in rows:
-        todo.put_nowait(row)
+    todo = deque(rows)  # claimed, not yet admitted
+    ready: deque = deque()  # admitted (money held when the job has a budget), not yet sent
+    admit_lock = asyncio.Lock()
+    plan = plan or BudgetPlan(None, None, "downgrade", "", "")
     results: list = []
     flush_lock = asyncio.Lock()
     cancelled = asyncio.Event()
@@ -228,14 +236,23 @@ async def _fan_out(
             if state != JobState.IN_PROGRESS:
                 cancelled.set()
 
+    async def next_admitted():
+        async with admit_lock:
+            while not ready and todo and not cancelled.is_set():
+                batch = [todo.popleft() for _ in range(min(ADMIT_BATCH, len(todo)))]
+                outcome = await asyncio.to_thread(admit, rt, job_id, batch, plan, prices, default_max)
+                ready.extend(outcome.admitted)
+                if outcome.stop:
+                    cancelled.set()
+            return ready.popleft() if ready and not cancelled.is_set() else None
+
     async def worker() -> None:
         while not cancelled.is_set():
-            try:
-                row = todo.get_nowait()
-            except asyncio.QueueEmpty:
+            adm = await next_admitted()
+            if adm is None:
                 return
-            result = await pool.complete(_request_for(row, default_max, rt))
-            results.append((row.id, result))
+            result = await pool.complete(_request_for(adm))
+            results.append((adm.row.id, result, adm.hold))
             await flush()
 
     width = max(p.concurrency for p in rt.config.providers.values()) * max(1, len(rt.config.providers))
@@ -247,10 +264,9 @@ async def _fan_out(
         watcher.cancel()
         await pool.aclose()
     if cancelled.is_set():
-        unsent = []
-        while not todo.empty():
-            unsent.append(todo.get_nowait().id)
-        await asyncio.to_thread(lifecycle.cancel_unsent_items, rt.db_url, job_id, unsent)
+        unsent = [r.id for r in todo] + [a.row.id for a in ready]
+        holds = [a.hold for a in ready if a.hold is not None]
+        await asyncio.to_thread(lifecycle.cancel_unsent_items, rt.db_url, job_id, unsent, holds)
 
 
 def _rate_limiter(rt: Runtime):
@@ -311,7 +327,7 @@ def record_results(rt: Runtime, job_id: str, batch: list, prices: dict[str, Pric
         attempt_rows = []
         item_updates = []
         spend = []
-        for item_id, result in batch:
+        for item_id, result, hold in batch:
             total_cost = 0
             for a in result.attempts:
                 price = prices.get(a.model)
@@ -357,6 +373,8 @@ def record_results(rt: Runtime, job_id: str, batch: list, prices: dict[str, Pric
                 }
             )
             spend.append({"b_id": item_id, "b_cost": total_cost, "b_n": len(result.attempts)})
+            if hold is not None:
+                settle(s, hold, total_cost, job_id=job_id)
         if attempt_rows:
             s.execute(AttemptRow.__table__.insert(), attempt_rows)
         items = Item.__table__

@@ -6,7 +6,7 @@ legal moves are the table in ``jobs.states``.
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from jobs.db.models import Item, Job
 from jobs.db.session import session_scope
@@ -33,15 +33,25 @@ def fail(job: Job, error: str) -> None:
     job.error = error
 
 
-def cancel_unsent_items(db_url: str, job_id: str, item_ids: list[int]) -> int:
-    """Items marked sent but never handed to a provider (the job was cancelled first)."""
-    if not item_ids:
-        return 0
+def cancel_unsent_items(db_url: str, job_id: str, item_ids: list[int], holds: list | None = None) -> int:
+    """Items claimed but never handed to a provider because the job stopped first.
+
+    They end ``cancelled`` (or ``skipped_budget`` when the budget stopped the job), and
+    any money held for them is released to zero: these calls provably were not made.
+    """
+    from jobs.budgets import release
+
     with session_scope(db_url) as s:
+        for hold in holds or []:
+            release(s, hold, note="job stopped before the call: released to zero")
+        if not item_ids:
+            return 0
+        job_state = s.scalar(select(Job.state).where(Job.id == job_id))
+        target = ItemState.SKIPPED_BUDGET if job_state == JobState.BUDGET_EXHAUSTED else ItemState.CANCELLED
         return s.execute(
             update(Item)
             .where(Item.id.in_(item_ids), Item.state == ItemState.SENT)
-            .values(state=ItemState.CANCELLED, lease_until=None, updated_at=utcnow())
+            .values(state=target, lease_until=None, updated_at=utcnow())
         ).rowcount
 
 

@@ -18,13 +18,16 @@ class JobState(StrEnum):
     CANCELLING = "cancelling"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+    BUDGET_EXHAUSTED = "budget_exhausted"  # routebatch's addition: --on-exhausted stop
 
     @property
     def terminal(self) -> bool:
         return self in JOB_TERMINAL
 
 
-JOB_TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED})
+JOB_TERMINAL = frozenset(
+    {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED, JobState.BUDGET_EXHAUSTED}
+)
 
 
 class ItemState(StrEnum):
@@ -49,11 +52,14 @@ ITEM_OPEN = frozenset(ItemState) - ITEM_TERMINAL
 # Legal job transitions: from -> allowed targets.
 JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.VALIDATING: frozenset({JobState.IN_PROGRESS, JobState.FAILED, JobState.CANCELLING, JobState.CANCELLED}),
-    JobState.IN_PROGRESS: frozenset({JobState.FINALIZING, JobState.FAILED, JobState.CANCELLING, JobState.EXPIRED}),
+    JobState.IN_PROGRESS: frozenset(
+        {JobState.FINALIZING, JobState.FAILED, JobState.CANCELLING, JobState.EXPIRED, JobState.BUDGET_EXHAUSTED}
+    ),
     JobState.FINALIZING: frozenset({JobState.COMPLETED, JobState.FAILED, JobState.IN_PROGRESS}),
     JobState.CANCELLING: frozenset({JobState.CANCELLED}),
     JobState.FAILED: frozenset({JobState.IN_PROGRESS}),  # resume
     JobState.CANCELLED: frozenset({JobState.IN_PROGRESS}),  # resume
     JobState.EXPIRED: frozenset({JobState.IN_PROGRESS}),  # resume
     JobState.COMPLETED: frozenset({JobState.IN_PROGRESS}),  # resume after a retry of failed items
+    JobState.BUDGET_EXHAUSTED: frozenset({JobState.IN_PROGRESS}),  # resume after the budget was raised
 }

@@ -12,6 +12,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -63,6 +64,12 @@ class Job(Base):
     total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     invalid: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     chunks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    budget_id: Mapped[int | None] = mapped_column(ForeignKey("budgets.id"), nullable=True, doc="Named budget drawn from.")
+    job_budget_id: Mapped[int | None] = mapped_column(
+        ForeignKey("budgets.id"), nullable=True, doc="The job's own cap (--budget-usd), as an anonymous budget."
+    )
+    on_exhausted: Mapped[str] = mapped_column(String(20), default="downgrade", server_default="downgrade")
+    allocate: Mapped[str] = mapped_column(String(20), default="threshold", server_default="threshold")
     validating_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     in_progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finalizing_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -71,6 +78,7 @@ class Job(Base):
     cancelling_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    budget_exhausted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Item(Base):
@@ -160,3 +168,76 @@ class InvalidRow(Base):
     field: Mapped[str | None] = mapped_column(String(100), nullable=True)
     reason: Mapped[str] = mapped_column(Text)
     raw: Mapped[str | None] = mapped_column(Text, nullable=True, doc="The first 500 characters of the line.")
+
+
+class Budget(Base):
+    """A spending cap: named (``budget create``) or a job's own ``--budget-usd``.
+
+    Money lives in ``BudgetWindow`` rows, one per window period, so a daily budget keeps
+    its history and the CHECK constraint guards each period's cap.
+    """
+
+    __tablename__ = "budgets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(10), doc="named | job")
+    cap_micro_usd: Mapped[int] = mapped_column(BigInteger)
+    window: Mapped[str] = mapped_column(String(10), doc="none | daily | weekly | monthly")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BudgetWindow(Base):
+    __tablename__ = "budget_windows"
+    __table_args__ = (
+        UniqueConstraint("budget_id", "window_start"),
+        CheckConstraint("spent_micro_usd + reserved_micro_usd <= cap_micro_usd", name="within_cap"),
+        CheckConstraint("spent_micro_usd >= 0 AND reserved_micro_usd >= 0", name="non_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    budget_id: Mapped[int] = mapped_column(ForeignKey("budgets.id", ondelete="CASCADE"))
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    cap_micro_usd: Mapped[int] = mapped_column(BigInteger)
+    spent_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    reserved_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    overdraft_micro_usd: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default="0", doc="Real cost above the reservation that did not fit the cap."
+    )
+
+
+class Reservation(Base):
+    """Worst-case money held for one item's call until it is settled to the real cost."""
+
+    __tablename__ = "reservations"
+    __table_args__ = (Index("ix_reservations_state_lease", "state", "lease_until"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    amount_micro_usd: Mapped[int] = mapped_column(BigInteger)
+    job_window_id: Mapped[int | None] = mapped_column(ForeignKey("budget_windows.id"), nullable=True)
+    named_window_id: Mapped[int | None] = mapped_column(ForeignKey("budget_windows.id"), nullable=True)
+    state: Mapped[str] = mapped_column(String(10), doc="open | settled | released")
+    settled_micro_usd: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class LedgerEvent(Base):
+    """Things worth an audit line: budget alerts, exhaustion, reaper decisions."""
+
+    __tablename__ = "ledger_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(40), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    budget_id: Mapped[int | None] = mapped_column(ForeignKey("budgets.id", ondelete="CASCADE"), nullable=True)
+    window_id: Mapped[int | None] = mapped_column(ForeignKey("budget_windows.id", ondelete="CASCADE"), nullable=True)
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict | None] = mapped_column(JSON, nullable=True)

@@ -1,0 +1,164 @@
+"""Admission of claimed items to the provider: the budget gate in front of every call.
+
+Items are admitted in small batches just before they are sent, so the money held at any
+moment is about the worst case of the calls in flight, not of a whole chunk. For each item
+one reservation is opened on the job's cap and on its named budget (both or neither); when
+the routed model cannot be afforded the ``--on-exhausted`` policy decides: ``downgrade`` to
+the weak model when that fits, ``skip`` the item, or ``stop`` the job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+
+from jobs import lifecycle
+from jobs.budgets import Hold, add_event, current_window, open_reservation
+from jobs.db.models import Budget, Item, Job
+from jobs.db.session import session_scope
+from jobs.db.types import utcnow
+from jobs.pricing import PriceVersion
+from jobs.runtime import Runtime
+from jobs.states import ItemState, JobState
+
+PER_MESSAGE_BOUND = 8
+PER_REQUEST_BOUND = 16
+
+
+def input_token_bound(messages: list[dict]) -> int:
+    """An upper bound on input tokens for any byte-level BPE tokenizer: every token is at
+    least one byte, plus framing per message. Loose (about 4x), but a true bound, which is
+    what a reservation needs: the settlement can then never exceed it."""
+    total = PER_REQUEST_BOUND
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        total += PER_MESSAGE_BOUND + len(str(content or "").encode("utf-8")) + len(str(m.get("role", "")))
+    return total
+
+
+def worst_case_micro(messages: list[dict], max_tokens: int, model: str, prices: dict[str, PriceVersion], rt: Runtime) -> int:
+    """Worst-case cost of one call, over the model and its fallback chain."""
+    tokens_in = input_token_bound(messages)
+    worst = 0
+    seen: set[str] = set()
+    current: str | None = model
+    while current and current not in seen:
+        seen.add(current)
+        price = prices.get(current)
+        if price is not None:
+            worst = max(worst, price.cost_micro_usd(tokens_in, max_tokens))
+        current = rt.config.model(current).fallback
+    return worst
+
+
+@dataclass
+class Admitted:
+    row: Any
+    model: str
+    hold: Hold | None
+    max_tokens: int
+    messages: list[dict]
+
+
+@dataclass
+class AdmitResult:
+    admitted: list[Admitted] = field(default_factory=list)
+    stop: bool = False
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """Which windows a job draws from; None when the job has no budget at all."""
+
+    job_budget_id: int | None
+    named_budget_id: int | None
+    policy: str
+    strong: str
+    weak: str
+
+    @property
+    def active(self) -> bool:
+        return self.job_budget_id is not None or self.named_budget_id is not None
+
+
+def budget_plan(job: Job) -> BudgetPlan:
+    return BudgetPlan(job.job_budget_id, job.budget_id, job.on_exhausted, job.strong_model, job.weak_model)
+
+
+def admit(rt: Runtime, job_id: str, rows: list, plan: BudgetPlan, prices: dict[str, PriceVersion], default_max: int) -> AdmitResult:
+    """Reserve money for ``rows`` (claimed 'sent' items) in one transaction."""
+    out = AdmitResult()
+    prepared = [(row, *_request_shape(row, default_max, rt)) for row in rows]
+    if not plan.active:
+        out.admitted = [Admitted(row, row.model, None, mt, msgs) for row, msgs, mt in prepared]
+        return out
+    with session_scope(rt.db_url) as s:
+        job = s.get(Job, job_id)
+        if job is None or job.state != JobState.IN_PROGRESS:
+            out.stop = True
+            return out
+        job_window = current_window(s, s.get(Budget, plan.job_budget_id)).id if plan.job_budget_id else None
+        named_window = current_window(s, s.get(Budget, plan.named_budget_id)).id if plan.named_budget_id else None
+        skipped: list[tuple[int, str]] = []
+        downgraded: list[int] = []
+        for i, (row, messages, max_tokens) in enumerate(prepared):
+            model = row.model
+            amount = worst_case_micro(messages, max_tokens, model, prices, rt)
+            hold = open_reservation(s, job_id, row.id, model, amount, job_window, named_window)
+            if hold is None and plan.policy == "downgrade" and model != plan.weak:
+                weak_amount = worst_case_micro(messages, max_tokens, plan.weak, prices, rt)
+                hold = open_reservation(s, job_id, row.id, plan.weak, weak_amount, job_window, named_window)
+                if hold is not None:
+                    model = plan.weak
+                    downgraded.append(row.id)
+            if hold is None:
+                if plan.policy == "stop":
+                    _stop_job(s, job, [r.id for r, *_ in prepared[i:]], amount)
+                    out.stop = True
+                    break
+                skipped.append((row.id, f"budget: cannot afford {model} (worst case {amount} micro-USD)"))
+                continue
+            out.admitted.append(Admitted(row, model, hold, max_tokens, messages))
+        now = utcnow()
+        if downgraded:
+            s.execute(
+                update(Item)
+                .where(Item.id.in_(downgraded))
+                .values(model=plan.weak, route_reason="budget_downgrade", updated_at=now)
+            )
+        for item_id, reason in skipped:
+            s.execute(
+                update(Item)
+                .where(Item.id == item_id, Item.state == ItemState.SENT)
+                .values(state=ItemState.SKIPPED_BUDGET, error=reason, lease_until=None, updated_at=now)
+            )
+    return out
+
+
+def _stop_job(s, job: Job, unsent_ids: list[int], amount: int) -> None:
+    """--on-exhausted stop: the job ends budget_exhausted, every unsent item is listed as skipped."""
+    now = utcnow()
+    reason = "budget exhausted: job stopped (--on-exhausted stop)"
+    s.execute(
+        update(Item)
+        .where(Item.id.in_(unsent_ids), Item.state == ItemState.SENT)
+        .values(state=ItemState.SKIPPED_BUDGET, error=reason, lease_until=None, updated_at=now)
+    )
+    s.execute(
+        update(Item)
+        .where(Item.job_id == job.id, Item.state.in_(lifecycle.UNSENT_STATES))
+        .values(state=ItemState.SKIPPED_BUDGET, error=reason, updated_at=now)
+    )
+    lifecycle.transition(job, JobState.BUDGET_EXHAUSTED)
+    job.error = "budget_exhausted"
+    add_event(s, "budget_exhausted", f"job {job.id} stopped: next call needed {amount} micro-USD", job_id=job.id)
+
+
+def _request_shape(row, default_max: int, rt: Runtime) -> tuple[list[dict], int]:
+    messages = row.messages if row.messages else [{"role": "user", "content": row.prompt}]
+    max_tokens = row.max_tokens or rt.config.model(row.model).max_tokens or default_max
+    return messages, max_tokens

@@ -1,0 +1,292 @@
+"""Budgets that cannot be overspent: reserve the worst case, call, settle to the real cost.
+
+The promise rests on the database, not on process discipline: money moves only through
+conditional UPDATEs (``... WHERE spent + reserved + :amount <= cap``), and a CHECK
+constraint on ``budget_windows`` makes ``spent + reserved <= cap`` a fact that no bug in
+any number of concurrent workers can break. A named budget with a window (daily, weekly,
+monthly) keeps one ``budget_windows`` row per period, so history stays and each period has
+its own cap.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
+
+from jobs.db.models import Budget, BudgetWindow, LedgerEvent, Reservation
+from jobs.db.types import utcnow
+from jobs.pricing import micro_to_usd, usd_to_micro
+
+log = logging.getLogger("routebatch.budget")
+
+WINDOWS = ("none", "daily", "weekly", "monthly")
+ALERT_LEVELS = (50, 80, 100)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+RESERVATION_LEASE = timedelta(minutes=15)
+
+
+class BudgetError(ValueError):
+    pass
+
+
+def window_start(window: str, now: datetime | None = None) -> datetime:
+    """Start of the period containing ``now`` (UTC): midnight, Monday, or the 1st."""
+    now = (now or utcnow()).astimezone(UTC)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if window == "none":
+        return EPOCH
+    if window == "daily":
+        return day
+    if window == "weekly":
+        return day - timedelta(days=day.weekday())
+    if window == "monthly":
+        return day.replace(day=1)
+    raise BudgetError(f"unknown window {window!r}; use one of {', '.join(WINDOWS)}")
+
+
+def _insert_ignore(s: Session, table, values: dict) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING on Postgres and SQLite alike."""
+    if s.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    s.execute(insert(table).values(**values).on_conflict_do_nothing())
+
+
+# ---------------------------------------------------------------- budgets
+
+
+def create_budget(s: Session, name: str, cap_usd: float, window: str = "none", kind: str = "named") -> Budget:
+    if window not in WINDOWS:
+        raise BudgetError(f"unknown window {window!r}; use one of {', '.join(WINDOWS)}")
+    if cap_usd < 0:
+        raise BudgetError("the cap must be >= 0")
+    if s.scalar(select(Budget.id).where(Budget.name == name)) is not None:
+        raise BudgetError(f"budget {name!r} already exists (use `budget raise`)")
+    budget = Budget(name=name, kind=kind, cap_micro_usd=usd_to_micro(cap_usd), window=window, created_at=utcnow())
+    s.add(budget)
+    s.flush()
+    current_window(s, budget)
+    return budget
+
+
+def get_budget(s: Session, name: str) -> Budget:
+    budget = s.scalar(select(Budget).where(Budget.name == name))
+    if budget is None:
+        raise BudgetError(f"no budget {name!r}")
+    return budget
+
+
+def current_window(s: Session, budget: Budget, now: datetime | None = None) -> BudgetWindow:
+    """The window row for ``now``, created on first use (concurrently safe)."""
+    start = window_start(budget.window, now)
+    _insert_ignore(s, BudgetWindow.__table__, {"budget_id": budget.id, "window_start": start, "cap_micro_usd": budget.cap_micro_usd})
+    return s.scalars(
+        select(BudgetWindow).where(BudgetWindow.budget_id == budget.id, BudgetWindow.window_start == start)
+    ).one()
+
+
+def raise_budget(s: Session, name: str, cap_usd: float) -> Budget:
+    """Change the cap from now on; the current window's cap too (never below what it holds)."""
+    budget = get_budget(s, name)
+    cap = usd_to_micro(cap_usd)
+    window = current_window(s, budget)
+    held = s.execute(
+        select(BudgetWindow.spent_micro_usd, BudgetWindow.reserved_micro_usd).where(BudgetWindow.id == window.id)
+    ).one()
+    if cap < held[0] + held[1]:
+        raise BudgetError(
+            f"budget {name!r}: cap ${cap_usd} is below what this window already spent and holds "
+            f"(${micro_to_usd(held[0] + held[1]):.6f})"
+        )
+    budget.cap_micro_usd = cap
+    s.execute(update(BudgetWindow).where(BudgetWindow.id == window.id).values(cap_micro_usd=cap))
+    return budget
+
+
+def budget_report(s: Session, budget: Budget) -> dict:
+    window = current_window(s, budget)
+    s.refresh(window)
+    cap = window.cap_micro_usd
+    return {
+        "name": budget.name,
+        "kind": budget.kind,
+        "window": budget.window,
+        "window_start": window.window_start.isoformat(),
+        "cap_usd": micro_to_usd(cap),
+        "spent_usd": micro_to_usd(window.spent_micro_usd),
+        "reserved_usd": micro_to_usd(window.reserved_micro_usd),
+        "available_usd": micro_to_usd(cap - window.spent_micro_usd - window.reserved_micro_usd),
+        "overdraft_usd": micro_to_usd(window.overdraft_micro_usd),
+        "used_pct": round(100.0 * window.spent_micro_usd / cap, 2) if cap else 0.0,
+    }
+
+
+# ---------------------------------------------------------------- reserve / settle
+
+
+@dataclass(frozen=True)
+class Hold:
+    """An open reservation, as the generate step keeps it until settlement."""
+
+    reservation_id: str
+    amount: int
+    window_ids: tuple[int, ...]
+
+
+def try_reserve(s: Session, window_ids: tuple[int, ...], amount: int) -> bool:
+    """Hold ``amount`` on every window, or on none (a savepoint undoes a partial hold)."""
+    if amount < 0:
+        raise BudgetError("a reservation cannot be negative")
+    savepoint = s.begin_nested()
+    for wid in window_ids:
+        won = s.execute(
+            text(
+                "UPDATE budget_windows SET reserved_micro_usd = reserved_micro_usd + :a "
+                "WHERE id = :w AND spent_micro_usd + reserved_micro_usd + :a <= cap_micro_usd"
+            ),
+            {"a": amount, "w": wid},
+        ).rowcount
+        if won != 1:
+            savepoint.rollback()
+            return False
+    savepoint.commit()
+    return True
+
+
+def open_reservation(
+    s: Session, job_id: str, item_id: int, model: str, amount: int, job_window: int | None, named_window: int | None
+) -> Hold | None:
+    """Reserve and record; None when a window cannot afford ``amount``."""
+    windows = tuple(w for w in (job_window, named_window) if w is not None)
+    if not try_reserve(s, windows, amount):
+        return None
+    rid = uuid.uuid4().hex
+    now = utcnow()
+    s.add(
+        Reservation(
+            id=rid,
+            job_id=job_id,
+            item_id=item_id,
+            model=model,
+            amount_micro_usd=amount,
+            job_window_id=job_window,
+            named_window_id=named_window,
+            state="open",
+            created_at=now,
+            lease_until=now + RESERVATION_LEASE,
+        )
+    )
+    return Hold(rid, amount, windows)
+
+
+def settle(s: Session, hold: Hold, actual: int, note: str | None = None, job_id: str | None = None) -> None:
+    """Swap the held amount for the real cost, in the caller's transaction.
+
+    The real cost is at most the held worst case whenever the token bound holds; if a
+    provider ever bills more, the part that does not fit the cap is recorded as overdraft
+    (and an event) rather than lost, so the ledger stays complete.
+    """
+    won = s.execute(
+        update(Reservation)
+        .where(Reservation.id == hold.reservation_id, Reservation.state == "open")
+        .values(state="settled", settled_micro_usd=actual, settled_at=utcnow(), note=note)
+    ).rowcount
+    if not won:  # already settled by the reaper: the money moved then
+        return
+    for wid in hold.window_ids:
+        _move(s, wid, hold.amount, actual, job_id)
+
+
+def release(s: Session, hold: Hold, note: str) -> None:
+    """Give a hold back untouched: the call provably was not made."""
+    won = s.execute(
+        update(Reservation)
+        .where(Reservation.id == hold.reservation_id, Reservation.state == "open")
+        .values(state="released", settled_micro_usd=0, settled_at=utcnow(), note=note)
+    ).rowcount
+    if won:
+        for wid in hold.window_ids:
+            _move(s, wid, hold.amount, 0, None)
+
+
+def _move(s: Session, window_id: int, held: int, actual: int, job_id: str | None) -> None:
+    fits = s.execute(
+        text(
+            "UPDATE budget_windows SET reserved_micro_usd = reserved_micro_usd - :h, spent_micro_usd = spent_micro_usd + :a "
+            "WHERE id = :w AND spent_micro_usd + reserved_micro_usd - :h + :a <= cap_micro_usd"
+        ),
+        {"h": held, "a": actual, "w": window_id},
+    ).rowcount
+    if not fits:
+        row = s.execute(
+            text("SELECT cap_micro_usd, spent_micro_usd, reserved_micro_usd FROM budget_windows WHERE id = :w"),
+            {"w": window_id},
+        ).one()
+        room = row[0] - row[1] - (row[2] - held)
+        over = actual - room
+        s.execute(
+            text(
+                "UPDATE budget_windows SET reserved_micro_usd = reserved_micro_usd - :h, "
+                "spent_micro_usd = spent_micro_usd + :room, overdraft_micro_usd = overdraft_micro_usd + :over WHERE id = :w"
+            ),
+            {"h": held, "room": room, "over": over, "w": window_id},
+        )
+        add_event(s, "budget_overdraft", f"billed {over} micro-USD above the cap", job_id=job_id, window_id=window_id)
+    check_alerts(s, window_id, job_id)
+
+
+def check_alerts(s: Session, window_id: int, job_id: str | None) -> None:
+    """Soft alerts at 50/80/100% of a window's cap: one event and one log line each."""
+    cap, spent, budget_id = s.execute(
+        select(BudgetWindow.cap_micro_usd, BudgetWindow.spent_micro_usd, BudgetWindow.budget_id).where(
+            BudgetWindow.id == window_id
+        )
+    ).one()
+    if not cap:
+        return
+    used = 100.0 * spent / cap
+    for level in ALERT_LEVELS:
+        if used >= level:
+            key = f"alert:{window_id}:{level}"
+            if s.scalar(select(LedgerEvent.id).where(LedgerEvent.dedupe_key == key)) is None:
+                name = s.scalar(select(Budget.name).where(Budget.id == budget_id))
+                message = f"budget {name} at {used:.1f}% of ${micro_to_usd(cap):.2f} (alert {level}%)"
+                add_event(s, f"budget_alert_{level}", message, job_id=job_id, budget_id=budget_id, window_id=window_id, dedupe_key=key)
+                log.warning(message)
+
+
+def add_event(
+    s: Session,
+    kind: str,
+    message: str,
+    *,
+    job_id: str | None = None,
+    budget_id: int | None = None,
+    window_id: int | None = None,
+    dedupe_key: str | None = None,
+    data: dict | None = None,
+) -> None:
+    values = {
+        "at": utcnow(),
+        "kind": kind,
+        "job_id": job_id,
+        "budget_id": budget_id,
+        "window_id": window_id,
+        "dedupe_key": dedupe_key,
+        "message": message,
+        "data": data,
+    }
+    if dedupe_key is None:
+        s.add(LedgerEvent(**values))
+    else:
+        _insert_ignore(s, LedgerEvent.__table__, values)
+
+
+def hold_of(res: Reservation) -> Hold:
+    return Hold(res.id, res.amount_micro_usd, tuple(w for w in (res.job_window_id, res.named_window_id) if w))
