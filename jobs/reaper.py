@@ -1,0 +1,232 @@
+"""The reaper: finds work that a crash left behind and puts it back on the queue.
+
+Three things can be lost when a process or a server dies, and each has one rule here:
+
+* an item marked ``sent`` whose worker died before recording the answer: once its lease
+  has expired it gets a ``LostInFlight`` attempt (the call may or may not have reached the
+  provider, so a possible duplicate stays visible in the ledger) and goes back to
+  ``routed`` (``cancelled`` if its job is no longer running), and its chunk is enqueued;
+* a message lost with Redis (a restart without persistence) or with a killed worker: a
+  job with open items, nothing in flight, nothing waiting in its queue, and no progress
+  for ``Settings.stall_after_s()`` (longer than any task may live) is enqueued again;
+* budget reservations of dead workers: ``RESERVATION_REAPERS`` (filled by the budgets
+  module) settle them in the same transaction.
+
+Every tick is idempotent and runs under a Postgres advisory lock, so any number of workers
+may run it on a timer and only one does the work at a time. Re-enqueued chunks are safe
+because every task skips items already past its step.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, select, text, update
+from sqlalchemy.orm import Session
+
+from jobs import lifecycle
+from jobs.db.models import Attempt, Item, Job
+from jobs.db.session import session_scope
+from jobs.db.types import utcnow
+from jobs.queue import TaskQueue
+from jobs.runtime import Runtime
+from jobs.states import ITEM_OPEN, ItemState, JobState
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = 0x726F_7574_6562_6174 & 0x7FFF_FFFF_FFFF_FFFF  # "routebat": one reaper at a time
+
+ReservationReaper = Callable[[Session, Runtime, datetime], int]
+RESERVATION_REAPERS: list[ReservationReaper] = []
+"""Hooks ``(session, runtime, now) -> settled`` run inside the reaper's transaction; the
+budgets module appends the one that releases reservations whose worker died."""
+
+Enqueue = tuple[str, str, int | None]
+
+
+@dataclass
+class ReapReport:
+    skipped: bool = False  # another reaper holds the lock
+    lost_in_flight: int = 0
+    cancelled: int = 0
+    reservations: int = 0
+    rekicked: list[str] = field(default_factory=list)
+    finalized: list[str] = field(default_factory=list)
+    enqueued: int = 0
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def tick(rt: Runtime, queue: TaskQueue, now: datetime | None = None) -> ReapReport:
+    """One pass of the reaper; enqueues only after its transaction has committed."""
+    from jobs.db.migrate import ensure_schema
+
+    ensure_schema(rt.db_url)
+    now = now or utcnow()
+    report = ReapReport()
+    todo: list[Enqueue] = []
+    finalize: list[str] = []
+    with session_scope(rt.db_url) as s:
+        if not _try_lock(s):
+            report.skipped = True
+            return report
+        report.lost_in_flight, report.cancelled = reap_expired_leases(s, rt, now, todo, finalize)
+        for hook in RESERVATION_REAPERS:
+            report.reservations += hook(s, rt, now)
+        report.rekicked = rekick_stalled(s, rt, queue, now, todo, finalize)
+    for item in dict.fromkeys(todo):
+        queue.enqueue(*item)
+        report.enqueued += 1
+    from jobs.execution import maybe_finalize
+
+    for job_id in dict.fromkeys(finalize):
+        if maybe_finalize(rt, job_id):
+            report.finalized.append(job_id)
+    return report
+
+
+def _try_lock(s: Session) -> bool:
+    if s.get_bind().dialect.name != "postgresql":
+        return True  # SQLite: one writer at a time anyway
+    return bool(s.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": LOCK_KEY}))
+
+
+def reap_expired_leases(s: Session, rt: Runtime, now: datetime, todo: list[Enqueue], finalize: list[str]) -> tuple[int, int]:
+    """Items sent by a worker that died: record the unknown outcome, then resend or cancel.
+
+    The UPDATE is guarded by the same state and lease the recording worker checks, so if
+    the worker records first, the reaper skips the item (and vice versa).
+    """
+    running = select(Job.id).where(Job.state == JobState.IN_PROGRESS)
+    expired = and_(Item.state == ItemState.SENT, Item.lease_until < now)
+    resent = s.execute(
+        update(Item)
+        .where(expired, Item.job_id.in_(running))
+        .values(state=ItemState.ROUTED, lease_until=None, updated_at=now)
+        .returning(Item.id, Item.job_id, Item.chunk, Item.model),
+        execution_options={"synchronize_session": False},
+    ).all()
+    stopped = s.execute(
+        update(Item)
+        .where(expired, Item.job_id.not_in(running))
+        .values(state=ItemState.CANCELLED, lease_until=None, error="lost in flight after the job stopped", updated_at=now)
+        .returning(Item.id, Item.job_id, Item.chunk, Item.model),
+        execution_options={"synchronize_session": False},
+    ).all()
+    for row in [*resent, *stopped]:
+        s.add(lost_in_flight_attempt(rt, row.job_id, row.id, row.model, now))
+    for row in resent:
+        todo.append(("generate", row.job_id, row.chunk))
+    finalize.extend(r.job_id for r in stopped)
+    if resent or stopped:
+        log.warning("reaper: %d items lost in flight re-sent, %d cancelled", len(resent), len(stopped))
+    return len(resent), len(stopped)
+
+
+def lost_in_flight_attempt(rt: Runtime, job_id: str, item_id: int, model: str | None, now: datetime) -> Attempt:
+    """The ledger row for a call whose outcome nobody saw (same shape as ``service.resume``)."""
+    return Attempt(
+        id=uuid.uuid4().hex,
+        job_id=job_id,
+        item_id=item_id,
+        attempt_no=0,
+        model=model or "",
+        provider=rt.config.model(model).provider if model in rt.config.models else "",
+        error_class="LostInFlight",
+        error_message="worker stopped after marking the item sent; outcome unknown, sent again",
+        started_at=now,
+        finished_at=now,
+    )
+
+
+def rekick_stalled(
+    s: Session, rt: Runtime, queue: TaskQueue, now: datetime, todo: list[Enqueue], finalize: list[str]
+) -> list[str]:
+    """Enqueue again the open work of jobs that stopped moving (their messages were lost)."""
+    stall = timedelta(seconds=rt.settings.stall_after_s())
+    active = s.execute(
+        select(Job.id, Job.state, Job.phase, Job.in_progress_at).where(
+            Job.state.in_([JobState.IN_PROGRESS, JobState.CANCELLING])
+        )
+    ).all()
+    if not active:
+        return []
+    open_states = [st.value for st in ITEM_OPEN]
+    stats = {
+        r.job_id: r
+        for r in s.execute(
+            select(
+                Item.job_id,
+                func.max(Item.updated_at).label("last"),
+                func.count().filter(Item.state.in_(open_states)).label("open"),
+                func.count().filter(and_(Item.state == ItemState.SENT, Item.lease_until >= now)).label("live"),
+            )
+            .where(Item.job_id.in_([j.id for j in active]))
+            .group_by(Item.job_id)
+        )
+    }
+    kicked: list[str] = []
+    for job in active:
+        st = stats.get(job.id)
+        if st is None or st.live:
+            continue
+        if not st.open:
+            finalize.append(job.id)  # everything is terminal: only the finalize step was lost
+            continue
+        last = max(t for t in (st.last, job.in_progress_at) if t is not None) if (st.last or job.in_progress_at) else None
+        if last is not None and now - last < stall:
+            continue
+        if job.state == JobState.CANCELLING:
+            _cancel_leftovers(s, job.id, now)
+            finalize.append(job.id)
+            kicked.append(job.id)
+            continue
+        step = "score" if job.phase == "scoring" else "generate"
+        backlog = getattr(queue, "backlog", None)
+        if backlog is not None:
+            try:
+                if backlog(step) > 0:
+                    continue  # its messages may still be waiting behind other jobs' work
+            except Exception:  # noqa: BLE001 - broker away: retry on the next tick
+                log.warning("reaper: cannot read the %s queue length", step, exc_info=True)
+                continue
+        kicked.append(job.id)
+        todo.extend(_open_work(s, job.id, job.phase))
+        # Touch one open item: the job counts as moving again, so the next tick waits a full
+        # stall period before kicking it a second time (cheap even for a million items).
+        first_open = select(func.min(Item.id)).where(Item.job_id == job.id, Item.state.in_(open_states)).scalar_subquery()
+        s.execute(update(Item).where(Item.id == first_open).values(updated_at=now), execution_options={"synchronize_session": False})
+    if kicked:
+        log.warning("reaper: re-enqueued stalled jobs %s", ", ".join(kicked))
+    return kicked
+
+
+def _open_work(s: Session, job_id: str, phase: str) -> list[Enqueue]:
+    """The messages that move a job on from where its items are (as ``service.resume``)."""
+
+    def chunks(state: ItemState) -> list[int]:
+        return sorted(
+            s.scalars(select(Item.chunk).where(Item.job_id == job_id, Item.state == state).distinct()).all()
+        )
+
+    if phase == "scoring":
+        pending = chunks(ItemState.PENDING)
+        return [("score", job_id, c) for c in pending] or [("route", job_id, None)]
+    return [("generate", job_id, c) for c in chunks(ItemState.ROUTED)] + [("finalize", job_id, None)]
+
+
+def _cancel_leftovers(s: Session, job_id: str, now: datetime) -> None:
+    """A cancelling job whose workers are gone: its unsent items end cancelled."""
+    s.execute(
+        update(Item)
+        .where(Item.job_id == job_id, Item.state.in_(lifecycle.UNSENT_STATES))
+        .values(state=ItemState.CANCELLED, updated_at=now)
+    )
+    job = s.get(Job, job_id)
+    if job is not None and job.phase == "scoring":
+        job.phase = "generating"  # so that maybe_finalize may close it

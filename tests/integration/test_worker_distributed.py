@@ -1,0 +1,67 @@
+"""Distributed execution with real processes: Celery workers as subprocesses, a private
+Redis, the shared Postgres (own database), and the simulated provider in a thread."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.chaos.harness import (  # noqa: F401 - fixtures
+    Cluster,
+    check_ledger,
+    job_counts,
+    job_state,
+    private_redis,
+    sim,
+    wait_for,
+    write_config,
+    write_prompts,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+
+
+@pytest.fixture
+def cluster(tmp_path, pg_url, private_redis, sim):
+    c = Cluster(tmp_path, pg_url, private_redis.url, write_config(tmp_path / "routebatch.toml", sim.base_url))
+    c.cli("db", "upgrade")
+    yield c
+    c.stop_all()
+
+
+def test_submit_then_workers_complete_the_job(cluster, sim, tmp_path):
+    cluster.start_worker("score")
+    cluster.start_worker("generate", "--concurrency", "2")
+    st = cluster.cli_json("submit", str(write_prompts(tmp_path / "p.jsonl", 200)))
+    assert st["status"] == "in_progress" and st["total"] == 200
+    try:
+        wait_for(lambda: job_state(cluster.db_url, st["job_id"]) == "completed", 90, what="job completed")
+    except TimeoutError:
+        pytest.fail(f"{job_counts(cluster.db_url, st['job_id'])}\n{cluster.logs()}")
+    report = check_ledger(cluster.db_url, st["job_id"], sim)
+    assert report["succeeded"] == 200 and report["duplicate_calls"] == 0
+    final = cluster.cli_json("status", st["job_id"])
+    assert final["strong_calls"] + final["weak_calls"] == 200
+
+
+def test_cancel_stops_provider_calls_across_workers_within_seconds(cluster, sim, tmp_path):
+    for _ in range(2):
+        cluster.start_worker("generate", "--concurrency", "1")
+    cluster.start_worker("score")
+    st = cluster.cli_json("submit", str(write_prompts(tmp_path / "p.jsonl", 1500)))
+    job_id = st["job_id"]
+    wait_for(lambda: job_counts(cluster.db_url, job_id).get("succeeded", 0) >= 60, 60, what="first answers")
+    cancelled = cluster.cli_json("cancel", job_id)
+    t_cancel = time.monotonic()
+    assert cancelled["status"] in ("cancelling", "cancelled")
+    # In-flight calls finish (200 ms latency); after the poll interval no new call starts.
+    time.sleep(2.5)
+    calls_after = sim.total()
+    time.sleep(2.0)
+    assert sim.total() == calls_after, "provider calls kept starting more than 2.5 s after cancel"
+    wait_for(lambda: job_state(cluster.db_url, job_id) == "cancelled", 30, what="job cancelled")
+    report = check_ledger(cluster.db_url, job_id, sim, expect_state="cancelled")
+    counts = job_counts(cluster.db_url, job_id)
+    assert counts.get("cancelled", 0) > 0 and report["succeeded"] < 1500
+    assert time.monotonic() - t_cancel < 60

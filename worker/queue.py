@@ -1,0 +1,37 @@
+"""CeleryQueue: the ``jobs.queue.TaskQueue`` that publishes chunk ids to Redis."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from jobs.settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+
+class CeleryQueue:
+    """``enqueue(task, job_id, chunk)`` -> a message on queue ``score`` or ``generate``.
+
+    Messages carry ids only (job id, chunk number): the prompts stay in Postgres, so a
+    million-item job is a few thousand small messages.
+    """
+
+    def __init__(self, settings: Settings | None = None, app: Celery | None = None) -> None:
+        if app is None:
+            from worker.app import get_app
+
+            app = get_app(settings)
+        self.app = app
+
+    def enqueue(self, task: str, job_id: str, chunk: int | None = None) -> None:
+        from worker.app import QUEUE_OF, task_name
+
+        self.app.send_task(task_name(task), args=(job_id, chunk), queue=QUEUE_OF[task])
+
+    def backlog(self, task: str) -> int:
+        """Messages waiting in the task's queue (not counting those a worker holds)."""
+        from worker.app import QUEUE_OF
+
+        with self.app.connection_for_read() as conn:
+            return conn.default_channel.queue_declare(QUEUE_OF[task], passive=True).message_count
