@@ -67,6 +67,7 @@ class Admitted:
 @dataclass
 class AdmitResult:
     admitted: list[Admitted] = field(default_factory=list)
+    deferred: list = field(default_factory=list)  # would fit once holds in flight settle
     stop: bool = False
 
 
@@ -89,8 +90,34 @@ def budget_plan(job: Job) -> BudgetPlan:
     return BudgetPlan(job.job_budget_id, job.budget_id, job.on_exhausted, job.strong_model, job.weak_model)
 
 
-def admit(rt: Runtime, job_id: str, rows: list, plan: BudgetPlan, prices: dict[str, PriceVersion], default_max: int) -> AdmitResult:
-    """Reserve money for ``rows`` (claimed 'sent' items) in one transaction."""
+def _room_without_holds(s, window_ids: tuple[int, ...]) -> int:
+    """What the tightest window could still afford if every hold were released."""
+    from sqlalchemy import func
+
+    from jobs.db.models import BudgetWindow
+
+    if not window_ids:
+        return 2**62
+    return int(
+        s.scalar(select(func.min(BudgetWindow.cap_micro_usd - BudgetWindow.spent_micro_usd)).where(BudgetWindow.id.in_(window_ids)))
+    )
+
+
+def admit(
+    rt: Runtime,
+    job_id: str,
+    rows: list,
+    plan: BudgetPlan,
+    prices: dict[str, PriceVersion],
+    default_max: int,
+    final: bool = False,
+) -> AdmitResult:
+    """Reserve money for ``rows`` (claimed 'sent' items) in one transaction.
+
+    A reservation that fails only because of money held for calls in flight is *deferred*
+    (tried again after they settle), not downgraded or skipped: the policy applies only when
+    the call could not be afforded even if every hold were released, or when ``final``.
+    """
     out = AdmitResult()
     prepared = [(row, *_request_shape(row, default_max, rt)) for row in rows]
     if not plan.active:
@@ -105,16 +132,23 @@ def admit(rt: Runtime, job_id: str, rows: list, plan: BudgetPlan, prices: dict[s
         named_window = current_window(s, s.get(Budget, plan.named_budget_id)).id if plan.named_budget_id else None
         skipped: list[tuple[int, str]] = []
         downgraded: list[int] = []
+        windows = tuple(w for w in (job_window, named_window) if w is not None)
         for i, (row, messages, max_tokens) in enumerate(prepared):
             model = row.model
             amount = worst_case_micro(messages, max_tokens, model, prices, rt)
             hold = open_reservation(s, job_id, row.id, model, amount, job_window, named_window)
+            if hold is None and not final and amount <= _room_without_holds(s, windows):
+                out.deferred.append(row)
+                continue
             if hold is None and plan.policy == "downgrade" and model != plan.weak:
                 weak_amount = worst_case_micro(messages, max_tokens, plan.weak, prices, rt)
                 hold = open_reservation(s, job_id, row.id, plan.weak, weak_amount, job_window, named_window)
                 if hold is not None:
                     model = plan.weak
                     downgraded.append(row.id)
+                elif not final and weak_amount <= _room_without_holds(s, windows):
+                    out.deferred.append(row)
+                    continue
             if hold is None:
                 if plan.policy == "stop":
                     _stop_job(s, job, [r.id for r, *_ in prepared[i:]], amount)

@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import bindparam, func, select, update
 
 from jobs.db.models import Attempt as AttemptRow
-from jobs.db.models import Item, Job
+from jobs.db.models import Budget, Item, Job
 from jobs.db.session import session_scope
 from jobs.admission import BudgetPlan, admit, budget_plan
 from jobs.budgets import settle
@@ -35,7 +35,9 @@ SEND_LEASE = timedelta(minutes=15)
 RECORD_RETRY_S = 120.0
 """How long a batch of provider answers is retried against an unreachable database before
 the task gives up (the items then stay 'sent' until the reaper records them as lost)."""
-ADMIT_BATCH = 32
+ADMIT_BATCH = 16
+DEFER_SLEEP_S = 0.2
+DEFER_MAX_S = 60.0
 FLUSH_EVERY = 200
 FLUSH_SECONDS = 0.5
 
@@ -93,20 +95,73 @@ def route_job(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         if not won:
             return False
         job = s.get(Job, job_id)
-        threshold = job.threshold
-        if threshold is None:
-            from routing import threshold_for_strong_share
+        if job.allocate == "budget":
+            allocate_items(rt, s, job)
+        else:
+            threshold = job.threshold
+            if threshold is None:
+                from routing import threshold_for_strong_share
 
-            scores = np.fromiter(
-                s.scalars(select(Item.score).where(Item.job_id == job_id, Item.score.is_not(None))), dtype=np.float64
-            )
-            threshold = threshold_for_strong_share(scores, job.strong_share if job.strong_share is not None else 0.5)
-            job.threshold = threshold
-        route_scored_items(s, job, threshold)
+                scores = np.fromiter(
+                    s.scalars(select(Item.score).where(Item.job_id == job_id, Item.score.is_not(None))), dtype=np.float64
+                )
+                threshold = threshold_for_strong_share(scores, job.strong_share if job.strong_share is not None else 0.5)
+                job.threshold = threshold
+            route_scored_items(s, job, threshold)
         chunks = job.chunks
     for chunk in range(chunks):
         queue.enqueue("generate", job_id, chunk)
     return True
+
+
+def allocate_items(rt: Runtime, s, job: Job) -> None:
+    """``--allocate budget``: the strong set that maximises expected gain under the cap.
+
+    Costs are the same worst cases the reservations will hold, so an allocation that fits
+    the cap also passes every reservation; the weak call of every item is paid for first.
+    """
+    from routing.allocation import allocate_budget
+
+    from jobs.admission import worst_case_micro
+    from jobs.budgets import current_window
+
+    prices = sync_prices(s, rt.config, sorted({job.strong_model, job.weak_model} | _fallbacks(rt, {job.strong_model, job.weak_model})))
+    default_max = job.spec.get("max_tokens") or rt.config.defaults.max_tokens
+    rows = s.execute(
+        select(Item.id, Item.prompt, Item.messages, Item.max_tokens, Item.score)
+        .where(Item.job_id == job.id, Item.state == ItemState.SCORED)
+        .order_by(Item.id)
+    ).all()
+    cap = None
+    for bid in (job.job_budget_id, job.budget_id):
+        if bid is not None:
+            w = current_window(s, s.get(Budget, bid))
+            room = w.cap_micro_usd - w.spent_micro_usd - w.reserved_micro_usd
+            cap = room if cap is None else min(cap, room)
+    n = len(rows)
+    p = np.fromiter((r.score for r in rows), dtype=np.float64, count=n)
+    cs = np.empty(n)
+    cw = np.empty(n)
+    for i, r in enumerate(rows):
+        messages = r.messages or [{"role": "user", "content": r.prompt}]
+        cs[i] = worst_case_micro(messages, r.max_tokens or rt.config.model(job.strong_model).max_tokens or default_max, job.strong_model, prices, rt)
+        cw[i] = worst_case_micro(messages, r.max_tokens or rt.config.model(job.weak_model).max_tokens or default_max, job.weak_model, prices, rt)
+    alloc = allocate_budget(p, cs, cw, float(cap if cap is not None else np.inf))
+    now = utcnow()
+    updates = [
+        {
+            "id": r.id,
+            "state": ItemState.ROUTED,
+            "route": "strong" if strong else "weak",
+            "model": job.strong_model if strong else job.weak_model,
+            "route_reason": "budget_allocation" if alloc.affordable else "budget_allocation:unaffordable",
+            "updated_at": now,
+        }
+        for r, strong in zip(rows, alloc.strong)
+    ]
+    if updates:
+        s.execute(update(Item), updates, execution_options={"synchronize_session": False})
+    job.spec = {**job.spec, "allocation": {"strong": int(alloc.strong.sum()), "planned_worst_case_micro_usd": int(alloc.cost), "cap_micro_usd": None if cap is None else int(cap)}}
 
 
 def route_scored_items(s, job: Job, threshold: float) -> None:
@@ -236,23 +291,56 @@ async def _fan_out(
             if state != JobState.IN_PROGRESS:
                 cancelled.set()
 
+    deferred: deque = deque()  # affordable once holds in flight settle
+    in_flight = 0
+    answered = asyncio.Event()
+
     async def next_admitted():
+        nonlocal in_flight
         async with admit_lock:
-            while not ready and todo and not cancelled.is_set():
-                batch = [todo.popleft() for _ in range(min(ADMIT_BATCH, len(todo)))]
-                outcome = await asyncio.to_thread(admit, rt, job_id, batch, plan, prices, default_max)
+            waited = 0.0
+            while not ready and not cancelled.is_set():
+                final = False
+                if todo:
+                    batch = [todo.popleft() for _ in range(min(ADMIT_BATCH, len(todo)))]
+                elif deferred:
+                    # Money is held for calls in flight (here or in other workers): let them
+                    # settle, then try again; give up (apply the policy) after DEFER_MAX_S.
+                    if results:
+                        await flush(force=True)
+                    elif in_flight:
+                        answered.clear()
+                        await answered.wait()
+                    else:
+                        await asyncio.sleep(DEFER_SLEEP_S)
+                        waited += DEFER_SLEEP_S
+                    final = waited >= DEFER_MAX_S
+                    batch = list(deferred)
+                    deferred.clear()
+                else:
+                    return None
+                outcome = await asyncio.to_thread(admit, rt, job_id, batch, plan, prices, default_max, final)
                 ready.extend(outcome.admitted)
+                deferred.extend(outcome.deferred)
                 if outcome.stop:
                     cancelled.set()
-            return ready.popleft() if ready and not cancelled.is_set() else None
+            if not ready or cancelled.is_set():
+                return None
+            in_flight += 1
+            return ready.popleft()
 
     async def worker() -> None:
+        nonlocal in_flight
         while not cancelled.is_set():
             adm = await next_admitted()
             if adm is None:
                 return
-            result = await pool.complete(_request_for(adm))
+            try:
+                result = await pool.complete(_request_for(adm))
+            finally:
+                in_flight -= 1
             results.append((adm.row.id, result, adm.hold))
+            answered.set()
             await flush()
 
     width = max(p.concurrency for p in rt.config.providers.values()) * max(1, len(rt.config.providers))
@@ -264,7 +352,7 @@ async def _fan_out(
         watcher.cancel()
         await pool.aclose()
     if cancelled.is_set():
-        unsent = [r.id for r in todo] + [a.row.id for a in ready]
+        unsent = [r.id for r in todo] + [r.id for r in deferred] + [a.row.id for a in ready]
         holds = [a.hold for a in ready if a.hold is not None]
         await asyncio.to_thread(lifecycle.cancel_unsent_items, rt.db_url, job_id, unsent, holds)
 

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import Literal
 from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import case, func, select, update
 
 from jobs import execution, lifecycle
+from jobs.budgets import budget_report, create_budget, get_budget
+from jobs.recovery import recover_lost
 from jobs.datasets import DatasetError, read_rows
 from jobs.datasets.readers import detect_format
 from jobs.db.migrate import ensure_schema
-from jobs.db.models import Attempt, InvalidRow, Item, Job
+from jobs.db.models import Attempt, Budget, InvalidRow, Item, Job
 from jobs.db.session import get_engine, session_scope
 from jobs.db.types import utcnow
 from jobs.ingest import ingest_rows
@@ -44,11 +47,17 @@ class JobSpec(BaseModel):
     strong_share: float | None = Field(None, ge=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
     chunk_size: int | None = Field(None, ge=1)
+    budget_usd: float | None = Field(None, ge=0, description="This job's own cap.")
+    budget: str | None = Field(None, description="Named budget to draw from.")
+    on_exhausted: Literal["downgrade", "skip", "stop"] = "downgrade"
+    allocate: Literal["threshold", "budget"] = "threshold"
 
     @model_validator(mode="after")
     def _one_rule(self) -> JobSpec:
         if self.threshold is not None and self.strong_share is not None:
             raise ValueError("give either threshold or strong_share, not both")
+        if self.allocate == "budget" and self.budget_usd is None and self.budget is None:
+            raise ValueError("--allocate budget needs --budget-usd or --budget")
         return self
 
 
@@ -80,6 +89,8 @@ def submit(rt: Runtime, spec: JobSpec, queue: TaskQueue, on_progress: ProgressFn
     job_id = new_job_id()
     with session_scope(rt.db_url) as s:
         now = utcnow()
+        named = get_budget(s, spec.budget).id if spec.budget else None
+        own = create_budget(s, f"job:{job_id}", spec.budget_usd, "none", kind="job").id if spec.budget_usd is not None else None
         s.add(
             Job(
                 id=job_id,
@@ -95,6 +106,10 @@ def submit(rt: Runtime, spec: JobSpec, queue: TaskQueue, on_progress: ProgressFn
                 state=JobState.VALIDATING,
                 validating_at=now,
                 phase="scoring",
+                budget_id=named,
+                job_budget_id=own,
+                on_exhausted=spec.on_exhausted,
+                allocate=spec.allocate,
             )
         )
         sync_prices(s, cfg, [strong, weak])
@@ -128,6 +143,10 @@ def run(rt: Runtime, spec: JobSpec, on_progress: ProgressFn | None = None) -> di
     job_id = submit(rt, spec, queue, on_progress)
     drain_inline(rt, queue, job_id, on_progress)
     return status(rt, job_id)
+
+
+def _provider_name(rt: Runtime, model: str) -> str:
+    return rt.config.model(model).provider if model in rt.config.models else ""
 
 
 def _get_job(s, job_id: str) -> Job:
@@ -167,6 +186,10 @@ def status(rt: Runtime, job_id: str) -> dict:
             {"line": r.line_no, "field": r.field, "reason": r.reason, "custom_id": r.custom_id}
             for r in s.scalars(select(InvalidRow).where(InvalidRow.job_id == job_id).order_by(InvalidRow.line_no).limit(20))
         ]
+        budgets = {}
+        for key, bid in (("job", job.job_budget_id), ("named", job.budget_id)):
+            if bid is not None:
+                budgets[key] = budget_report(s, s.get(Budget, bid))
         strong_price = latest_price(s, job.strong_model)
         all_strong = _all_strong_cost(job, by_model, strong_price)
         strong_calls = sum(n for model, n, *_ in by_model if model == job.strong_model)
@@ -196,6 +219,10 @@ def status(rt: Runtime, job_id: str) -> dict:
             "all_strong_cost_usd": micro_to_usd(all_strong),
             "savings_pct": round(100.0 * (1 - spent / all_strong), 2) if all_strong else 0.0,
             "error": job.error,
+            "skipped_budget": counts.get(ItemState.SKIPPED_BUDGET, 0),
+            "on_exhausted": job.on_exhausted,
+            "allocate": job.allocate,
+            "budgets": budgets,
             "invalid_rows": invalid_sample,
             "timestamps": {
                 st.value: (getattr(job, f"{st.value}_at").isoformat() if getattr(job, f"{st.value}_at") else None)
@@ -280,28 +307,12 @@ def resume(rt: Runtime, job_id: str, queue: TaskQueue, *, retry_failed: bool = F
                 updated_at=now,
             )
         )
-        lost_q = select(Item.id, Item.model).where(Item.job_id == job_id, Item.state == ItemState.SENT)
-        if not force:
-            lost_q = lost_q.where((Item.lease_until.is_(None)) | (Item.lease_until < now))
-        lost = s.execute(lost_q).all()
-        for item_id, model in lost:
-            s.add(
-                Attempt(
-                    id=uuid.uuid4().hex,
-                    job_id=job_id,
-                    item_id=item_id,
-                    attempt_no=0,
-                    model=model or "",
-                    provider=rt.config.model(model).provider if model in rt.config.models else "",
-                    error_class="LostInFlight",
-                    error_message="worker stopped after marking the item sent; outcome unknown, sent again",
-                    started_at=now,
-                    finished_at=now,
-                )
-            )
-        if lost:
+        recover_lost(s, job_id=job_id, force=force, now=now, provider_of=lambda m: _provider_name(rt, m))
+        if retry_failed or job.state == JobState.BUDGET_EXHAUSTED:
             s.execute(
-                update(Item).where(Item.id.in_([i for i, _ in lost])).values(state=ItemState.ROUTED, lease_until=None)
+                update(Item)
+                .where(Item.job_id == job_id, Item.state == ItemState.SKIPPED_BUDGET)
+                .values(state=ItemState.ROUTED, error=None, updated_at=now)
             )
         counts = dict(s.execute(select(Item.state, func.count()).where(Item.job_id == job_id).group_by(Item.state)).all())
         open_count = sum(n for st, n in counts.items() if ItemState(st) not in ITEM_TERMINAL)

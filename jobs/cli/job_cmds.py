@@ -55,6 +55,10 @@ def _summary_table(st: dict) -> Table:
     table.add_row("cost", f"${st['cost_usd']:.6f}")
     table.add_row("all-strong cost", f"${st['all_strong_cost_usd']:.6f}")
     table.add_row("savings", f"{st['savings_pct']:.1f}%")
+    for key, b in (st.get("budgets") or {}).items():
+        table.add_row(f"budget ({key})", f"{b['name']}: ${b['spent_usd']:.6f} of ${b['cap_usd']:.6f} spent, ${b['reserved_usd']:.6f} held")
+    if st.get("skipped_budget"):
+        table.add_row("skipped (budget)", str(st["skipped_budget"]))
     if "grade" in st:
         g = st["grade"]
         table.add_row("realised quality", f"{g.get('accuracy')} over {g.get('n')} graded items")
@@ -75,13 +79,14 @@ def _print_status(st: dict, as_json: bool) -> None:
     emit(st, as_json, render)
 
 
-def _spec(input_file, fmt, prompt_column, router, strong, weak, threshold, strong_share, max_tokens, chunk_size):
+def _spec(input_file, fmt, prompt_column, router, strong, weak, threshold, strong_share, max_tokens, chunk_size, **budget):
     from pydantic import ValidationError
 
     from jobs.service import JobSpec
 
     try:
         return JobSpec(
+            **budget,
             input_file=str(input_file),
             format=fmt,
             prompt_column=prompt_column,
@@ -107,6 +112,10 @@ ThresholdOpt = typer.Option(None, "--threshold", help="Route strong when score >
 ShareOpt = typer.Option(None, "--strong-share", help="Fraction of items for the strong model (default 0.5).")
 MaxTokOpt = typer.Option(None, "--max-tokens", help="Default max_tokens for items that set none.")
 ChunkOpt = typer.Option(None, "--chunk-size", help="Items per task chunk.")
+BudgetUsdOpt = typer.Option(None, "--budget-usd", help="Cap this job's spend (USD); never exceeded.")
+BudgetOpt = typer.Option(None, "--budget", help="Named budget to draw from (routebatch budget create).")
+ExhaustedOpt = typer.Option("downgrade", "--on-exhausted", help="When the strong call is unaffordable: downgrade | skip | stop.")
+AllocateOpt = typer.Option("threshold", "--allocate", help="threshold | budget (budget-optimal strong set under the cap).")
 
 
 @app.command()
@@ -121,14 +130,22 @@ def run(
     strong_share: Optional[float] = ShareOpt,
     max_tokens: Optional[int] = MaxTokOpt,
     chunk_size: Optional[int] = ChunkOpt,
+    budget_usd: Optional[float] = BudgetUsdOpt,
+    budget: Optional[str] = BudgetOpt,
+    on_exhausted: str = ExhaustedOpt,
+    allocate: str = AllocateOpt,
     grade: Optional[Path] = typer.Option(None, "--grade", help="Labelled file (e.g. gsm8k_responses.csv): report realised quality."),
     as_json: bool = JsonOption,
 ) -> None:
     """Validate, score, route and generate a dataset in this process, then print a summary."""
+    from jobs.budgets import BudgetError
     from jobs.datasets import DatasetError
     from jobs.service import run as run_job
 
-    spec = _spec(input_file, fmt, prompt_column, router, strong, weak, threshold, strong_share, max_tokens, chunk_size)
+    spec = _spec(
+        input_file, fmt, prompt_column, router, strong, weak, threshold, strong_share, max_tokens, chunk_size,
+        budget_usd=budget_usd, budget=budget, on_exhausted=on_exhausted, allocate=allocate,
+    )
     rt = _runtime()
     try:
         if as_json:
@@ -151,7 +168,7 @@ def run(
                 st = run_job(rt, spec, progress)
         if grade is not None:
             st["grade"] = _grade(rt, st["job_id"], grade)
-    except DatasetError as exc:
+    except (DatasetError, BudgetError) as exc:
         fail(str(exc), as_json)
     finally:
         rt.close()
@@ -181,18 +198,26 @@ def submit(
     strong_share: Optional[float] = ShareOpt,
     max_tokens: Optional[int] = MaxTokOpt,
     chunk_size: Optional[int] = ChunkOpt,
+    budget_usd: Optional[float] = BudgetUsdOpt,
+    budget: Optional[str] = BudgetOpt,
+    on_exhausted: str = ExhaustedOpt,
+    allocate: str = AllocateOpt,
     as_json: bool = JsonOption,
 ) -> None:
     """Validate and ingest a dataset and enqueue it for workers (or for `resume` without a broker)."""
+    from jobs.budgets import BudgetError
     from jobs.datasets import DatasetError
     from jobs.service import status, submit as submit_job
     from jobs.taskqueue import queue_for
 
-    spec = _spec(input_file, fmt, prompt_column, router, strong, weak, threshold, strong_share, max_tokens, chunk_size)
+    spec = _spec(
+        input_file, fmt, prompt_column, router, strong, weak, threshold, strong_share, max_tokens, chunk_size,
+        budget_usd=budget_usd, budget=budget, on_exhausted=on_exhausted, allocate=allocate,
+    )
     rt = _runtime()
     try:
         job_id = submit_job(rt, spec, queue_for(rt.settings))
-    except DatasetError as exc:
+    except (DatasetError, BudgetError) as exc:
         fail(str(exc), as_json)
     _print_status(status(rt, job_id), as_json)
 
