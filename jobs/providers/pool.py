@@ -171,9 +171,13 @@ class ProviderPool:
         return st
 
     async def aclose(self) -> None:
+        """Close connections (and the rate limiter's, which reopens lazily if used again)."""
         st, self._state = self._state, None
         if st is not None and st.loop is asyncio.get_running_loop():
             await st.aclose()
+        closer = getattr(self.rate_limiter, "aclose", None)
+        if closer is not None:
+            await closer()
 
     async def __aenter__(self) -> ProviderPool:
         return self
