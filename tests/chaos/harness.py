@@ -215,6 +215,14 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 self.kill(p, signal.SIGKILL)
 
+    @staticmethod
+    def busy_with(proc: subprocess.Popen, task: str) -> int:
+        """How many ``task`` tasks the worker has received and not yet finished (from its log)."""
+        text = Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+        received = sum(1 for line in text.splitlines() if f"routebatch.{task}[" in line and line.rstrip().endswith("received"))
+        done = sum(1 for line in text.splitlines() if f"routebatch.{task}[" in line and not line.rstrip().endswith("received"))
+        return received - done
+
     def logs(self) -> str:
         parts = []
         for p in self.procs:
@@ -273,9 +281,14 @@ class PrivatePostgres:
     """
 
     def __init__(self, tmp: Path) -> None:
+        import tempfile
+
         self.port = free_port()
-        self.dir = tmp / "pgdata"
-        self.sock = tmp / "pgsock"
+        # Not under pytest's tmp_path: that is private to root, and initdb runs as postgres.
+        self.root = Path(tempfile.mkdtemp(prefix="rb-chaos-pg-"))
+        self.root.chmod(0o755)
+        self.dir = self.root / "pgdata"
+        self.sock = self.root / "pgsock"
         self.bin = self._find_bin()
 
     @staticmethod
@@ -297,13 +310,14 @@ class PrivatePostgres:
         full = [str(c) for c in cmd]
         if os.geteuid() == 0:
             full = ["runuser", "-u", "postgres", "--", *full]
-        subprocess.run(full, check=True, timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        out = subprocess.run(full, timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if out.returncode != 0:
+            raise subprocess.CalledProcessError(out.returncode, full, stderr=out.stderr)
 
     def init(self) -> PrivatePostgres:
-        for d in (self.dir.parent, self.sock):
-            d.mkdir(parents=True, exist_ok=True)
+        self.sock.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
-            shutil.chown(self.dir.parent, "postgres")
+            shutil.chown(self.root, "postgres")
             shutil.chown(self.sock, "postgres")
         self._run(self.bin / "initdb", "-D", self.dir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
         return self.start()
@@ -318,6 +332,10 @@ class PrivatePostgres:
             self._run(self.bin / "pg_ctl", "-D", self.dir, "-m", mode, "-w", "stop")
         except subprocess.CalledProcessError:
             pass
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def restart(self, down_s: float = 1.0) -> None:
         self.stop("immediate")
