@@ -183,7 +183,7 @@ class Budget(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[str] = mapped_column(String(10), doc="named | job")
     cap_micro_usd: Mapped[int] = mapped_column(BigInteger)
-    window: Mapped[str] = mapped_column(String(10), doc="none | daily | weekly | monthly")
+    window: Mapped[str] = mapped_column("period", String(10), doc="none | daily | weekly | monthly")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

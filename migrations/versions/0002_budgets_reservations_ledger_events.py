@@ -23,7 +23,7 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('kind', sa.String(length=10), nullable=False),
     sa.Column('cap_micro_usd', sa.BigInteger(), nullable=False),
-    sa.Column('window', sa.String(length=10), nullable=False),
+    sa.Column('period', sa.String(length=10), nullable=False),
     sa.Column('created_at', jobs.db.types.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_budgets')),
     sa.UniqueConstraint('name', name=op.f('uq_budgets_name'))
