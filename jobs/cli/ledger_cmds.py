@@ -61,3 +61,47 @@ def grant_readonly_cmd(role: str = typer.Argument(..., help="Role to create or u
     except ValueError as exc:
         fail(str(exc), as_json)
     emit({"role": role, "statements": statements}, as_json, lambda con: con.print(f"role {role} can now read the ledger"))
+
+
+@app.command()
+def plan(
+    input_file: str = typer.Argument(..., help="Dataset to price (not ingested; no provider calls)."),
+    router: Optional[str] = typer.Option(None, "--router", help="Router spec (default from config)."),
+    strong: Optional[str] = typer.Option(None, "--strong"),
+    weak: Optional[str] = typer.Option(None, "--weak"),
+    fmt: Optional[str] = typer.Option(None, "--format"),
+    prompt_column: str = typer.Option("prompt", "--prompt-column"),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="max_tokens for rows that set none."),
+    output_tokens: Optional[int] = typer.Option(None, "--output-tokens", help="Assumed answer length (default: max_tokens, the worst case)."),
+    budget_usd: Optional[float] = typer.Option(None, "--budget-usd", help="Also show the budget-optimal allocation under this cap."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Dry run: estimated cost of all-weak, all-strong, routed at 10..90% strong, and the budget optimum."""
+    from pathlib import Path
+
+    from jobs.config import ConfigError, load_config
+    from jobs.datasets import DatasetError
+    from jobs.planning import estimate, plan_table
+    from jobs.settings import get_settings
+
+    try:
+        cfg = load_config(get_settings().config_file())
+        strong_m, weak_m = strong or cfg.defaults.strong, weak or cfg.defaults.weak
+        cfg.model(strong_m), cfg.model(weak_m)
+        inp = estimate(
+            cfg, Path(input_file), router or cfg.defaults.router, strong_m, weak_m,
+            fmt=fmt, prompt_column=prompt_column, max_tokens=max_tokens, output_tokens=output_tokens,
+        )
+    except (ConfigError, DatasetError, ValueError) as exc:
+        fail(str(exc), as_json)
+    result = {"input_file": input_file, "router": router or cfg.defaults.router, "strong": strong_m, "weak": weak_m, **plan_table(inp, budget_usd)}
+
+    def render(con) -> None:
+        table = Table(title=f"plan for {input_file}: {result['items']} items ({result['invalid']} invalid), {strong_m} vs {weak_m}")
+        for col in ("policy", "strong items", "strong share", "est. cost (USD)", "savings vs all-strong"):
+            table.add_column(col)
+        for r in result["rows"]:
+            table.add_row(r["policy"], str(r["strong_items"]), f"{100 * r['strong_share']:.1f}%", f"{r['cost_usd']:.6f}", f"{r['savings_pct']:.1f}%")
+        con.print(table)
+
+    emit(result, as_json, render)

@@ -1,0 +1,105 @@
+"""``routebatch plan``: what a dataset would cost, before any provider call.
+
+Reads and scores the file (no ingestion, no calls), estimates each prompt's input tokens
+with the model's tokenizer where known (a conservative bound otherwise) and assumes
+``output_tokens`` per answer (default: ``max_tokens``, the worst case), then prices
+all-weak, all-strong, routing at strong shares 10..90%, and, with a budget, the
+budget-optimal allocation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jobs.config import AppConfig
+from jobs.datasets import BadRow, read_rows
+from jobs.pricing import PriceVersion, micro_to_usd
+from routing import get_router, route_strong, threshold_for_strong_share
+
+SCORE_BATCH = 256
+
+
+@dataclass
+class PlanInput:
+    scores: np.ndarray
+    strong_micro: np.ndarray
+    weak_micro: np.ndarray
+    invalid: int
+
+
+def _prices(config: AppConfig, model: str) -> PriceVersion:
+    return PriceVersion.from_config(model, config.model(model))
+
+
+def estimate(
+    config: AppConfig,
+    path: Path,
+    router_spec: str,
+    strong: str,
+    weak: str,
+    *,
+    fmt: str | None = None,
+    prompt_column: str = "prompt",
+    max_tokens: int | None = None,
+    output_tokens: int | None = None,
+) -> PlanInput:
+    from jobs.tokens import count_message_tokens
+
+    router = get_router(router_spec)
+    ps, pw = _prices(config, strong), _prices(config, weak)
+    enc_s, enc_w = config.model(strong).encoding, config.model(weak).encoding
+    scores: list[np.ndarray] = []
+    cs: list[int] = []
+    cw: list[int] = []
+    invalid = 0
+    batch: list[str] = []
+    for row in read_rows(path, fmt, prompt_column):
+        if isinstance(row, BadRow):
+            invalid += 1
+            continue
+        messages = row.messages or [{"role": "user", "content": row.prompt}]
+        out_s = output_tokens or row.max_tokens or config.model(strong).max_tokens or max_tokens or config.defaults.max_tokens
+        out_w = output_tokens or row.max_tokens or config.model(weak).max_tokens or max_tokens or config.defaults.max_tokens
+        cs.append(ps.cost_micro_usd(count_message_tokens(messages, enc_s), out_s))
+        cw.append(pw.cost_micro_usd(count_message_tokens(messages, enc_w), out_w))
+        batch.append(row.prompt)
+        if len(batch) >= SCORE_BATCH:
+            scores.append(np.asarray(router.score(batch), dtype=np.float64))
+            batch = []
+    if batch:
+        scores.append(np.asarray(router.score(batch), dtype=np.float64))
+    return PlanInput(
+        np.concatenate(scores) if scores else np.zeros(0), np.asarray(cs, dtype=np.int64), np.asarray(cw, dtype=np.int64), invalid
+    )
+
+
+def plan_table(inp: PlanInput, budget_usd: float | None = None) -> dict:
+    n = inp.scores.size
+    all_strong = int(inp.strong_micro.sum())
+    rows = [{"policy": "all weak", "strong_share": 0.0, "strong_items": 0, "cost_micro_usd": int(inp.weak_micro.sum())}]
+    for pct in range(10, 100, 10):
+        t = threshold_for_strong_share(inp.scores, pct / 100)
+        mask = route_strong(inp.scores, t)
+        cost = int(np.where(mask, inp.strong_micro, inp.weak_micro).sum())
+        rows.append({"policy": f"routed {pct}%", "strong_share": round(mask.mean(), 4) if n else 0.0, "strong_items": int(mask.sum()), "threshold": t, "cost_micro_usd": cost})
+    rows.append({"policy": "all strong", "strong_share": 1.0, "strong_items": n, "cost_micro_usd": all_strong})
+    if budget_usd is not None:
+        from routing.allocation import allocate_budget
+
+        alloc = allocate_budget(inp.scores, inp.strong_micro, inp.weak_micro, budget_usd * 1_000_000)
+        rows.append(
+            {
+                "policy": "budget optimum" if alloc.affordable else "budget optimum (cap below all-weak)",
+                "strong_share": round(float(alloc.strong.mean()), 4) if n else 0.0,
+                "strong_items": int(alloc.strong.sum()),
+                "cost_micro_usd": int(alloc.cost),
+                "expected_gain": round(float(inp.scores[alloc.strong].sum()), 3),
+            }
+        )
+    for r in rows:
+        r["cost_usd"] = micro_to_usd(r["cost_micro_usd"])
+        r["savings_pct"] = round(100.0 * (1 - r["cost_micro_usd"] / all_strong), 2) if all_strong else 0.0
+    return {"items": n, "invalid": inp.invalid, "rows": rows}

@@ -1,0 +1,30 @@
+"""`plan` prices a dataset without calling any provider."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from jobs.config import load_config
+from jobs.planning import estimate, plan_table
+
+
+def test_plan_is_monotone_and_the_budget_optimum_fits(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    with data.open("w") as fh:
+        for i in range(80):
+            fh.write(json.dumps({"prompt": f"q{i} " + "word " * (i % 13)}) + "\n")
+        fh.write("{bad\n")
+    cfg = load_config(None)
+    inp = estimate(cfg, data, "length", "sim-strong", "sim-weak", output_tokens=50)
+    assert inp.scores.size == 80 and inp.invalid == 1
+    assert (inp.strong_micro > inp.weak_micro).all()
+    cap_usd = float(inp.weak_micro.sum() + 0.25 * (inp.strong_micro - inp.weak_micro).sum()) / 1e6
+    table = plan_table(inp, budget_usd=cap_usd)
+    rows = {r["policy"]: r for r in table["rows"]}
+    costs = [rows["all weak"]["cost_micro_usd"]] + [rows[f"routed {p}%"]["cost_micro_usd"] for p in range(10, 100, 10)] + [rows["all strong"]["cost_micro_usd"]]
+    assert costs == sorted(costs)
+    assert rows["all strong"]["savings_pct"] == 0.0 and rows["all weak"]["savings_pct"] > 90
+    optimum = rows["budget optimum"]
+    assert optimum["cost_micro_usd"] <= cap_usd * 1e6
+    assert 0 < optimum["strong_items"] < 80
