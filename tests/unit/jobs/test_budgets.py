@@ -168,3 +168,28 @@ def test_allocation_beats_threshold_at_equal_spend() -> None:
     assert p[alloc.strong].sum() > p[fixed].sum()
     none = allocate_budget(p, cw + extra, cw, cw.sum() - 1)
     assert not none.affordable and not none.strong.any()
+
+
+def test_cap_holds_under_twenty_percent_faults(tmp_path: Path, sqlite_url: str, runtime_factory) -> None:
+    data = write_prompts(tmp_path / "in.jsonl", 200)
+    all_strong = _all_strong_cost(tmp_path, sqlite_url, runtime_factory, data)
+    cap = round(0.3 * all_strong, 6)
+    faults = {
+        "providers.sim.simulated.fault_rate": 0.2,
+        "providers.sim.simulated.retry_after_s": 0.01,
+        "providers.sim.simulated.hang_s": 2.0,
+        "providers.sim.timeout_s": 0.5,
+        "providers.sim.retry": {"max_attempts": 12, "backoff_base_s": 0.01, "backoff_cap_s": 0.05, "max_elapsed_s": 60},
+    }
+    rt = runtime_factory(sqlite_url, faults)
+    st = run(rt, JobSpec(input_file=str(data), router="length", strong_share=0.8, budget_usd=cap, max_tokens=64))
+    assert st["status"] == "completed"
+    assert st["failed"] == 0 and st["succeeded"] + st["skipped_budget"] == 200
+    assert st["attempts"] > st["succeeded"], "faults were injected and retried"
+    budget = st["budgets"]["job"]
+    assert budget["spent_usd"] <= cap and budget["overdraft_usd"] == 0
+    assert st["cost_usd"] == pytest.approx(budget["spent_usd"])
+    with session_scope(sqlite_url) as s:
+        errors = set(s.scalars(select(Attempt.error_class).where(Attempt.error_class.is_not(None))))
+        assert s.scalar(select(func.count()).select_from(Reservation).where(Reservation.state == "open")) == 0
+    assert len(errors) >= 3, errors
