@@ -17,12 +17,24 @@ _TABLE: dict[str, str] = {
 }
 
 
+_LOADED = False
+
+
+def _load_builtin() -> None:
+    """Import the learned routers' registrations once (cheap: no torch at import)."""
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        importlib.import_module("routing.routers")
+
+
 def register(name: str, target: str) -> None:
     """Add a router: ``target`` is "module:callable"."""
     _TABLE[name] = target
 
 
 def available() -> list[str]:
+    _load_builtin()
     return sorted(_TABLE)
 
 
@@ -49,6 +61,7 @@ def parse_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:
 def get_router(spec: str, **overrides: object) -> Router:
     """Build the router a spec names; raises ValueError for an unknown name."""
     name, path, options = parse_spec(spec)
+    _load_builtin()
     if name not in _TABLE:
         raise ValueError(f"unknown router {name!r}; available: {', '.join(available())}")
     module_name, _, attr = _TABLE[name].partition(":")
