@@ -361,6 +361,12 @@ class CachedEmbedder(Embedder):
     def dim(self) -> int:
         return self.inner.dim
 
+    def seed(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Store vectors computed elsewhere (same model!) so later calls hit the cache."""
+        if len(texts) != len(vectors):
+            raise ValueError("texts and vectors differ in length")
+        self.cache.put_many([(cache_key(self.model_id, t), v) for t, v in zip(texts, vectors)])
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         keys = [cache_key(self.model_id, t) for t in texts]
         found = self.cache.get_many(keys)

@@ -147,3 +147,14 @@ def test_specs(tmp_path):
     assert a is get_embedder("minilm", cache=cache)  # one copy of the model per process
     assert isinstance(a, CachedEmbedder)
     assert a.inner is get_embedder("minilm", cache=False)
+
+
+def test_seed_precomputed_vectors(tmp_path):
+    inner = CountingEmbedder()
+    emb = CachedEmbedder(inner, EmbeddingCache(tmp_path))
+    vecs = np.eye(2, 4, dtype=np.float32)
+    emb.seed(["p", "q"], vecs)
+    np.testing.assert_array_equal(emb.embed(["q", "p"]), vecs[::-1])
+    assert inner.seen == []
+    with pytest.raises(ValueError):
+        emb.seed(["p"], vecs)
