@@ -12,8 +12,12 @@ from jobs.runtime import Runtime
 
 
 def grade_job(rt: Runtime, job_id: str, labels: Path) -> dict:
-    """Accuracy of the answers the job got, from the recorded correctness in ``labels``."""
-    from jobs.grading import grade
+    """Accuracy of the answers the job got, from the recorded correctness in ``labels``.
+
+    The model -> labels-column mapping is the simulated provider's ``replay_models``; for a
+    model without one, its API name (``name``) or key is taken as the column.
+    """
+    from jobs.grading import grade, model_columns_from_config
 
     with session_scope(rt.db_url) as s:
         rows = s.execute(
@@ -24,10 +28,6 @@ def grade_job(rt: Runtime, job_id: str, labels: Path) -> dict:
         choices = (response or {}).get("choices") or [{}]
         text = (choices[0].get("message") or {}).get("content") or ""
         triples.append((prompt, model, text))
-    report = grade(triples, labels, _model_columns(rt))
-    return report.as_dict() if hasattr(report, "as_dict") else dict(report.__dict__)
-
-
-def _model_columns(rt: Runtime) -> dict[str, str]:
-    """Model key -> the labelled file's column: the model's API name (``name``) or its key."""
-    return {key: (m.name or key) for key, m in rt.config.models.items()}
+    columns = {key: (m.name or key) for key, m in rt.config.models.items()}
+    columns.update(model_columns_from_config(rt.config))
+    return grade(triples, labels, columns).to_dict()
