@@ -229,6 +229,8 @@ class HttpEmbedder(Embedder):
         api_key_env: str = "ROUTEBATCH_EMBED_API_KEY",
         batch_size: int | str = 256,
         timeout: float | str = 60.0,
+        retries: int | str = 3,
+        backoff: float | str = 0.5,
         transport: Any = None,
     ) -> None:
         self.model = model
@@ -236,6 +238,8 @@ class HttpEmbedder(Embedder):
         self.api_key_env = api_key_env
         self.batch_size = int(batch_size)
         self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.backoff = float(backoff)
         self.transport = transport
         self.model_id = f"http:{model}@{self.base_url}"
         self._dim: int | None = None
@@ -255,6 +259,26 @@ class HttpEmbedder(Embedder):
                                         transport=self.transport)
         return self._client
 
+    def _post(self, payload: dict[str, Any]) -> Any:
+        """POST with a few retries on 429/5xx and transport errors (exponential back-off)."""
+        import time
+
+        import httpx
+
+        for attempt in range(self.retries + 1):
+            try:
+                resp = self._http().post("/embeddings", json=payload)
+                if resp.status_code == 429 or resp.status_code >= 500:
+                    raise httpx.HTTPStatusError(f"HTTP {resp.status_code}", request=resp.request, response=resp)
+                resp.raise_for_status()
+                return resp
+            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                retryable = isinstance(exc, httpx.TransportError) or exc.response.status_code in (429, 500, 502, 503, 504)
+                if not retryable or attempt == self.retries:
+                    raise
+                time.sleep(self.backoff * 2**attempt)
+        raise AssertionError("unreachable")
+
     @property
     def dim(self) -> int:
         if self._dim is None:
@@ -265,8 +289,7 @@ class HttpEmbedder(Embedder):
         rows: list[np.ndarray] = []
         for start in range(0, len(texts), self.batch_size):
             chunk = list(texts[start:start + self.batch_size])
-            resp = self._http().post("/embeddings", json={"model": self.model, "input": chunk})
-            resp.raise_for_status()
+            resp = self._post({"model": self.model, "input": chunk})
             data = sorted(resp.json()["data"], key=lambda d: d["index"])
             if len(data) != len(chunk):
                 raise RuntimeError(f"embeddings endpoint returned {len(data)} vectors for {len(chunk)} inputs")

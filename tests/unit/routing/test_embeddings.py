@@ -158,3 +158,21 @@ def test_seed_precomputed_vectors(tmp_path):
     assert inner.seen == []
     with pytest.raises(ValueError):
         emb.seed(["p"], vecs)
+
+
+def test_http_embedder_retries_transient_errors():
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) < 3:
+            return httpx.Response(503 if len(calls) == 1 else 429)
+        return httpx.Response(200, json={"data": [{"index": 0, "embedding": [1.0, 0.0]}]})
+
+    emb = HttpEmbedder("m", "http://x/v1", backoff=0, transport=httpx.MockTransport(handler))
+    np.testing.assert_allclose(emb.embed(["a"]), [[1.0, 0.0]])
+    assert len(calls) == 3
+    bad = HttpEmbedder("m", "http://x/v1", backoff=0,
+                       transport=httpx.MockTransport(lambda r: httpx.Response(400, json={"error": "no"})))
+    with pytest.raises(httpx.HTTPStatusError):
+        bad.embed(["a"])
