@@ -67,7 +67,7 @@ def sim_config(concurrency: int, base_url: str, chunk_size: int = 500):
     })
 
 
-def bench_pool(c: int, n: int, sim: SimProcess) -> dict:
+def bench_pool(c: int, n: int, sim: SimProcess, loop: str = "asyncio") -> dict:
     from jobs.providers import ChatRequest, ProviderPool
 
     cfg = sim_config(c, sim.base_url)
@@ -96,10 +96,15 @@ def bench_pool(c: int, n: int, sim: SimProcess) -> dict:
         return dt, ok
 
     s0, c0 = sim.cpu_s(), time.process_time()
-    dt, ok = asyncio.run(go())
+    if loop == "uvloop":
+        import uvloop
+
+        dt, ok = uvloop.run(go())
+    else:
+        dt, ok = asyncio.run(go())
     client_cpu, server_cpu = time.process_time() - c0, sim.cpu_s() - s0
     latencies.sort()
-    return {"mode": "pool", "C": c, "requests": n, "ok": ok, "seconds": dt, "rps": n / dt,
+    return {"mode": f"pool/{loop}", "C": c, "requests": n, "ok": ok, "seconds": dt, "rps": n / dt,
             "client_cpu_ms": 1000 * client_cpu / n, "server_cpu_ms": 1000 * server_cpu / n,
             "p50_ms": latencies[len(latencies) // 2], "p99_ms": latencies[int(len(latencies) * 0.99)]}
 
@@ -156,6 +161,7 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=200.0)
     ap.add_argument("--requests", type=int, default=0, help="per level; default max(12 x C, 3000)")
     ap.add_argument("--database-url", default=os.environ.get("ROUTEBATCH_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="client event loop (pool mode)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -166,16 +172,16 @@ def main() -> None:
         for mode in modes:
             for c in (int(x) for x in args.levels.split(",")):
                 n = args.requests or max(12 * c, 3000)
-                r = bench_pool(c, n, sim) if mode == "pool" else bench_generate(c, n, sim, args.database_url)
+                r = bench_pool(c, n, sim, args.loop) if mode == "pool" else bench_generate(c, n, sim, args.database_url)
                 r["limit_rps"] = c / (args.latency_ms / 1000)
                 r["ratio"] = r["rps"] / r["limit_rps"]
                 rows.append(r)
                 if args.json:
                     print(json.dumps(r), flush=True)
                 else:
-                    print(f"{mode:8s} C={c:5d}  {r['rps']:7.0f} req/s of {r['limit_rps']:6.0f} ({100 * r['ratio']:5.1f}%)"
+                    print(f"{r['mode']:13s} C={c:5d}  {r['rps']:7.0f} req/s of {r['limit_rps']:6.0f} ({100 * r['ratio']:5.1f}%)"
                           f"  cpu-ms/req client {r['client_cpu_ms']:.3f} server {r['server_cpu_ms']:.3f}"
-                          f"  n={r['requests']} ok={r['ok']}", flush=True)
+                          f"  n={r['requests']} ok={r['ok']}  load={os.getloadavg()[0]:.1f}", flush=True)
     finally:
         sim.stop()
 

@@ -16,6 +16,7 @@ so there is no connection limit here.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import time
@@ -40,6 +41,7 @@ class _Conn(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._complete = False
+        self._headers_done = False
 
     # asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -48,6 +50,11 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         w = self._waiter
+        if w is not None and not w.done() and exc is None and self._close_delimited():
+            # llhttp ends a body without length or chunking at EOF; httptools cannot be told
+            # about EOF, so the message is completed here.
+            w.set_result((self.parser.get_status_code(), self._headers, b"".join(self._body), False))
+            return
         if w is not None and not w.done():
             if exc is None or isinstance(exc, (ConnectionError, OSError)):
                 w.set_exception(httpx.RemoteProtocolError("Server disconnected without sending a complete response."))
@@ -62,18 +69,18 @@ class _Conn(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(httpx.RemoteProtocolError(f"malformed HTTP response: {exc}"))
 
-    def eof_received(self) -> bool | None:
-        # A body delimited by connection close ends here.
-        if self._waiter is not None and not self._waiter.done() and not self._complete:
-            try:
-                self.parser.feed_data(b"")
-            except httptools.HttpParserError:
-                pass
-        return None
+    def _close_delimited(self) -> bool:
+        if not self._headers_done or self._complete:
+            return False
+        names = {k.lower() for k, _ in self._headers}
+        return b"content-length" not in names and b"transfer-encoding" not in names
 
     # httptools callbacks -----------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
@@ -105,7 +112,7 @@ class _Conn(asyncio.Protocol):
     async def roundtrip(self, data: bytes, read_timeout: float | None) -> tuple[int, list, bytes, bool]:
         assert self.transport is not None
         loop = asyncio.get_running_loop()
-        self._headers, self._body, self._complete = [], [], False
+        self._headers, self._body, self._complete, self._headers_done = [], [], False, False
         self.parser = httptools.HttpResponseParser(self)
         self._waiter = loop.create_future()
         try:
@@ -133,8 +140,17 @@ class FastTransport(httpx.AsyncBaseTransport):
         self._closed = False
 
     def _ssl_context(self) -> ssl.SSLContext:
+        """Like httpx: certifi's CA bundle, unless SSL_CERT_FILE/SSL_CERT_DIR say otherwise."""
         if self._ssl is None:
-            self._ssl = ssl.create_default_context()
+            if os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"):
+                self._ssl = ssl.create_default_context()
+            else:
+                try:
+                    import certifi
+
+                    self._ssl = ssl.create_default_context(cafile=certifi.where())
+                except ImportError:  # pragma: no cover
+                    self._ssl = ssl.create_default_context()
         return self._ssl
 
     async def _connect(self, origin: tuple[str, str, int], timeout: float | None) -> _Conn:
