@@ -12,6 +12,12 @@ from jobs.cli import budget_cmds, job_cmds, ledger_cmds, provider_cmds, routing_
 
 
 def main() -> None:
+    import logging
+
+    level = os.environ.get("ROUTEBATCH_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.WARNING), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     app()
 
 
