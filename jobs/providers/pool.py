@@ -45,7 +45,7 @@ from jobs.providers.errors import (
     status_error_class,
     status_is_retryable,
 )
-from jobs.providers.redact import redact
+from jobs.providers.redact import redact, redact_json
 from jobs.providers.transport import FastTransport
 from jobs.providers.types import Attempt, CallResult, ChatRequest
 
@@ -327,6 +327,8 @@ class ProviderPool:
         except ValueError:
             parsed = None
         assert status is not None
+        if parsed is not None and (not 200 <= status < 300 or (api_key and api_key.encode() in raw)):
+            parsed = redact_json(parsed, [api_key])  # error bodies are stored whole: no echoed keys
         if not 200 <= status < 300:
             cls = status_error_class(status)
             msg = _provider_message(parsed, raw) or cls

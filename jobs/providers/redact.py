@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 _PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[^\s\"',;]+"),
@@ -17,8 +18,9 @@ _PATTERNS = (
 MAX_MESSAGE_CHARS = 500
 
 
-def redact(text: str | None, secrets: Iterable[str | None] = ()) -> str | None:
-    """``text`` with the given secrets and anything that looks like a credential masked."""
+def redact(text: str | None, secrets: Iterable[str | None] = (), limit: int | None = MAX_MESSAGE_CHARS) -> str | None:
+    """``text`` with the given secrets and anything that looks like a credential masked,
+    cut to ``limit`` characters (messages are for people; None keeps it whole)."""
     if text is None:
         return None
     for s in secrets:
@@ -26,6 +28,19 @@ def redact(text: str | None, secrets: Iterable[str | None] = ()) -> str | None:
             text = text.replace(s, "***")
     for pat in _PATTERNS:
         text = pat.sub(lambda m: (m.group(1) if m.lastindex else "") + "***", text)
-    if len(text) > MAX_MESSAGE_CHARS:
-        text = text[:MAX_MESSAGE_CHARS] + "…"
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "…"
     return text
+
+
+def redact_json(value: Any, secrets: Iterable[str | None] = ()) -> Any:
+    """A copy of a JSON value with every string redacted (provider bodies are stored whole,
+    and an error body may echo the key that was sent)."""
+    secrets = list(secrets)
+    if isinstance(value, str):
+        return redact(value, secrets, limit=None)
+    if isinstance(value, dict):
+        return {k: redact_json(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_json(v, secrets) for v in value]
+    return value

@@ -124,7 +124,9 @@ class SimulatedApp:
         if method != "POST":
             return _error(405, "use POST", "invalid_request_error")
         if self.options.api_key is not None and headers.get("authorization") != f"Bearer {self.options.api_key}":
-            return _error(401, "Incorrect API key provided.", "invalid_request_error")
+            # Echoes the key it got, as some real providers do (partly): redaction is tested on it.
+            got = headers.get("authorization", "").removeprefix("Bearer ")
+            return _error(401, f"Incorrect API key provided: {got or '(none)'}.", "invalid_request_error")
         try:
             req = json.loads(body)
             model = req["model"]

@@ -46,7 +46,7 @@ def test_planted_key_never_leaks(monkeypatch: pytest.MonkeyPatch, caplog: pytest
     res = asyncio.run(pool.complete(ChatRequest("c1", "weak", [{"role": "user", "content": "x"}], 5)))
     assert not res.ok and [a.status_code for a in res.attempts] == [429, None, 401]
 
-    produced = [repr(res.attempts), str(res.error), caplog.text, *capsys.readouterr()]
+    produced = [repr(res.attempts), str(res.error), repr(res.body), caplog.text, *capsys.readouterr()]
     for text in produced:
         assert KEY not in text  # ... and nowhere else
     assert "Incorrect API key provided" in res.error
