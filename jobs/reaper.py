@@ -9,8 +9,9 @@ Three things can be lost when a process or a server dies, and each has one rule 
 * a message lost with Redis (a restart without persistence) or with a killed worker: a
   job with open items, nothing in flight, nothing waiting in its queue, and no progress
   for ``Settings.stall_after_s()`` (longer than any task may live) is enqueued again;
-* budget reservations of dead workers: ``RESERVATION_REAPERS`` (filled by the budgets
-  module) settle them in the same transaction.
+* budget reservations of dead workers: ``jobs.recovery.recover_lost`` settles the hold of
+  a lost item at its reserved amount and releases holds of items never sent; any extra
+  ``RESERVATION_REAPERS`` hooks run in the same transaction.
 
 Every tick is idempotent and runs under a Postgres advisory lock, so any number of workers
 may run it on a timer and only one does the work at a time. Re-enqueued chunks are safe
@@ -42,8 +43,8 @@ LOCK_KEY = 0x726F_7574_6562_6174 & 0x7FFF_FFFF_FFFF_FFFF  # "routebat": one reap
 
 ReservationReaper = Callable[[Session, Runtime, datetime], int]
 RESERVATION_REAPERS: list[ReservationReaper] = []
-"""Hooks ``(session, runtime, now) -> settled`` run inside the reaper's transaction; the
-budgets module appends the one that releases reservations whose worker died."""
+"""Extra hooks ``(session, runtime, now) -> settled`` run inside the reaper's transaction
+(the budgets' own recovery already runs through ``recover_lost``)."""
 
 Enqueue = tuple[str, str, int | None]
 
@@ -75,7 +76,7 @@ def tick(rt: Runtime, queue: TaskQueue, now: datetime | None = None) -> ReapRepo
         if not _try_lock(s):
             report.skipped = True
             return report
-        report.lost_in_flight, report.cancelled = reap_expired_leases(s, rt, now, todo, finalize)
+        report.lost_in_flight, report.cancelled, report.reservations = reap_expired_leases(s, rt, now, todo, finalize)
         for hook in RESERVATION_REAPERS:
             report.reservations += hook(s, rt, now)
         report.rekicked = rekick_stalled(s, rt, queue, now, todo, finalize)
@@ -96,40 +97,37 @@ def _try_lock(s: Session) -> bool:
     return bool(s.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": LOCK_KEY}))
 
 
-def reap_expired_leases(s: Session, rt: Runtime, now: datetime, todo: list[Enqueue], finalize: list[str]) -> tuple[int, int]:
-    """Items sent by a worker that died: record the unknown outcome, then resend or cancel.
+def reap_expired_leases(s: Session, rt: Runtime, now: datetime, todo: list[Enqueue], finalize: list[str]) -> tuple[int, int, int]:
+    """Items sent by a worker that died: ``jobs.recovery.recover_lost`` records the unknown
+    outcome (settling its budget hold at the reserved amount) and puts the item back to
+    ``routed``; here its chunk is enqueued again, or, if its job is no longer running
+    (cancelling), the item ends cancelled and the job is closed.
 
-    The UPDATE is guarded by the same state and lease the recording worker checks, so if
-    the worker records first, the reaper skips the item (and vice versa).
+    Returns (items lost in flight, items cancelled, reservations settled or released).
     """
-    running = select(Job.id).where(Job.state == JobState.IN_PROGRESS)
-    expired = and_(Item.state == ItemState.SENT, Item.lease_until < now)
-    resent = s.execute(
-        update(Item)
-        .where(expired, Item.job_id.in_(running))
-        .values(state=ItemState.ROUTED, lease_until=None, updated_at=now)
-        .returning(Item.id, Item.job_id, Item.chunk, Item.model),
-        execution_options={"synchronize_session": False},
-    ).all()
-    stopped = s.execute(
-        update(Item)
-        .where(expired, Item.job_id.not_in(running))
-        .values(state=ItemState.CANCELLED, lease_until=None, error="lost in flight after the job stopped", updated_at=now)
-        .returning(Item.id, Item.job_id, Item.chunk, Item.model),
-        execution_options={"synchronize_session": False},
-    ).all()
-    for row in [*resent, *stopped]:
-        s.add(lost_in_flight_attempt(rt, row.job_id, row.id, row.model, now))
-    for row in resent:
-        todo.append(("generate", row.job_id, row.chunk))
-    finalize.extend(r.job_id for r in stopped)
-    if resent or stopped:
-        log.warning("reaper: %d items lost in flight re-sent, %d cancelled", len(resent), len(stopped))
-    return len(resent), len(stopped)
+    from jobs.recovery import recover_lost
+
+    counts = recover_lost(s, now=now, provider_of=lambda m: rt.config.model(m).provider if m in rt.config.models else "")
+    cancelled = 0
+    for job_id in sorted(counts["jobs"]):
+        if s.scalar(select(Job.state).where(Job.id == job_id)) == JobState.IN_PROGRESS:
+            chunks = s.scalars(
+                select(Item.chunk).where(Item.job_id == job_id, Item.state == ItemState.ROUTED).distinct()
+            ).all()
+            todo.extend(("generate", job_id, c) for c in sorted(chunks))
+        else:
+            cancelled += _cancel_leftovers(s, job_id, now)
+            finalize.append(job_id)
+    lost = counts["lost_items"]
+    if lost:
+        log.warning("reaper: %d items lost in flight in jobs %s", lost, ", ".join(sorted(counts["jobs"])))
+    return lost, cancelled, counts["settled_at_reserved"] + counts["released"]
 
 
 def lost_in_flight_attempt(rt: Runtime, job_id: str, item_id: int, model: str | None, now: datetime) -> Attempt:
-    """The ledger row for a call whose outcome nobody saw (same shape as ``service.resume``)."""
+    """The ledger row for a call whose outcome nobody saw (same shape as ``jobs.recovery``)."""
+    from jobs.recovery import LOST_MESSAGE
+
     return Attempt(
         id=uuid.uuid4().hex,
         job_id=job_id,
@@ -138,7 +136,7 @@ def lost_in_flight_attempt(rt: Runtime, job_id: str, item_id: int, model: str | 
         model=model or "",
         provider=rt.config.model(model).provider if model in rt.config.models else "",
         error_class="LostInFlight",
-        error_message="worker stopped after marking the item sent; outcome unknown, sent again",
+        error_message=LOST_MESSAGE,
         started_at=now,
         finished_at=now,
     )
@@ -220,13 +218,14 @@ def _open_work(s: Session, job_id: str, phase: str) -> list[Enqueue]:
     return [("generate", job_id, c) for c in chunks(ItemState.ROUTED)] + [("finalize", job_id, None)]
 
 
-def _cancel_leftovers(s: Session, job_id: str, now: datetime) -> None:
+def _cancel_leftovers(s: Session, job_id: str, now: datetime) -> int:
     """A cancelling job whose workers are gone: its unsent items end cancelled."""
-    s.execute(
+    n = s.execute(
         update(Item)
         .where(Item.job_id == job_id, Item.state.in_(lifecycle.UNSENT_STATES))
-        .values(state=ItemState.CANCELLED, updated_at=now)
-    )
+        .values(state=ItemState.CANCELLED, lease_until=None, updated_at=now)
+    ).rowcount
     job = s.get(Job, job_id)
     if job is not None and job.phase == "scoring":
         job.phase = "generating"  # so that maybe_finalize may close it
+    return n

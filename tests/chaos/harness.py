@@ -416,17 +416,28 @@ def check_ledger(db_url: str, job_id: str, sim: CountingSim | None = None, *, ex
         "provider_calls": sim.total() if sim is not None else None,
         "duplicate_calls": (sim.total() - len(items)) if sim is not None else None,
         "spent_micro_usd": int(spent),
+        "budget_spent_micro_usd": budget_spent,
     }
 
 
 def _budget_spent(s, job_id: str) -> int | None:
-    """Budget spent for the job, once the budgets module exists (None before)."""
-    try:
-        from jobs import budgets  # noqa: F401
-    except ImportError:
+    """What the job's own budget (``--budget-usd``) says was spent; None without one.
+
+    Also checks that nothing is left reserved once the job is over.
+    """
+    from sqlalchemy import func, select
+
+    from jobs.db.models import BudgetWindow, Job
+
+    budget_id = s.scalar(select(Job.job_budget_id).where(Job.id == job_id))
+    if budget_id is None:
         return None
-    fn = getattr(budgets, "spent_micro_usd", None)
-    return int(fn(s, job_id)) if fn else None
+    spent, reserved = s.execute(
+        select(func.coalesce(func.sum(BudgetWindow.spent_micro_usd), 0), func.coalesce(func.sum(BudgetWindow.reserved_micro_usd), 0))
+        .where(BudgetWindow.budget_id == budget_id)
+    ).one()
+    assert reserved == 0, f"{reserved} micro-USD still reserved after the job ended"
+    return int(spent)
 
 
 # ---------------------------------------------------------------- fixtures (import them into a test module)

@@ -30,6 +30,8 @@ from tests.chaos.harness import (
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]
 
+BUDGET = ("--budget-usd", "50")  # far above the cost: reserve/settle runs around every call
+
 
 def _finish(cluster: Cluster, job_id: str, timeout: float = 75) -> None:
     try:
@@ -50,7 +52,7 @@ def test_sigkill_generate_worker_mid_job(tmp_path, pg_url, private_redis, sim):
         victim = cluster.start_worker("generate", "--concurrency", "1", name="victim")
         cluster.start_worker("generate", "--concurrency", "1", name="survivor")
         t0 = time.monotonic()
-        job_id = cluster.cli_json("submit", str(write_prompts(tmp_path / "p.jsonl", 400)))["job_id"]
+        job_id = cluster.cli_json("submit", str(write_prompts(tmp_path / "p.jsonl", 400)), *BUDGET)["job_id"]
         wait_for(lambda: job_counts(cluster.db_url, job_id).get("succeeded", 0) >= 60, 60, every=0.05, what="generation under way")
         wait_for(lambda: cluster.busy_with(victim, "generate") > 0, 30, every=0.02, what="victim mid-chunk")
         time.sleep(0.15)  # past the claim: its chunk is marked sent and on the wire
@@ -72,7 +74,7 @@ def test_sigkill_score_worker_mid_chunk(tmp_path, pg_url, private_redis, sim):
         victim = cluster.start_worker("score", *plugin, name="score-victim")
         cluster.start_worker("generate", "--concurrency", "1", *plugin)
         t0 = time.monotonic()
-        job_id = cluster.cli_json("submit", str(write_prompts(tmp_path / "p.jsonl", 200)))["job_id"]
+        job_id = cluster.cli_json("submit", str(write_prompts(tmp_path / "p.jsonl", 200)), *BUDGET)["job_id"]
         # A chunk takes 1 s to score: kill after the first chunk is written, mid-way through another.
         wait_for(lambda: 20 <= 200 - job_counts(cluster.db_url, job_id).get("pending", 200) <= 100, 60, every=0.05, what="first chunk scored")
         time.sleep(0.5)
@@ -94,7 +96,7 @@ def test_redis_restart_mid_job_then_resume(tmp_path, pg_url, private_redis, sim)
         cluster.start_worker("score")
         cluster.start_worker("generate", "--concurrency", "1")
         t0 = time.monotonic()
-        job_id = cluster.cli_json("submit", str(write_prompts(tmp_path / "p.jsonl", 400)))["job_id"]
+        job_id = cluster.cli_json("submit", str(write_prompts(tmp_path / "p.jsonl", 400)), *BUDGET)["job_id"]
         wait_for(lambda: job_counts(cluster.db_url, job_id).get("succeeded", 0) >= 60, 60, every=0.05, what="generation under way")
         private_redis.restart(down_s=1.0)  # no persistence: every queued chunk is gone
         routed_after = job_counts(cluster.db_url, job_id).get("routed", 0)
@@ -117,7 +119,7 @@ def test_postgres_restart_mid_job(tmp_path, private_redis):
         cluster.start_worker("score")
         cluster.start_worker("generate", "--concurrency", "2")
         t0 = time.monotonic()
-        job_id = cluster.cli_json("submit", str(write_prompts(tmp_path / "p.jsonl", 400)))["job_id"]
+        job_id = cluster.cli_json("submit", str(write_prompts(tmp_path / "p.jsonl", 400)), *BUDGET)["job_id"]
         wait_for(lambda: job_counts(cluster.db_url, job_id).get("succeeded", 0) >= 60, 60, every=0.05, what="generation under way")
         pg.restart(down_s=2.0)  # immediate stop: every connection is cut mid-transaction
         _finish(cluster, job_id, timeout=90)
