@@ -18,7 +18,7 @@ def _config(path: Path, sim_key: str) -> Path:
 [providers.sim]
 api_key_env = "RB_TEST_PLANTED_KEY"
 concurrency = 8
-timeout_s = 5
+timeout_s = 60
 [providers.sim.simulated]
 latency_ms = 1
 api_key = "{sim_key}"
