@@ -232,12 +232,24 @@ def _with_job(fn, *args, as_json: bool = False, **kwargs):
 
 
 @app.command("status")
-def status_cmd(job_id: str = typer.Argument(...), as_json: bool = JsonOption) -> None:
+def status_cmd(
+    job_id: str = typer.Argument(...),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Live progress bars per state and the spend so far, until the job ends."),
+    interval: float = typer.Option(1.0, "--interval", help="Seconds between refreshes with --watch."),
+    as_json: bool = JsonOption,
+) -> None:
     """State, item counts by state, invalid rows, calls, cost and savings of a job."""
     from jobs.service import status
 
     rt = _runtime()
-    _print_status(_with_job(status, rt, job_id, as_json=as_json), as_json)
+    st = _with_job(status, rt, job_id, as_json=as_json)
+    if watch:
+        from jobs.cli.watch import watch as watch_job
+
+        st = watch_job(lambda: status(rt, job_id), interval, as_json)
+        if as_json:
+            return
+    _print_status(st, as_json)
 
 
 @app.command("list")

@@ -3,6 +3,7 @@ Redis, the shared Postgres (own database), and the simulated provider in a threa
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -35,10 +36,12 @@ def test_submit_then_workers_complete_the_job(cluster, sim, tmp_path):
     cluster.start_worker("generate", "--concurrency", "2")
     st = cluster.cli_json("submit", str(write_prompts(tmp_path / "p.jsonl", 200)))
     assert st["status"] == "in_progress" and st["total"] == 200
-    try:
-        wait_for(lambda: job_state(cluster.db_url, st["job_id"]) == "completed", 90, what="job completed")
-    except TimeoutError:
-        pytest.fail(f"{job_counts(cluster.db_url, st['job_id'])}\n{cluster.logs()}")
+    # `status --watch --json` streams one line per change and returns when the job ends.
+    out = cluster.cli("status", st["job_id"], "--watch", "--json", "--interval", "0.3", timeout=90, check=False)
+    lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+    if not lines or lines[-1]["status"] != "completed":
+        pytest.fail(f"{job_counts(cluster.db_url, st['job_id'])}\n{out.stderr}\n{cluster.logs()}")
+    assert len(lines) >= 2 and lines[-1]["succeeded"] == 200
     report = check_ledger(cluster.db_url, st["job_id"], sim)
     assert report["succeeded"] == 200 and report["duplicate_calls"] == 0
     final = cluster.cli_json("status", st["job_id"])
