@@ -24,7 +24,7 @@ def _router(spec: str, as_json: bool) -> Any:
 
     try:
         return routing.get_router(spec)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, TypeError) as exc:
         fail(f"router {spec!r}: {exc}", as_json)
 
 
@@ -162,36 +162,16 @@ def score(
             fail(str(exc), as_json)
     r = _router(router, as_json)
     started = time.perf_counter()
-    count = 0
-    strong = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        ids: list[str] = []
-        prompts: list[str] = []
-
-        def flush() -> None:
-            nonlocal count, strong
-            if not prompts:
-                return
-            scores = r.score(prompts)
-            for cid, s in zip(ids, scores):
-                rec: dict[str, Any] = {"custom_id": cid, "score": float(s)}
-                if threshold is not None:
-                    rec["route"] = "strong" if s >= threshold else "weak"
-                    strong += rec["route"] == "strong"
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            count += len(prompts)
-            ids.clear()
-            prompts.clear()
-
-        for n, obj in _read_lines(input_file, as_json):
-            ids.append(str(obj.get("custom_id", f"line-{n}")))
-            prompts.append(_prompt(obj, f"{input_file}:{n}", as_json))
-            if len(prompts) >= chunk:
-                flush()
-        flush()
+    counts = {"scored": 0, "strong": 0}
+    try:
+        _score_file(r, input_file, tmp, chunk, threshold, as_json, counts)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never leave a half-written file behind
+        raise
     tmp.replace(out)
+    count, strong = counts["scored"], counts["strong"]
     seconds = time.perf_counter() - started
     result: dict[str, Any] = {"router": router, "scored": count, "out": str(out), "seconds": round(seconds, 3),
                               "prompts_per_s": round(count / seconds, 1) if seconds > 0 else None}
@@ -202,3 +182,32 @@ def score(
         con.print(f"scored {count} prompts with {router} in {seconds:.1f} s -> {out}")
 
     emit(result, as_json, render)
+
+
+def _score_file(r: Any, input_file: Path, tmp: Path, chunk: int, threshold: float | None, as_json: bool,
+                counts: dict[str, int]) -> None:
+    """Stream ``input_file`` through the router ``chunk`` lines at a time into ``tmp``."""
+    with open(tmp, "w", encoding="utf-8") as fh:
+        ids: list[str] = []
+        prompts: list[str] = []
+
+        def flush() -> None:
+            if not prompts:
+                return
+            scores = r.score(prompts)
+            for cid, s in zip(ids, scores):
+                rec: dict[str, Any] = {"custom_id": cid, "score": float(s)}
+                if threshold is not None:
+                    rec["route"] = "strong" if s >= threshold else "weak"
+                    counts["strong"] += rec["route"] == "strong"
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            counts["scored"] += len(prompts)
+            ids.clear()
+            prompts.clear()
+
+        for n, obj in _read_lines(input_file, as_json):
+            ids.append(str(obj.get("custom_id", f"line-{n}")))
+            prompts.append(_prompt(obj, f"{input_file}:{n}", as_json))
+            if len(prompts) >= chunk:
+                flush()
+        flush()

@@ -95,6 +95,10 @@ def test_errors_are_one_line(tmp_path, labels):
     bad.write_text('{"prompt": "ok"}\n{"nope": 1}\n')
     res, err = invoke("score", str(bad), "--router", "length", "--out", str(tmp_path / "o.jsonl"), "--json")
     assert res.exit_code == 1 and ":2" in err["error"]
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "o.jsonl.part").exists()
+    res, err = invoke("score", str(bad), "--router", "length:nonsense_option=1", "--out", str(tmp_path / "o.jsonl"),
+                      "--json")
+    assert res.exit_code == 1 and "nonsense_option" in err["error"]
     res, err = invoke("calibrate", "--router", "mf:/does/not/exist", "--data", str(bad), "--strong-share", "0.5",
                       "--json")
     assert res.exit_code == 1 and "error" in err
