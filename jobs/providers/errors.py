@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import email.utils
 import time
-from dataclasses import dataclass
 
 import httpx
 
@@ -93,14 +92,3 @@ def parse_retry_after(headers: httpx.Headers, now: float | None = None) -> float
     if dt is None:
         return None
     return max(dt.timestamp() - (time.time() if now is None else now), 0.0)
-
-
-@dataclass
-class TransientFailure(Exception):
-    """Raised inside the retry loop for an attempt that may succeed when tried again."""
-
-    error_class: str
-    retry_after_s: float | None = None
-
-    def __str__(self) -> str:
-        return self.error_class

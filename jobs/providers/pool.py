@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from tenacity import (
-    AsyncRetrying,
+    DoAttempt,
+    DoSleep,
     RetryCallState,
-    retry_if_exception_type,
+    Retrying,
+    retry_if_result,
     stop_after_attempt,
     stop_before_delay,
     wait_exponential,
@@ -38,7 +40,6 @@ from tenacity import (
 from jobs import tokens
 from jobs.config import AppConfig, ModelConfig, ProviderConfig, RetryConfig
 from jobs.providers.errors import (
-    TransientFailure,
     exception_error_class,
     exception_is_retryable,
     parse_retry_after,
@@ -130,8 +131,8 @@ def _wait_strategy(cfg: RetryConfig) -> Callable[[RetryCallState], float]:
 
     def wait(state: RetryCallState) -> float:
         delay = float(backoff(state))
-        exc = state.outcome.exception() if state.outcome is not None else None
-        ra = getattr(exc, "retry_after_s", None)
+        last = state.outcome.result() if state.outcome is not None and not state.outcome.failed else None
+        ra = getattr(last, "retry_after_s", None)
         return max(delay, ra) if ra is not None else delay
 
     return wait
@@ -161,6 +162,7 @@ class ProviderPool:
         self._sleep = sleep or asyncio.sleep
         self._state: _LoopState | None = None
         self._endpoints: dict[str, tuple[httpx.URL, dict[str, float]]] = {}
+        self._policies: dict[str, Retrying] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
     def _loop_state(self) -> _LoopState:
@@ -228,32 +230,46 @@ class ProviderPool:
     async def _run_with_retries(
         self, req: ChatRequest, model_key: str, attempts: list[Attempt], is_fallback: bool
     ) -> _Outcome:
+        """Try until success, a permanent failure, or the provider's retry policy gives up.
+
+        tenacity decides (stop, wait, retry); this loop only performs its actions. It drives
+        tenacity's synchronous ``Retrying.iter`` rather than ``AsyncRetrying``, which wraps
+        every strategy in a coroutine on every try (~90 µs of CPU per request, a third of the
+        pool's own cost at 1,000 requests/s). Same decisions, same policy objects.
+        """
         model_cfg = self.config.model(model_key)
         prov = self.config.providers[model_cfg.provider]
-        cfg = prov.retry
-        last: _Outcome | None = None
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(cfg.max_attempts) | stop_before_delay(cfg.max_elapsed_s),
-            wait=_wait_strategy(cfg),
-            retry=retry_if_exception_type(TransientFailure),
-            sleep=self._sleep,
-            before_sleep=lambda st: log.info(
-                "retrying %s on %s (try %d failed: %s) in %.2fs",
-                req.custom_id, model_key, st.attempt_number, last.error if last else "?", st.upcoming_sleep,
-            ),
-            reraise=True,
-        )
-        try:
-            async for try_ in retrying:
-                with try_:
-                    last = await self._send_once(req, model_key, model_cfg, prov, len(attempts) + 1, is_fallback)
-                    attempts.append(last.attempt)
-                    if not last.ok and last.retryable:
-                        raise TransientFailure(last.attempt.error_class or "error", last.retry_after_s)
-        except TransientFailure:
-            pass  # retries exhausted: ``last`` holds the final failure
-        assert last is not None
-        return last
+        retrying = self._retrying(model_cfg.provider, prov.retry)
+        retrying.begin()  # (re)sets tenacity's informational statistics; decisions use ``state``
+        state = RetryCallState(retrying, fn=None, args=(), kwargs={})
+        while True:
+            action = retrying.iter(state)
+            if isinstance(action, DoAttempt):
+                outcome = await self._send_once(req, model_key, model_cfg, prov, len(attempts) + 1, is_fallback)
+                attempts.append(outcome.attempt)
+                state.set_result(outcome)
+            elif isinstance(action, DoSleep):
+                last = state.outcome.result()
+                log.info("retrying %s on %s (try %d failed: %s) in %.2fs",
+                         req.custom_id, model_key, state.attempt_number, last.error, float(action))
+                state.prepare_for_next_attempt()
+                await self._sleep(float(action))
+            else:
+                return action  # the final _Outcome (success, permanent failure, or last failure)
+
+    def _retrying(self, provider_name: str, cfg: RetryConfig) -> Retrying:
+        """One tenacity policy per provider; ``iter`` is synchronous, so sharing it between
+        coroutines is safe (no await happens inside a decision)."""
+        r = self._policies.get(provider_name)
+        if r is None:
+            r = self._policies[provider_name] = Retrying(
+                stop=stop_after_attempt(cfg.max_attempts) | stop_before_delay(cfg.max_elapsed_s),
+                wait=_wait_strategy(cfg),
+                retry=retry_if_result(lambda o: not o.ok and o.retryable),
+                retry_error_callback=lambda st: st.outcome.result(),  # give up: return the last failure
+                sleep=lambda _: None,  # never called: this loop sleeps, asynchronously
+            )
+        return r
 
     def _body(self, req: ChatRequest, model_key: str, model_cfg: ModelConfig) -> tuple[dict, dict[str, str]]:
         params = dict(req.params)
