@@ -159,7 +159,7 @@ def main() -> None:
     ap.add_argument("--mode", choices=["pool", "generate", "both"], default="both")
     ap.add_argument("--levels", default="64,256,1024")
     ap.add_argument("--latency-ms", type=float, default=200.0)
-    ap.add_argument("--requests", type=int, default=0, help="per level; default max(12 x C, 3000)")
+    ap.add_argument("--requests", type=int, default=0, help="per level; default max(25 x C, 3000): enough rounds that the last, partly filled one does not matter")
     ap.add_argument("--database-url", default=os.environ.get("ROUTEBATCH_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="client event loop (pool mode)")
     ap.add_argument("--json", action="store_true")
@@ -171,7 +171,7 @@ def main() -> None:
     try:
         for mode in modes:
             for c in (int(x) for x in args.levels.split(",")):
-                n = args.requests or max(12 * c, 3000)
+                n = args.requests or max(25 * c, 3000)
                 r = bench_pool(c, n, sim, args.loop) if mode == "pool" else bench_generate(c, n, sim, args.database_url)
                 r["limit_rps"] = c / (args.latency_ms / 1000)
                 r["ratio"] = r["rps"] / r["limit_rps"]
