@@ -274,6 +274,7 @@ class ProviderPool:
     def _body(self, req: ChatRequest, model_key: str, model_cfg: ModelConfig) -> tuple[dict, dict[str, str]]:
         params = dict(req.params)
         extra_headers = dict(params.pop(HEADERS_PARAM, None) or {})
+        params.pop("stream", None)  # the pool reads one JSON body, never an event stream
         max_tokens = req.max_tokens if req.max_tokens and req.max_tokens > 0 else None
         max_tokens = max_tokens or model_cfg.max_tokens or self.config.defaults.max_tokens
         body = {**params, "model": model_cfg.name or model_key, "messages": req.messages, "max_tokens": max_tokens}
@@ -288,13 +289,13 @@ class ProviderPool:
         attempt_no: int,
         is_fallback: bool,
     ) -> _Outcome:
+        """One HTTP try, always turned into an :class:`Attempt` (never raises for I/O errors)."""
         provider_name = model_cfg.provider
         st = self._loop_state()
         body, extra_headers = self._body(req, model_key, model_cfg)
         api_key = prov.api_key()
-        headers = {"content-type": "application/json", **extra_headers}
         attempt_id = uuid.uuid4().hex
-        headers["idempotency-key"] = attempt_id
+        headers = {"content-type": "application/json", **extra_headers, "idempotency-key": attempt_id}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         url, timeout = self._endpoint(provider_name, prov)
@@ -304,66 +305,61 @@ class ProviderPool:
             est_in, est_out = tokens.worst_case_tokens(req, model_cfg, body["max_tokens"])
             await self.rate_limiter.acquire(provider_name, model_key, est_in + est_out)
 
-        status: int | None = None
-        resp_headers = httpx.Headers()
-        raw = b""
-        exc: BaseException | None = None
+        resp: httpx.Response | None = None
+        exc: Exception | None = None
         async with st.semaphores[provider_name]:
             started = _utcnow()
             t0 = time.perf_counter()
             try:
                 request = httpx.Request("POST", url, content=content, headers=headers, extensions={"timeout": timeout})
                 resp = await st.send(request)
-                status, resp_headers, raw = resp.status_code, resp.headers, resp.content
             except Exception as e:  # classified below; asyncio.CancelledError is not an Exception
                 exc = e
             latency_ms = int((time.perf_counter() - t0) * 1000)
             finished = _utcnow()
 
-        def make(error_class: str | None, message: str | None, usage: tuple[int, int, int, bool], rid: str | None) -> Attempt:
+        def attempt(error_class: str | None, message: str | None, rid: str | None = None,
+                    usage: tuple[int, int, int, bool] = (0, 0, 0, False)) -> Attempt:
             return Attempt(
                 attempt_id=attempt_id, model=model_key, provider=provider_name, attempt_no=attempt_no,
-                status_code=status, error_class=error_class, error_message=redact(message, [api_key]),
-                request_id=rid, latency_ms=latency_ms, prompt_tokens=usage[0], completion_tokens=usage[1],
-                cached_tokens=usage[2], usage_estimated=usage[3], started_at=started, finished_at=finished,
-                is_fallback=is_fallback,
+                status_code=resp.status_code if resp is not None else None, error_class=error_class,
+                error_message=redact(message, [api_key]), request_id=rid, latency_ms=latency_ms,
+                prompt_tokens=usage[0], completion_tokens=usage[1], cached_tokens=usage[2], usage_estimated=usage[3],
+                started_at=started, finished_at=finished, is_fallback=is_fallback,
             )
 
-        no_usage = (0, 0, 0, False)
-        if exc is not None:
+        if resp is None:
+            assert exc is not None
             cls = exception_error_class(exc)
-            msg = f"{cls}: {exc}" if str(exc) else cls
-            a = make(cls, msg, no_usage, None)
+            a = attempt(cls, f"{cls}: {exc}" if str(exc) else cls)
             return _Outcome(a, None, a.error_message, exception_is_retryable(exc))
+        outcome = self._interpret(resp, req, model_cfg, api_key, attempt)
+        if resp.status_code == 429 and self.rate_limiter is not None:
+            await self.rate_limiter.penalize(provider_name, model_key, outcome.retry_after_s)
+        return outcome
 
-        rid = resp_headers.get("x-request-id")
-        parsed: Any = None
+    @staticmethod
+    def _interpret(resp: httpx.Response, req: ChatRequest, model_cfg: ModelConfig, api_key: str | None,
+                   attempt: Callable[..., Attempt]) -> _Outcome:
+        """What a response means: success with usage, or a transient/permanent failure."""
+        status, raw = resp.status_code, resp.content
+        rid = resp.headers.get("x-request-id")
         try:
-            parsed = json.loads(raw) if raw else None
+            parsed: Any = json.loads(raw) if raw else None
         except ValueError:
             parsed = None
-        assert status is not None
         if parsed is not None and (not 200 <= status < 300 or (api_key and api_key.encode() in raw)):
             parsed = redact_json(parsed, [api_key])  # error bodies are stored whole: no echoed keys
         if not 200 <= status < 300:
             cls = status_error_class(status)
-            msg = _provider_message(parsed, raw) or cls
-            a = make(cls, f"HTTP {status}: {msg}", no_usage, rid)
-            if self.rate_limiter is not None and status == 429:
-                await self.rate_limiter.penalize(provider_name, model_key, parse_retry_after(resp_headers))
-            return _Outcome(
-                a,
-                parsed if isinstance(parsed, dict) else None,
-                a.error_message,
-                status_is_retryable(status),
-                parse_retry_after(resp_headers),
-            )
+            a = attempt(cls, f"HTTP {status}: {_provider_message(parsed, raw) or cls}", rid)
+            return _Outcome(a, parsed if isinstance(parsed, dict) else None, a.error_message,
+                            status_is_retryable(status), parse_retry_after(resp.headers))
         if not _is_completion(parsed):
-            a = make("malformed_response", f"HTTP {status}: body is not a chat.completion JSON object", no_usage, rid)
+            a = attempt("malformed_response", f"HTTP {status}: body is not a chat.completion JSON object", rid)
             return _Outcome(a, None, a.error_message, True)
-        rid = rid or parsed.get("id")
-        usage = _usage(parsed, req, model_cfg)
-        return _Outcome(make(None, None, usage, rid), parsed, None, False)
+        a = attempt(None, None, rid or parsed.get("id"), _usage(parsed, req, model_cfg))
+        return _Outcome(a, parsed, None, False)
 
 
 def _is_completion(parsed: Any) -> bool:
