@@ -1,0 +1,247 @@
+"""``blend``: a rank-blend of a text-feature model and a prompt-embedding model.
+
+Why two parts. On the RouteLLM MMLU/GSM8K labels the single strongest signal is how much
+work a prompt is (length, numbers, format: see ``blend_features``), and it transfers across
+subjects and tasks; the embedding adds *what* the prompt is about, which helps within a
+domain but overfits across domains. Each part alone is near RouteLLM's routers; ranked and
+averaged they beat both, and every learned RouteLLM router, on all three cross-fitted
+targets (see ``docs/evaluation.md``).
+
+The parts, both linear and tiny (the checkpoint is a few kB):
+
+* ``features``: two L2-regularised logistic regressions on the standardised text features,
+  once as they are and once multiplied by a free-form flag (prompts without A-D options),
+  which gives free-form tasks like GSM8K their own slopes. Part score =
+  P(strong right) - P(weak right): the expected quality gain of the strong model, which is
+  exactly the quantity APGR rewards ranking by.
+* ``embedding``: ridge regression of (strong - weak) on ``[e, e * free]`` (e the L2-normalised
+  MiniLM embedding), again with a free-form copy so GSM8K-like prompts get their own direction.
+
+Blending: each part's score is mapped through its empirical CDF on the training prompts
+(stored as a 1001-point quantile grid), and the router returns the weighted mean of those
+CDF values. That is a rank average that needs no batch (a prompt scores the same alone or
+in a batch of 10,000), lies in [0, 1] and is monotone in each part. It is a ranking score,
+not a calibrated probability: choose thresholds with ``routebatch calibrate``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from routing.base import Router
+from routing.routers.blend_features import FEATURE_NAMES, feature_matrix
+
+NAME = "blend"
+GRID = 1001
+DEFAULTS: dict[str, float] = {"C": 0.1, "alpha": 10.0, "w_features": 1.0, "w_embedding": 1.0}
+_FREE = FEATURE_NAMES.index("has_options")
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _free_flag(F: np.ndarray) -> np.ndarray:
+    """1.0 for prompts without multiple-choice options (free-form questions), else 0.0."""
+    return (1.0 - F[:, _FREE])[:, None]
+
+
+def feature_design(F: np.ndarray) -> np.ndarray:
+    """Text features, their free-form copies, and the free-form flag itself."""
+    free = _free_flag(F)
+    return np.hstack([F, F * free, free])
+
+
+def embedding_design(E: np.ndarray, F: np.ndarray) -> np.ndarray:
+    """Embedding and its free-form copy."""
+    E = np.asarray(E, dtype=np.float64)
+    return np.hstack([E, E * _free_flag(F)])
+
+
+class BlendModel:
+    """The fitted arrays; scoring is a few matrix-vector products, pure numpy."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> None:
+        self.a = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
+        self.config = config
+
+    # -- parts
+    def part_features(self, F: np.ndarray) -> np.ndarray:
+        X = (feature_design(F) - self.a["f_mean"]) / self.a["f_scale"]
+        return _sigmoid(X @ self.a["coef_strong"] + self.a["b_strong"][0]) - _sigmoid(
+            X @ self.a["coef_weak"] + self.a["b_weak"][0])
+
+    def part_embedding(self, E: np.ndarray, F: np.ndarray) -> np.ndarray:
+        return embedding_design(E, F) @ self.a["coef_emb"] + self.a["b_emb"][0]
+
+    def score_arrays(self, E: np.ndarray, F: np.ndarray) -> np.ndarray:
+        """Blended score in [0, 1] for embeddings ``E`` (n, dim) and text features ``F``."""
+        if E.shape[0] == 0:
+            return np.zeros(0)
+        if E.shape[1] * 2 != self.a["coef_emb"].size:
+            raise ValueError(f"embedding width {E.shape[1]} does not match this checkpoint "
+                             f"({self.a['coef_emb'].size // 2}); use the embedder it was trained with")
+        levels = np.linspace(0.0, 1.0, GRID)
+        u_f = np.interp(self.part_features(F), self.a["grid_features"], levels)
+        u_e = np.interp(self.part_embedding(E, F), self.a["grid_embedding"], levels)
+        wf, we = float(self.config["w_features"]), float(self.config["w_embedding"])
+        return (wf * u_f + we * u_e) / (wf + we)
+
+
+def fit_blend(E: np.ndarray, F: np.ndarray, strong: np.ndarray, weak: np.ndarray,
+              **options: Any) -> BlendModel:
+    """Fit both parts on training prompts (embeddings ``E``, features ``F``, 0/1 or graded labels).
+
+    Graded labels (judge scores) are fine for the embedding part; the feature part's
+    logistic regressions need 0/1 labels, so graded ones are split at their median.
+    Deterministic: lbfgs and a closed-form ridge, no random state.
+    """
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    cfg = {**DEFAULTS, **{k: float(v) for k, v in options.items() if k in DEFAULTS}}
+    strong = np.asarray(strong, dtype=np.float64)
+    weak = np.asarray(weak, dtype=np.float64)
+    X = feature_design(F)
+    mean = X.mean(0)
+    scale = X.std(0)
+    scale[scale < 1e-12] = 1.0
+    Xs = (X - mean) / scale
+
+    def binary(v: np.ndarray) -> np.ndarray:
+        if np.isin(v, (0.0, 1.0)).all():
+            return v.astype(int)
+        return (v > np.median(np.concatenate([strong, weak]))).astype(int)
+
+    arrays: dict[str, np.ndarray] = {"f_mean": mean, "f_scale": scale}
+    for side, v in (("strong", strong), ("weak", weak)):
+        yb = binary(v)
+        if yb.min() == yb.max():  # one class only: constant probability
+            arrays[f"coef_{side}"] = np.zeros(X.shape[1])
+            arrays[f"b_{side}"] = np.array([20.0 if yb[0] else -20.0])
+            continue
+        lr = LogisticRegression(C=cfg["C"], max_iter=5000).fit(Xs, yb)
+        arrays[f"coef_{side}"] = lr.coef_[0]
+        arrays[f"b_{side}"] = lr.intercept_.astype(np.float64)
+    ridge = Ridge(alpha=cfg["alpha"]).fit(embedding_design(E, F), strong - weak)
+    arrays["coef_emb"] = ridge.coef_.astype(np.float64)
+    arrays["b_emb"] = np.array([float(ridge.intercept_)])
+    model = BlendModel(arrays, cfg)
+    q = np.linspace(0.0, 1.0, GRID)
+    # np.interp needs increasing x: quantiles are non-decreasing; nudge repeats apart
+    for part, values in (("features", model.part_features(F)), ("embedding", model.part_embedding(E, F))):
+        grid = np.quantile(values, q)
+        grid = grid + np.arange(GRID) * 1e-12
+        model.a[f"grid_{part}"] = grid
+    return model
+
+
+def save_blend(model: BlendModel, out: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``router.json`` + ``weights.npz`` (float32 where precision allows)."""
+    from routing.routers._checkpoint import save_arrays, write_config
+
+    out = Path(out)
+    arrays = {k: (v if k.startswith("grid_") or k in ("f_mean", "f_scale") else v.astype(np.float32))
+              for k, v in model.a.items()}
+    save_arrays(out, **arrays)
+    write_config(out, {"router": NAME, "features": list(FEATURE_NAMES), **model.config, **(meta or {})})
+    return out
+
+
+def load_blend(directory: str | Path) -> BlendModel:
+    from routing.routers._checkpoint import load_arrays, read_config
+
+    cfg = read_config(directory, expect=NAME)
+    if cfg.get("features") != list(FEATURE_NAMES):
+        raise ValueError(f"{directory}: trained with a different feature set; retrain it")
+    return BlendModel(load_arrays(directory), cfg)
+
+
+class BlendRouter(Router):
+    """Router over a :class:`BlendModel` checkpoint (default: the shipped one).
+
+    Spec: ``blend`` or ``blend:CHECKPOINT_DIR``; options ``embedder=...``, ``cache=0``.
+    """
+
+    name = NAME
+
+    def __init__(self, path: str | None = None, *, embedder: str | None = None, cache: Any = True,
+                 model: BlendModel | None = None) -> None:
+        from routing.routers._checkpoint import resolve
+
+        self.path = None if model is not None else resolve(NAME, path)
+        self.model = model if model is not None else load_blend(self.path)
+        self.embedder_spec = embedder or str(self.model.config.get("embedder", "minilm"))
+        self._cache = str(cache).strip().lower() not in {"0", "false", "no", "off", ""}
+        self._embedder: Any = None
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from routing.embeddings import get_embedder
+
+            self._embedder = get_embedder(self.embedder_spec, cache=self._cache)
+        return self._embedder
+
+    def use_embedder(self, embedder: Any) -> None:
+        """Score through this embedder instead of the shared one (tests, benchmarks)."""
+        self._embedder = embedder
+
+    def score(self, prompts: Sequence[str]) -> np.ndarray:
+        if len(prompts) == 0:
+            return np.zeros(0, dtype=np.float64)
+        E = self.embedder.embed(list(prompts))
+        return self.score_embeddings(E, prompts)
+
+    def score_embeddings(self, embeddings: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
+        """Score with precomputed embeddings (evaluation reuses them across folds)."""
+        return self.model.score_arrays(np.asarray(embeddings), feature_matrix(prompts))
+
+    def describe(self) -> dict:
+        return {"name": NAME, "checkpoint": str(self.path) if self.path else None,
+                "embedder": self.embedder_spec, "trained_on": self.model.config.get("trained_on")}
+
+
+def train_blend(prompts: Sequence[str], strong: np.ndarray, weak: np.ndarray, out: str | Path | None = None, *,
+                embedder: str = "minilm", cache: bool = True, embeddings: np.ndarray | None = None,
+                meta: dict[str, Any] | None = None, **options: Any) -> BlendModel:
+    """Embed (through the shared cache), fit, and optionally save a checkpoint."""
+    if embeddings is None:
+        from routing.embeddings import get_embedder
+
+        embeddings = get_embedder(embedder, cache=cache).embed(list(prompts))
+    model = fit_blend(np.asarray(embeddings), feature_matrix(prompts), strong, weak, **options)
+    model.config["embedder"] = embedder
+    if out is not None:
+        save_blend(model, out, {"embedder": embedder, "n_train": len(prompts), **(meta or {})})
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m routing.routers.blend LABELS.jsonl [...] --out DIR``: train from labels files."""
+    import argparse
+
+    from routing.data.labels import label_arrays, read_labels
+
+    ap = argparse.ArgumentParser(prog="python -m routing.routers.blend", description=main.__doc__)
+    ap.add_argument("labels", nargs="+", help="labels JSONL files ({prompt, strong, weak})")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--embedder", default="minilm")
+    for key, value in DEFAULTS.items():
+        ap.add_argument(f"--{key.replace('_', '-')}", dest=key, type=float, default=value)
+    args = ap.parse_args(argv)
+    records = [r for path in args.labels for r in read_labels(path)]
+    prompts, strong, weak = label_arrays(records)
+    opts = {k: getattr(args, k) for k in DEFAULTS}
+    train_blend(prompts, strong, weak, args.out, embedder=args.embedder,
+                meta={"trained_on": [Path(p).name for p in args.labels]}, **opts)
+    print(json.dumps({"out": args.out, "n_train": len(prompts)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
