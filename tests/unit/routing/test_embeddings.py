@@ -176,3 +176,24 @@ def test_http_embedder_retries_transient_errors():
                        transport=httpx.MockTransport(lambda r: httpx.Response(400, json={"error": "no"})))
     with pytest.raises(httpx.HTTPStatusError):
         bad.embed(["a"])
+
+
+def test_importing_routers_does_not_import_torch():
+    """Workers import routing before forking; torch/CUDA must load only on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, routing, routing.routers, routing.embeddings, routing.routers.mf, "
+            "routing.routers.sw_ranking, routing.routers.bert, routing.routers.causal_llm, routing.training.run; "
+            "routing.get_router('mf:/nonexistent') if False else None; "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
+    assert set(routing_names()) >= {"mf", "sw_ranking", "bert", "causal_llm"}
+
+
+def routing_names():
+    import routing
+    import routing.routers  # noqa: F401
+
+    return routing.available()
