@@ -145,6 +145,7 @@ def save_blend(model: BlendModel, out: str | Path, meta: dict[str, Any] | None =
     from routing.routers._checkpoint import save_arrays, write_config
 
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     arrays = {k: (v if k.startswith("grid_") or k in ("f_mean", "f_scale") else v.astype(np.float32))
               for k, v in model.a.items()}
     save_arrays(out, **arrays)
@@ -222,23 +223,35 @@ def train_blend(prompts: Sequence[str], strong: np.ndarray, weak: np.ndarray, ou
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m routing.routers.blend LABELS.jsonl [...] --out DIR``: train from labels files."""
+    """Train a blend checkpoint from labels JSONL files and/or a RouteLLM data directory.
+
+    The shipped checkpoint is made by:
+    ``python -m routing.routers.blend --routellm ../shared/data/routellm --out routing/checkpoints/blend``
+    """
     import argparse
 
     from routing.data.labels import label_arrays, read_labels
+    from routing.data.routellm import load_gsm8k, load_mmlu
 
     ap = argparse.ArgumentParser(prog="python -m routing.routers.blend", description=main.__doc__)
-    ap.add_argument("labels", nargs="+", help="labels JSONL files ({prompt, strong, weak})")
+    ap.add_argument("labels", nargs="*", help="labels JSONL files ({prompt, strong, weak})")
+    ap.add_argument("--routellm", help="a RouteLLM evals directory (mmlu/, gsm8k/): train on both")
     ap.add_argument("--out", required=True)
     ap.add_argument("--embedder", default="minilm")
     for key, value in DEFAULTS.items():
         ap.add_argument(f"--{key.replace('_', '-')}", dest=key, type=float, default=value)
     args = ap.parse_args(argv)
+    if not args.labels and not args.routellm:
+        ap.error("give labels files, --routellm DIR, or both")
     records = [r for path in args.labels for r in read_labels(path)]
+    sources = [Path(p).name for p in args.labels]
+    if args.routellm:
+        records += load_mmlu(args.routellm) + load_gsm8k(args.routellm)
+        sources.append("RouteLLM routellm/evals MMLU + GSM8K (commit 0b64fdafe049e596a3f5657c219329f24af24198), "
+                       "contaminated prompts dropped")
     prompts, strong, weak = label_arrays(records)
     opts = {k: getattr(args, k) for k in DEFAULTS}
-    train_blend(prompts, strong, weak, args.out, embedder=args.embedder,
-                meta={"trained_on": [Path(p).name for p in args.labels]}, **opts)
+    train_blend(prompts, strong, weak, args.out, embedder=args.embedder, meta={"trained_on": sources}, **opts)
     print(json.dumps({"out": args.out, "n_train": len(prompts)}))
     return 0
 

@@ -1,0 +1,152 @@
+"""``routebatch eval`` (router quality as RouteLLM measures it) and ``convert-routellm``.
+
+Heavy imports happen inside the commands so that ``routebatch --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from jobs.cli.app import app
+from jobs.cli.output import JsonOption, emit, fail
+
+
+def _plot(curve: Any, spec: str, out: Path, title: str) -> None:
+    """Quality against % strong calls, with the strong, weak and random lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    x = curve.strong_share * 100
+    ax.plot(x, curve.quality, marker=".", label=spec)
+    ax.plot([0, 100], [curve.weak_quality, curve.strong_quality], color="grey", linestyle=":", label="random")
+    ax.axhline(curve.strong_quality, color="red", linestyle="--", label="strong only")
+    ax.axhline(curve.weak_quality, color="black", linestyle="--", label="weak only")
+    ax.set_xlabel("Strong model calls (%)")
+    ax.set_ylabel("Quality")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+@app.command("eval")
+def eval_cmd(
+    router: str = typer.Option(..., "--router", help="Router spec: length, blend, mf, mf:DIR, ..."),
+    labels: Path = typer.Option(..., "--labels", help="JSONL {prompt, strong, weak[, subject, ...]}: "
+                                "quality of each model's answer (0/1 or a judge score)."),
+    folds: Optional[int] = typer.Option(None, "--folds", help="Train on K-1 folds and score the held-out one, "
+                                        "so no prompt is scored by a router trained on it."),
+    group_by: Optional[str] = typer.Option(None, "--group-by", help="Record field (e.g. subject): with --folds, "
+                                           "no group is in both train and test; APGR is also given per group."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write quality vs %% strong calls to this PNG."),
+    boot: int = typer.Option(200, "--boot", help="Bootstrap resamples for the APGR spread (0: none)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of folds, bootstrap and the random baseline."),
+    as_json: bool = JsonOption,
+) -> None:
+    """APGR, CPT(50%), CPT(80%) and the random baseline, exactly as RouteLLM defines them."""
+    import numpy as np
+
+    from routing.data.labels import read_labels
+    from routing.evaluation import bootstrap_apgr, evaluate, random_baseline, routing_curve
+
+    if not labels.exists():
+        fail(f"{labels}: no such file", as_json)
+    try:
+        records = read_labels(labels)
+    except ValueError as exc:
+        fail(str(exc), as_json)
+    if len(records) < 2:
+        fail(f"{labels}: need at least 2 labelled prompts", as_json)
+    prompts = [r.prompt for r in records]
+    strong = np.array([r.strong for r in records])
+    weak = np.array([r.weak for r in records])
+    try:
+        if folds:
+            from routing.crossfit import assign_folds, out_of_fold_scores
+
+            fold_ids = assign_folds(records, folds, group_by=group_by, seed=seed)
+            scores = out_of_fold_scores(router, records, fold_ids)
+        else:
+            import routing
+            import routing.routers  # noqa: F401  (registers the learned routers)
+
+            r = routing.get_router(router)
+            scores = np.asarray(r.score(prompts), dtype=np.float64)
+    except (ValueError, FileNotFoundError, KeyError, TypeError) as exc:
+        fail(f"router {router!r}: {exc}", as_json)
+
+    metrics = evaluate(scores, strong, weak)
+    base = random_baseline(strong, weak, seed=seed)
+    result: dict[str, Any] = {
+        "router": router, "labels": str(labels), "n": len(records), "folds": folds, "group_by": group_by,
+        **metrics.to_dict(), "random": base.to_dict(),
+    }
+    if boot > 0:
+        result["apgr_boot"] = bootstrap_apgr(scores, strong, weak, draws=boot, seed=seed).to_dict()
+    if group_by:
+        groups: dict[str, list[int]] = {}
+        for i, rec in enumerate(records):
+            groups.setdefault(str(rec.get(group_by, "")), []).append(i)
+        per = {}
+        for g, idx in sorted(groups.items()):
+            ix = np.array(idx)
+            if ix.size >= 10 and strong[ix].mean() != weak[ix].mean():
+                m = evaluate(scores[ix], strong[ix], weak[ix])
+                per[g] = {"n": int(ix.size), "apgr": m.apgr, "cpt50": m.cpt50}
+        result["per_group"] = per
+    if plot is not None:
+        _plot(routing_curve(scores, strong, weak), router, plot, f"{labels.name} ({len(records)} prompts)")
+        result["plot"] = str(plot)
+
+    def render(con: Any) -> None:
+        from rich.table import Table
+
+        how = f"out-of-fold, {folds} folds" + (f" by {group_by}" if group_by else "") if folds else "as given"
+        con.print(f"[bold]{router}[/] on {labels} — {len(records)} prompts, scores {how}")
+        con.print(f"strong quality {metrics.strong_quality:.4f}, weak quality {metrics.weak_quality:.4f}")
+        t = Table()
+        for col in ("", "APGR", "CPT(50%)", "CPT(80%)"):
+            t.add_column(col, justify="right" if col else "left")
+        spread = ""
+        if "apgr_boot" in result:
+            b = result["apgr_boot"]
+            spread = f" ± {b['std']:.3f} [{b['low']:.3f}, {b['high']:.3f}]"
+        t.add_row(router, f"{metrics.apgr:.4f}{spread}", f"{metrics.cpt50:.1f}%", f"{metrics.cpt80:.1f}%")
+        t.add_row("random (mean)", f"{base.apgr:.4f}", f"{base.cpt50:.1f}%", f"{base.cpt80:.1f}%")
+        con.print(t)
+        if result.get("per_group"):
+            g = Table(title=f"per {group_by}")
+            for col in (group_by or "group", "n", "APGR", "CPT(50%)"):
+                g.add_column(col)
+            for name, m in result["per_group"].items():
+                g.add_row(name, str(m["n"]), f"{m['apgr']:.3f}", f"{m['cpt50']:.1f}%")
+            con.print(g)
+        if plot is not None:
+            con.print(f"plot: {plot}")
+
+    emit(result, as_json, render)
+
+
+@app.command("convert-routellm")
+def convert_routellm_cmd(
+    source: Path = typer.Argument(..., help="RouteLLM evals directory (with mmlu/ and gsm8k/)."),
+    out: Path = typer.Option(..., "--out", help="Directory for {mmlu,gsm8k}_{labels,battles}.jsonl."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Turn RouteLLM's MMLU/GSM8K correctness files into labels and battles JSONL (contaminated prompts dropped)."""
+    from routing.data.routellm import convert_routellm
+
+    try:
+        counts = convert_routellm(source, out)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc), as_json)
+    emit({"out": str(out), "files": counts}, as_json,
+         lambda con: [con.print(f"{out / name}: {n} lines") for name, n in counts.items()])
