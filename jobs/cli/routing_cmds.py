@@ -72,6 +72,7 @@ def train(
     max_length: Optional[int] = typer.Option(None, "--max-length", help="bert/causal_llm: max tokens."),
     embedder: str = typer.Option("minilm", "--embedder", help="mf/sw_ranking: minilm | hf:PATH | http:MODEL@URL."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the on-disk embedding cache."),
+    tie_margin: float = typer.Option(0.0, "--tie-margin", help="Label values closer than this are a tie."),
     as_json: bool = JsonOption,
 ) -> None:
     """Train a router checkpoint from battles or per-model labels."""
@@ -95,7 +96,8 @@ def train(
         kwargs.update(embedder=embedder, cache=not no_cache)
     started = time.perf_counter()
     try:
-        report = train_router(router, data, out, strong=strong, weak=weak, **kwargs, **options)
+        report = train_router(router, data, out, strong=strong, weak=weak, tie_margin=tie_margin, **kwargs,
+                              **options)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc), as_json)
     report["seconds"] = round(time.perf_counter() - started, 2)

@@ -12,17 +12,18 @@ TRAINABLE = ("mf", "sw_ranking", "bert", "causal_llm")
 
 def train_router(router: str, battles: Battles | str | Path, out: str | Path, *, strong: str | None = None,
                  weak: str | None = None, embedder: str = "minilm", cache: bool = True,
-                 **options: Any) -> dict[str, Any]:
+                 tie_margin: float = 0.0, **options: Any) -> dict[str, Any]:
     """Train ``router`` on battles (a :class:`Battles` or a JSONL path) and write a checkpoint to ``out``.
 
     ``options`` go to the router's trainer (epochs, lr, batch_size, seed, base, ...).
     The data's strong/weak labels (``{"prompt","strong","weak"}`` lines) are named by
-    ``strong``/``weak`` when given, else "strong"/"weak".
+    ``strong``/``weak`` when given, else "strong"/"weak". Label values closer than
+    ``tie_margin`` are a tie (for judge scores; 0 suits 0/1 correctness).
     """
     if router not in TRAINABLE:
         raise ValueError(f"cannot train {router!r}; trainable routers: {', '.join(TRAINABLE)}")
     if not isinstance(battles, Battles):
-        battles = read_battles(battles, strong or "strong", weak or "weak")
+        battles = read_battles(battles, strong or "strong", weak or "weak", tie_margin)
     options = {k: v for k, v in options.items() if v is not None}
     if router in ("mf", "sw_ranking"):
         from routing.embeddings import get_embedder
