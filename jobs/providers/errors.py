@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Mapping
 
 import httpx
 
@@ -65,9 +66,10 @@ def exception_is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, (httpx.TransportError, ConnectionError))
 
 
-def parse_retry_after(headers: httpx.Headers, now: float | None = None) -> float | None:
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Seconds to wait from ``retry-after-ms`` (preferred: finer) or ``Retry-After``.
 
+    ``headers`` must look names up case-insensitively (httpx.Headers, or lower-cased keys).
     ``Retry-After`` is either delta-seconds or an HTTP date (RFC 9110 §10.2.3). Returns None
     when absent or unparseable; never negative.
     """

@@ -19,7 +19,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -77,6 +77,16 @@ class _Outcome:
         return self.error is None
 
 
+@dataclass
+class _Response:
+    """What the pool needs of a response; ``headers`` looks names up case-insensitively
+    (lower-cased dict, or httpx.Headers)."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+
 class _LoopState:
     """Everything bound to one event loop: the transport and the per-provider semaphores.
 
@@ -97,15 +107,21 @@ class _LoopState:
             self.client = httpx.AsyncClient(limits=lim, trust_env=True)
         self.transport = transport if transport is not None else FastTransport()
 
-    async def send(self, request: httpx.Request) -> httpx.Response:
+    async def post(self, url: httpx.URL, headers: dict[str, str], content: bytes, timeout: dict[str, float]) -> _Response:
+        if self.client is None and isinstance(self.transport, FastTransport):
+            raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+            status, resp_headers, body = await self.transport.exchange(b"POST", url, raw_headers, content, timeout)
+            return _Response(status, {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in resp_headers}, body)
+        request = httpx.Request("POST", url, content=content, headers=headers, extensions={"timeout": timeout})
         if self.client is not None:
-            return await self.client.send(request)
-        resp = await self.transport.handle_async_request(request)
+            resp = await self.client.send(request)
+        else:
+            resp = await self.transport.handle_async_request(request)
         try:
             await resp.aread()
         finally:
             await resp.aclose()
-        return resp
+        return _Response(resp.status_code, resp.headers, resp.content)
 
     async def aclose(self) -> None:
         if self.client is not None:
@@ -305,14 +321,13 @@ class ProviderPool:
             est_in, est_out = tokens.worst_case_tokens(req, model_cfg, body["max_tokens"])
             await self.rate_limiter.acquire(provider_name, model_key, est_in + est_out)
 
-        resp: httpx.Response | None = None
+        resp: _Response | None = None
         exc: Exception | None = None
         async with st.semaphores[provider_name]:
             started = _utcnow()
             t0 = time.perf_counter()
             try:
-                request = httpx.Request("POST", url, content=content, headers=headers, extensions={"timeout": timeout})
-                resp = await st.send(request)
+                resp = await st.post(url, headers, content, timeout)
             except Exception as e:  # classified below; asyncio.CancelledError is not an Exception
                 exc = e
             latency_ms = int((time.perf_counter() - t0) * 1000)
@@ -339,7 +354,7 @@ class ProviderPool:
         return outcome
 
     @staticmethod
-    def _interpret(resp: httpx.Response, req: ChatRequest, model_cfg: ModelConfig, api_key: str | None,
+    def _interpret(resp: _Response, req: ChatRequest, model_cfg: ModelConfig, api_key: str | None,
                    attempt: Callable[..., Attempt]) -> _Outcome:
         """What a response means: success with usage, or a transient/permanent failure."""
         status, raw = resp.status_code, resp.content
