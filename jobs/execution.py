@@ -402,6 +402,18 @@ def _is_connection_error(exc: Exception) -> bool:
     return isinstance(exc, (OperationalError, InterfaceError))
 
 
+def _bound_estimated_usage(attempt, request) -> None:
+    """A response without ``usage`` is counted locally; a local count can exceed what the
+    provider could have billed (another tokenizer), so it is bounded by what the request
+    allowed: ``max_tokens`` of output and the byte bound of the input. The attempt stays
+    flagged ``usage_estimated``."""
+    from jobs.admission import input_token_bound
+
+    if request.max_tokens and attempt.completion_tokens > request.max_tokens:
+        attempt.completion_tokens = request.max_tokens
+    attempt.prompt_tokens = min(attempt.prompt_tokens, input_token_bound(request.messages))
+
+
 def record_results(rt: Runtime, job_id: str, batch: list, prices: dict[str, PriceVersion], lease=None) -> str:
     """Write attempts and item outcomes for a batch in one transaction; returns the job state.
 
@@ -419,6 +431,8 @@ def record_results(rt: Runtime, job_id: str, batch: list, prices: dict[str, Pric
             total_cost = 0
             for a in result.attempts:
                 price = prices.get(a.model)
+                if a.usage_estimated:
+                    _bound_estimated_usage(a, result.request)
                 cost = price.cost_micro_usd(a.prompt_tokens, a.completion_tokens, a.cached_tokens) if price else 0
                 total_cost += cost
                 attempt_rows.append(

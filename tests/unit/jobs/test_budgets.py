@@ -193,3 +193,17 @@ def test_cap_holds_under_twenty_percent_faults(tmp_path: Path, sqlite_url: str, 
         errors = set(s.scalars(select(Attempt.error_class).where(Attempt.error_class.is_not(None))))
         assert s.scalar(select(func.count()).select_from(Reservation).where(Reservation.state == "open")) == 0
     assert len(errors) >= 3, errors
+
+
+def test_locally_counted_usage_never_exceeds_the_hold(tmp_path: Path, sqlite_url: str, runtime_factory) -> None:
+    """Responses without `usage` are counted with another tokenizer; the count is bounded by
+    what the request allowed, so the settlement stays within the reservation (no overdraft)."""
+    data = write_prompts(tmp_path / "in.jsonl", 120)
+    all_strong = _all_strong_cost(tmp_path, sqlite_url, runtime_factory, data)
+    rt = runtime_factory(sqlite_url, {"providers.sim.simulated.faults": {"no_usage": 0.6}})
+    st = run(rt, JobSpec(input_file=str(data), router="length", strong_share=0.8, budget_usd=round(0.3 * all_strong, 6), max_tokens=64))
+    assert st["budgets"]["job"]["overdraft_usd"] == 0
+    with session_scope(sqlite_url) as s:
+        estimated = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.usage_estimated.is_(True)))
+        over = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.completion_tokens > 64))
+    assert estimated > 0 and over == 0
