@@ -77,6 +77,7 @@ def eval_cmd(
         else:
             import routing
             import routing.routers  # noqa: F401  (registers the learned routers)
+            import routing.routers.blend  # noqa: F401  (registers blend)
 
             r = routing.get_router(router)
             scores = np.asarray(r.score(prompts), dtype=np.float64)

@@ -141,13 +141,12 @@ def fit_blend(E: np.ndarray, F: np.ndarray, strong: np.ndarray, weak: np.ndarray
 
 
 def save_blend(model: BlendModel, out: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Write ``router.json`` + ``weights.npz`` (float32 where precision allows)."""
+    """Write ``router.json`` + ``weights.npz`` (float64: a few kB, and scores round-trip exactly)."""
     from routing.routers._checkpoint import save_arrays, write_config
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    arrays = {k: (v if k.startswith("grid_") or k in ("f_mean", "f_scale") else v.astype(np.float32))
-              for k, v in model.a.items()}
+    arrays = dict(model.a)
     save_arrays(out, **arrays)
     write_config(out, {"router": NAME, "features": list(FEATURE_NAMES), **model.config, **(meta or {})})
     return out
@@ -220,6 +219,16 @@ def train_blend(prompts: Sequence[str], strong: np.ndarray, weak: np.ndarray, ou
     if out is not None:
         save_blend(model, out, {"embedder": embedder, "n_train": len(prompts), **(meta or {})})
     return model
+
+
+def _register() -> None:
+    """Put ``blend`` in the router table (idempotent; ``routing.routers`` may do it too)."""
+    from routing.registry import register
+
+    register(NAME, "routing.routers.blend:BlendRouter")
+
+
+_register()
 
 
 def main(argv: list[str] | None = None) -> int:
