@@ -17,6 +17,7 @@ from sqlalchemy import case, func, select, update
 from jobs import execution, lifecycle
 from jobs.budgets import budget_report, create_budget, get_budget
 from jobs.recovery import recover_lost
+from routing.registry import validate_spec
 from jobs.datasets import DatasetError, read_rows
 from jobs.datasets.readers import detect_format
 from jobs.db.migrate import ensure_schema
@@ -80,6 +81,7 @@ def submit(rt: Runtime, spec: JobSpec, queue: TaskQueue, on_progress: ProgressFn
     weak = spec.weak or cfg.defaults.weak
     cfg.model(strong), cfg.model(weak)
     router = spec.router or cfg.defaults.router
+    validate_spec(router)
     chunk_size = spec.chunk_size or cfg.defaults.chunk_size
     threshold = spec.threshold
     strong_share = spec.strong_share if threshold is None else None
@@ -132,9 +134,24 @@ def submit(rt: Runtime, spec: JobSpec, queue: TaskQueue, on_progress: ProgressFn
     return job_id
 
 
+class JobFailed(RuntimeError):
+    """A step of an inline job raised; the job is marked failed with this message."""
+
+
 def drain_inline(rt: Runtime, queue: InlineQueue, job_id: str, on_progress: ProgressFn | None = None) -> None:
+    """Run the queued steps here. A step that raises (a router that cannot load, a database
+    that went away) fails the job with the reason instead of leaving it in progress."""
     after = (lambda: on_progress(status(rt, job_id))) if on_progress else None
-    queue.drain(lambda task, jid, chunk: execution.run_task(rt, queue, task, jid, chunk), after)
+    try:
+        queue.drain(lambda task, jid, chunk: execution.run_task(rt, queue, task, jid, chunk), after)
+    except Exception as exc:  # noqa: BLE001 - reported on the job and to the caller
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        with session_scope(rt.db_url) as s:
+            job = s.get(Job, job_id)
+            if job is not None and not JobState(job.state).terminal:
+                job.phase = "done"
+                lifecycle.fail(job, message)
+        raise JobFailed(f"job {job_id} failed: {message} (fix the cause, then `routebatch resume {job_id}`)") from exc
 
 
 def run(rt: Runtime, spec: JobSpec, on_progress: ProgressFn | None = None) -> dict:

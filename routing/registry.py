@@ -14,6 +14,7 @@ from routing.base import Router
 _TABLE: dict[str, str] = {
     "random": "routing.baselines:RandomRouter",
     "length": "routing.baselines:LengthRouter",
+    "blend": "routing.routers.blend:BlendRouter",
 }
 
 
@@ -36,6 +37,18 @@ def register(name: str, target: str) -> None:
 def available() -> list[str]:
     _load_builtin()
     return sorted(_TABLE)
+
+
+def validate_spec(spec: str) -> None:
+    """Fail early (at submit, before any ingestion) on an unknown router or a missing checkpoint."""
+    from pathlib import Path
+
+    name, path, _ = parse_spec(spec)
+    _load_builtin()
+    if name not in _TABLE:
+        raise ValueError(f"unknown router {name!r}; available: {', '.join(available())}")
+    if path is not None and not Path(path).exists():
+        raise ValueError(f"router {name}: checkpoint {path!r} does not exist")
 
 
 def parse_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:

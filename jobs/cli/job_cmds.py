@@ -140,7 +140,7 @@ def run(
     """Validate, score, route and generate a dataset in this process, then print a summary."""
     from jobs.budgets import BudgetError
     from jobs.datasets import DatasetError
-    from jobs.service import run as run_job
+    from jobs.service import JobFailed, run as run_job
 
     spec = _spec(
         input_file, fmt, prompt_column, router, strong, weak, threshold, strong_share, max_tokens, chunk_size,
@@ -168,7 +168,7 @@ def run(
                 st = run_job(rt, spec, progress)
         if grade is not None:
             st["grade"] = _grade(rt, st["job_id"], grade)
-    except (DatasetError, BudgetError) as exc:
+    except (DatasetError, BudgetError, JobFailed, ValueError) as exc:
         fail(str(exc), as_json)
     finally:
         rt.close()
@@ -217,7 +217,7 @@ def submit(
     rt = _runtime()
     try:
         job_id = submit_job(rt, spec, queue_for(rt.settings))
-    except (DatasetError, BudgetError) as exc:
+    except (DatasetError, BudgetError, ValueError) as exc:
         fail(str(exc), as_json)
     _print_status(status(rt, job_id), as_json)
 

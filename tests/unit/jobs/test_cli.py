@@ -79,3 +79,19 @@ def test_json_error_output(tmp_path: Path) -> None:
     done = rb(["run", "missing.csv", "--json"], tmp_path)
     assert done.returncode != 0
     assert "no such file" in json.loads(done.stdout)["error"]
+
+
+def test_router_problems_are_one_line_errors(tmp_path: Path, dataset: Path) -> None:
+    unknown = rb(["run", str(dataset), "--router", "nope"], tmp_path)
+    assert unknown.returncode != 0 and "unknown router 'nope'" in unknown.stderr
+    missing = rb(["run", str(dataset), "--router", "mf:/no/such/dir"], tmp_path)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
+    broken = rb(["run", str(dataset), "--router", "length:scale=abc", "--json"], tmp_path)
+    assert broken.returncode != 0
+    message = json.loads(broken.stdout)["error"]
+    assert "failed" in message and "resume" in message
+    job_id = message.split()[1]
+    st = json.loads(rb(["status", job_id, "--json"], tmp_path).stdout)
+    assert st["status"] == "failed" and "could not convert" in st["error"]
+    for done in (unknown, missing, broken):
+        assert "Traceback" not in done.stderr + done.stdout
