@@ -53,11 +53,15 @@ def test_sigkill_generate_worker_mid_job(tmp_path, pg_url, private_redis, sim):
         victim = cluster.start_worker("generate", "--concurrency", "1", name="victim")
         t0 = time.monotonic()
         job_id = cluster.cli_json("submit", str(write_prompts(tmp_path / "p.jsonl", 400)), *BUDGET)["job_id"]
+        # Kill once the provider has received calls whose answers are not recorded yet:
+        # those calls are made but their outcome is lost with the worker.
         wait_for(
-            lambda: (c := job_counts(cluster.db_url, job_id)).get("succeeded", 0) >= 60 and c.get("sent", 0) > 0,
+            lambda: (c := job_counts(cluster.db_url, job_id)).get("succeeded", 0) >= 60
+            and c.get("sent", 0) > 0
+            and sim.total() > c.get("succeeded", 0) + c.get("failed", 0),
             60,
             every=0.02,
-            what="the victim's calls on the wire",
+            what="the victim's calls at the provider",
         )
         cluster.kill(victim, signal.SIGKILL)  # the whole process group: pool child and parent
         in_flight_at_kill = job_counts(cluster.db_url, job_id).get("sent", 0)
@@ -67,6 +71,7 @@ def test_sigkill_generate_worker_mid_job(tmp_path, pg_url, private_redis, sim):
         _report("sigkill-generate", {**report, "sent_at_kill": in_flight_at_kill}, time.monotonic() - t0)
         assert report["succeeded"] == 400
         assert report["lost_in_flight"] == in_flight_at_kill > 0
+        assert report["duplicate_calls"] > 0  # calls made twice, each one in the ledger (check_ledger)
     finally:
         cluster.stop_all()
 
