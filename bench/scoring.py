@@ -164,6 +164,31 @@ def run(n_prompts: int = 512, batch_size: int = 64, words: int = 50, repeats: in
         "sw_head_ms_per_batch": round(1000 * statistics.median(sw_head), 2),
         "sw_head_share_of_embedding": round(statistics.median(sw_head) / embed_time_per_batch, 4),
     }
+    # where the end-to-end time goes, per batch: less sensitive to a noisy machine than rates
+    def per_batch_ms(fn: Callable[[list[str]], Any]) -> float:
+        t0 = time.perf_counter()
+        for b in batches:
+            fn(b)
+        return 1000 * (time.perf_counter() - t0) / len(batches)
+
+    from routing.embeddings import cache_key
+
+    probe = EmbeddingCache(tmp / "cache-probe")
+    vec = np.zeros(inner.dim, dtype=np.float32)
+    E_batch = inner.embed(batches[0])
+    parts = {
+        "tokenize_ms": per_batch_ms(inner.tokenize_buckets),
+        "cache_get_put_ms": per_batch_ms(lambda b: (probe.get_many([cache_key(inner.model_id, t) for t in b]),
+                                                    probe.put_many([(cache_key(inner.model_id, t), vec) for t in b]))),
+        "mf_head_ms": per_batch_ms(lambda b: mf.score_embeddings(E_batch[:len(b)])),
+        "sw_head_ms": per_batch_ms(lambda b: sw.score_embeddings(E_batch[:len(b)])),
+        "forward_ms": 1000 * embed_time_per_batch,
+    }
+    out["per_batch_ms"] = {k: round(v, 2) for k, v in parts.items()}
+    extra = parts["tokenize_ms"] + parts["cache_get_put_ms"]
+    out["mf_overhead_share"] = round((extra + parts["mf_head_ms"]) / parts["forward_ms"], 4)
+    out["sw_overhead_share"] = round((extra + parts["sw_head_ms"]) / parts["forward_ms"], 4)
+
     mf_cached = CachedEmbedder(inner, EmbeddingCache(tmp / "cache-mf-0"))  # already holds every prompt
     mf.use_embedder(mf_cached)
     out["mf_cached_prompts_per_s"] = round(time_end_to_end(mf, batches)["prompts_per_s"], 1)
@@ -223,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
               f"ratio {r['sw_ratio']:.3f}")
         print(f"  SW head per batch          {r['sw_head_ms_per_batch']:>10.2f} ms = "
               f"{100 * r['sw_head_share_of_embedding']:.2f}% of embedding time (target <= 10%)")
+        pb = r["per_batch_ms"]
+        print(f"  per batch: forward {pb['forward_ms']:.1f} ms, tokenise {pb['tokenize_ms']:.1f} ms, cache get+put "
+              f"{pb['cache_get_put_ms']:.1f} ms, MF head {pb['mf_head_ms']:.2f} ms, SW head {pb['sw_head_ms']:.1f} ms")
+        print(f"  => work beyond the forward pass: MF {100 * r['mf_overhead_share']:.1f}%, "
+              f"SW {100 * r['sw_overhead_share']:.1f}% of the forward time")
         print(f"  MF, all prompts cached     {r['mf_cached_prompts_per_s']:>10.1f} prompts/s")
         print(f"  one prompt at a time       {r['one_at_a_time_prompts_per_s']:>10.1f} prompts/s")
         print(f"  batched ({r['batch_size']})              {r['batched_prompts_per_s']:>10.1f} prompts/s  "
