@@ -32,7 +32,7 @@ import os
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,17 +159,9 @@ class HFEncoderEmbedder(Embedder):
     def tokenize_buckets(self, texts: Sequence[str]) -> list[tuple[np.ndarray, dict[str, Any]]]:
         """Tokenise once, sort by length, pad per batch: [(original indices, tensors)]."""
         self._load()
-        enc = self._tokenizer(list(texts), truncation=True, max_length=self.max_length,
-                              add_special_tokens=True)
-        ids = enc["input_ids"]
-        order = np.argsort(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), kind="stable")
-        buckets = []
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            feats = [{k: enc[k][i] for k in enc.keys()} for i in idx]
-            batch = self._tokenizer.pad(feats, padding=True, return_tensors="pt")
-            buckets.append((idx, dict(batch)))
-        return buckets
+        ids = self._tokenizer(list(texts), truncation=True, max_length=self.max_length,
+                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        return list(pad_buckets(self._tokenizer, ids, self.batch_size))
 
     def forward(self, batch: dict[str, Any]) -> np.ndarray:
         """Mean-pool + normalise one padded batch (tensors on CPU); returns float32 (b, dim)."""
@@ -194,6 +186,37 @@ class HFEncoderEmbedder(Embedder):
         self.calls += 1
         self.texts_embedded += len(texts)
         return result
+
+
+def pad_buckets(tokenizer: Any, ids: Sequence[Sequence[int]], batch_size: int, shuffle_seed: int | None = None
+                ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """Length buckets from token id lists: sort by length, right-pad each batch to its longest row.
+
+    Builds the tensors with numpy instead of ``tokenizer.pad`` (which costs as much as the
+    tokenisation itself). Yields (row indices into ``ids``, {input_ids, attention_mask[,
+    token_type_ids]}); with ``shuffle_seed`` the batch order is shuffled (training).
+    """
+    import torch
+
+    lens = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    order = np.argsort(lens, kind="stable")
+    starts = list(range(0, len(order), batch_size))
+    if shuffle_seed is not None:
+        np.random.default_rng(shuffle_seed).shuffle(starts)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    with_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+    for start in starts:
+        idx = order[start:start + batch_size]
+        width = int(lens[idx].max()) if len(idx) else 0
+        arr = np.full((len(idx), width), pad, dtype=np.int64)
+        for r, i in enumerate(idx):
+            arr[r, :lens[i]] = ids[i]
+        input_ids = torch.from_numpy(arr)
+        batch = {"input_ids": input_ids,
+                 "attention_mask": (torch.arange(width)[None, :] < torch.from_numpy(lens[idx])[:, None]).long()}
+        if with_types:
+            batch["token_type_ids"] = torch.zeros_like(input_ids)
+        yield idx, batch
 
 
 def minilm_path() -> str:

@@ -47,17 +47,11 @@ def length_buckets(tokenizer: Any, texts: Sequence[str], max_length: int, batch_
     With ``shuffle_seed`` the batch order is shuffled (for training) while each batch keeps
     prompts of similar length.
     """
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
-    ids = enc["input_ids"]
-    order = np.argsort(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), kind="stable")
-    starts = list(range(0, len(order), batch_size))
-    if shuffle_seed is not None:
-        np.random.default_rng(shuffle_seed).shuffle(starts)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-    for start in starts:
-        idx = order[start:start + batch_size]
-        batch = tokenizer.pad([{k: enc[k][i] for k in keys} for i in idx], padding=True, return_tensors="pt")
-        yield idx, dict(batch)
+    from routing.embeddings import pad_buckets
+
+    ids = tokenizer(list(texts), truncation=True, max_length=max_length, return_attention_mask=False,
+                    return_token_type_ids=False)["input_ids"]
+    return pad_buckets(tokenizer, ids, batch_size, shuffle_seed)
 
 
 def pair_labels(battles: Any, strong: str, weak: str) -> tuple[list[str], np.ndarray]:

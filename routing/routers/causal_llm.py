@@ -107,22 +107,9 @@ class CausalLLMRouter(Router):
     def batches(self, ids: list[list[int]], shuffle_seed: int | None = None
                 ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
         """Length-bucketed, right-padded batches: (row indices, {input_ids, attention_mask})."""
-        import torch
+        from routing.embeddings import pad_buckets
 
-        order = np.argsort(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), kind="stable")
-        starts = list(range(0, len(order), self.batch_size))
-        if shuffle_seed is not None:
-            np.random.default_rng(shuffle_seed).shuffle(starts)
-        pad = self.tokenizer.pad_token_id
-        for start in starts:
-            idx = order[start:start + self.batch_size]
-            width = max(len(ids[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                input_ids[r, :len(ids[i])] = torch.as_tensor(ids[i])
-                mask[r, :len(ids[i])] = 1
-            yield idx, {"input_ids": input_ids, "attention_mask": mask}
+        return pad_buckets(self.tokenizer, ids, self.batch_size, shuffle_seed)
 
     # ------------------------------------------------------------------ scoring
     def label_logits(self, model: Any, batch: dict[str, Any]) -> Any:

@@ -70,7 +70,8 @@ class SWRankingRouter(EmbeddingRouter):
     name = "sw_ranking"
 
     def __init__(self, path: str | None = None, strong: str | None = None, weak: str | None = None,
-                 gamma: Any = None, prior: Any = None, chunk: Any = 256, **options: Any) -> None:
+                 gamma: Any = None, prior: Any = None, chunk: Any = 256, head: str = "auto",
+                 **options: Any) -> None:
         self.path = ckpt.resolve("sw_ranking", path)
         self.config = ckpt.read_config(self.path, expect="sw_ranking")
         super().__init__(self.config.get("embedder", "minilm"), **options)
@@ -80,6 +81,10 @@ class SWRankingRouter(EmbeddingRouter):
         self.gamma = float(gamma if gamma not in (None, "") else self.config.get("gamma", 1.0))
         self.prior = float(prior if prior not in (None, "") else self.config.get("prior", 0.0))
         self.chunk = int(chunk)
+        if head not in ("auto", "numpy", "torch"):
+            raise ValueError(f"head must be auto, numpy or torch, not {head!r}")
+        self.head = head
+        self._tensors: dict[str, Any] | None = None
         self.train_embeddings = np.ascontiguousarray(arrays["embeddings"], dtype=np.float32)
         M = len(self.models)
         O = pairwise_outcomes(arrays["prompt_idx"], arrays["a_idx"], arrays["b_idx"], arrays["outcome"],
@@ -96,12 +101,60 @@ class SWRankingRouter(EmbeddingRouter):
             self._O = O.astype(np.float32)
         self._s, self._w = s, w
 
+    def _head_device(self) -> str | None:
+        """Where the head runs: None for numpy; a torch device when the encoder is on CUDA.
+
+        On a GPU the encoder does ~80k prompts/s; a numpy head over 10,000 battles would
+        then dominate, so it follows the encoder onto the device. Never imports torch itself.
+        """
+        if self.head == "numpy":
+            return None
+        if self.head == "torch":
+            emb = self._embedder
+            return str(getattr(getattr(emb, "inner", emb), "_device", None) or "cpu")
+        import sys
+
+        torch = sys.modules.get("torch")
+        emb = getattr(self._embedder, "inner", self._embedder)
+        device = str(getattr(emb, "_device", None) or "")
+        return device if torch is not None and device.startswith("cuda") else None
+
     def score_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         E = np.asarray(embeddings, dtype=np.float32)
         out = np.empty(len(E), dtype=np.float64)
-        for start in range(0, len(E), self.chunk):  # bounds the (batch, N) weight matrix
-            out[start:start + self.chunk] = self._score_chunk(E[start:start + self.chunk])
+        device = self._head_device()
+        chunk = self.chunk if device is None or device == "cpu" else max(self.chunk, 4096)
+        for start in range(0, len(E), chunk):  # bounds the (batch, N) weight matrix
+            part = E[start:start + chunk]
+            out[start:start + chunk] = self._score_chunk(part) if device is None else self._score_chunk_torch(part, device)
         return out
+
+    def _score_chunk_torch(self, E: np.ndarray, device: str) -> np.ndarray:
+        """The same computation as :meth:`_score_chunk`, in torch on ``device`` (float32)."""
+        import torch
+
+        if self._tensors is None or self._tensors["device"] != device:
+            t = {"device": device, "train": torch.as_tensor(self.train_embeddings, device=device)}
+            if self._two_model:
+                t["wins"] = torch.as_tensor(self._wins, device=device)
+                t["games"] = torch.as_tensor(self._games, device=device)
+            else:
+                t["O"] = torch.as_tensor(self._O, device=device)
+            self._tensors = t
+        t = self._tensors
+        with torch.inference_mode():
+            sims = torch.as_tensor(E, device=device) @ t["train"].T
+            max_sim = sims.max(dim=1, keepdim=True).values.clamp(min=1e-6)
+            weights = torch.pow(10.0, self.gamma * sims / max_sim)
+            if self._two_model:
+                wins = weights @ t["wins"] + self.prior
+                games = weights @ t["games"] + 2 * self.prior
+                return (wins.double() / games.double().clamp(min=1e-30)).clamp(0.0, 1.0).cpu().numpy()
+            W = (weights @ t["O"]).double().cpu().numpy()
+        M = len(self.models)
+        W = W.reshape(len(E), M, M) + self.prior * (1 - np.eye(M))
+        r = bradley_terry_batch(W)
+        return ckpt.sigmoid(r[:, self._s] - r[:, self._w])
 
     def _score_chunk(self, E: np.ndarray) -> np.ndarray:
         weights = sw_weights(E @ self.train_embeddings.T, self.gamma).astype(np.float32)

@@ -98,3 +98,16 @@ def test_prior_keeps_unbeaten_models_finite(tmp_path):
     build_sw(battles, E, tmp_path / "sw", prior=1.0)
     scores = SWRankingRouter(str(tmp_path / "sw")).score_embeddings(E)
     assert ((scores > 0.5) & (scores < 1.0)).all()
+
+
+@pytest.mark.parametrize("models", [["s", "w"], ["s", "m", "w"]])
+def test_torch_head_equals_numpy_head(tmp_path, models):
+    """The head used next to a CUDA encoder, run here on the CPU, matches the numpy head."""
+    pytest.importorskip("torch")
+    E, battles = make_data(models, n_prompts=25)
+    build_sw(battles, E, tmp_path / "sw", strong="s", weak="w", prior=0.1)
+    a = SWRankingRouter(str(tmp_path / "sw"), head="numpy").score_embeddings(E)
+    b = SWRankingRouter(str(tmp_path / "sw"), head="torch").score_embeddings(E)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    with pytest.raises(ValueError):
+        SWRankingRouter(str(tmp_path / "sw"), head="tpu")
