@@ -170,10 +170,10 @@ class HFEncoderEmbedder(Embedder):
         self._load()
         with torch.inference_mode():
             batch = {k: v.to(self._device, non_blocking=True) for k, v in batch.items()}
-            out = self._model(**batch).last_hidden_state
+            out = self._model(**batch).last_hidden_state.float()  # pool in fp32 even when the model runs bf16
             mask = batch["attention_mask"].unsqueeze(-1).to(out.dtype)
             pooled = (out * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            pooled = torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
             return pooled.cpu().numpy()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
