@@ -197,3 +197,16 @@ def routing_names():
     import routing.routers  # noqa: F401
 
     return routing.available()
+
+
+@pytest.mark.gpu
+def test_minilm_bf16_on_cuda_close_to_cpu_fp32():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    texts = ["The mitochondria is the powerhouse of the cell.", "short", "x " * 300]
+    gpu = MiniLMEmbedder(batch_size=2)
+    assert gpu.device.startswith("cuda")
+    cpu = MiniLMEmbedder(device="cpu")
+    cos = (gpu.embed(texts) * cpu.embed(texts)).sum(1)
+    assert (cos > 0.99).all()
