@@ -57,7 +57,7 @@ class GradeReport:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["per_model"] = {k: {"answered": v.answered, "accuracy": v.accuracy} for k, v in self.per_model.items()}
-        d.update(accuracy=self.accuracy, mismatches=self.mismatches, all_exact=self.all_exact)
+        d.update(n=self.graded, accuracy=self.accuracy, mismatches=self.mismatches, all_exact=self.all_exact)
         d.pop("score_sum")
         return d
 
