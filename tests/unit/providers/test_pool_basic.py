@@ -132,3 +132,18 @@ def test_client_is_created_lazily_and_per_event_loop() -> None:
     assert asyncio.run(pool.complete(req)).ok
     assert asyncio.run(pool.complete(req)).ok
     assert calls == 2
+
+
+def test_proxy_in_environment_uses_httpx_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.providers.transport import FastTransport
+
+    async def state_kinds() -> tuple[bool, bool]:
+        pool = ProviderPool(make_config())
+        st = pool._loop_state()
+        kinds = (st.client is not None, isinstance(st.transport, FastTransport))
+        await pool.aclose()
+        return kinds
+
+    assert asyncio.run(state_kinds()) == (False, True)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert asyncio.run(state_kinds())[0] is True  # only httpx's client reads proxy settings
