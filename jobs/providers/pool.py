@@ -19,6 +19,7 @@ import logging
 import os
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -96,9 +97,8 @@ class _LoopState:
     environment an ``AsyncClient`` is used instead, because only it reads proxy settings.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, transport: httpx.AsyncBaseTransport | None,
-                 limits: dict[str, int]) -> None:
-        self.loop = loop
+    def __init__(self, transport: httpx.AsyncBaseTransport | None, limits: dict[str, int]) -> None:
+        # (no reference to the loop itself: states are kept in a WeakKeyDictionary by loop)
         self.semaphores = {name: asyncio.Semaphore(n) for name, n in limits.items()}
         self.client: httpx.AsyncClient | None = None
         if transport is None and _proxy_in_env():
@@ -176,23 +176,25 @@ class ProviderPool:
         self.rate_limiter = rate_limiter
         self._transport = transport
         self._sleep = sleep or asyncio.sleep
-        self._state: _LoopState | None = None
+        # One state per event loop: a pool shared by threads (each with its own loop) or
+        # reused across ``asyncio.run`` calls never touches another loop's connections.
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
         self._endpoints: dict[str, tuple[httpx.URL, dict[str, float]]] = {}
         self._policies: dict[str, Retrying] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
     def _loop_state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
-        st = self._state
-        if st is None or st.loop is not loop:
+        st = self._states.get(loop)
+        if st is None:
             limits = {name: p.concurrency for name, p in self.config.providers.items()}
-            st = self._state = _LoopState(loop, self._transport, limits)
+            st = self._states[loop] = _LoopState(self._transport, limits)
         return st
 
     async def aclose(self) -> None:
-        """Close connections (and the rate limiter's, which reopens lazily if used again)."""
-        st, self._state = self._state, None
-        if st is not None and st.loop is asyncio.get_running_loop():
+        """Close this loop's connections (and the rate limiter's, which reopens lazily)."""
+        st = self._states.pop(asyncio.get_running_loop(), None)
+        if st is not None:
             await st.aclose()
         closer = getattr(self.rate_limiter, "aclose", None)
         if closer is not None:

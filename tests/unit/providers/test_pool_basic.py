@@ -126,7 +126,7 @@ def test_client_is_created_lazily_and_per_event_loop() -> None:
         return httpx.Response(200, json=completion(usage={"prompt_tokens": 1, "completion_tokens": 1}))
 
     pool = ProviderPool(make_config(), transport=httpx.MockTransport(handler))
-    assert pool._state is None  # nothing opened at construction
+    assert len(pool._states) == 0  # nothing opened at construction
     req = ChatRequest("a", "weak", [{"role": "user", "content": "x"}], 3)
     # asyncio.run twice: the second loop must get its own client, not a dead one.
     assert asyncio.run(pool.complete(req)).ok
