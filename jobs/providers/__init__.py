@@ -7,15 +7,20 @@ answer files).
 """
 
 from jobs.providers.pool import ProviderPool
+from jobs.providers.ratelimit import RateLimiter, limiter_for
 from jobs.providers.simulated import SimulatedServer, start_simulated_provider, start_simulated_providers
+from jobs.providers.transport import FastTransport
 from jobs.providers.types import Attempt, CallResult, ChatRequest
 
 __all__ = [
     "Attempt",
     "CallResult",
     "ChatRequest",
+    "FastTransport",
     "ProviderPool",
+    "RateLimiter",
     "SimulatedServer",
     "start_simulated_provider",
+    "limiter_for",
     "start_simulated_providers",
 ]

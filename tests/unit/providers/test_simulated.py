@@ -111,3 +111,25 @@ def test_pool_keeps_connections_alive(sim: SimulatedServer) -> None:
             await pool.aclose()
 
     assert asyncio.run(go()) == 1  # 30 sequential calls, one TCP connection
+
+
+def test_start_simulated_providers_from_config() -> None:
+    from jobs.config import load_config
+    from jobs.providers import start_simulated_providers
+
+    cfg = load_config(None)  # the built-in config: one simulated provider "sim"
+    servers = start_simulated_providers(cfg)
+    try:
+        assert set(servers) == {"sim"}
+
+        async def go():
+            pool = ProviderPool(cfg, base_urls={k: s.base_url for k, s in servers.items()})
+            try:
+                return await pool.complete(ChatRequest("a", "sim-strong", [{"role": "user", "content": "hi"}], 8))
+            finally:
+                await pool.aclose()
+
+        assert asyncio.run(go()).ok
+    finally:
+        for s in servers.values():
+            s.stop()
