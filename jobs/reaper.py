@@ -63,8 +63,12 @@ class ReapReport:
         return self.__dict__.copy()
 
 
-def tick(rt: Runtime, queue: TaskQueue, now: datetime | None = None) -> ReapReport:
-    """One pass of the reaper; enqueues only after its transaction has committed."""
+def tick(rt: Runtime, queue: TaskQueue, now: datetime | None = None, deep: bool | None = None) -> ReapReport:
+    """One pass of the reaper; enqueues only after its transaction has committed.
+
+    ``deep`` forces (or skips) the stall check's one expensive query; by default it runs
+    at most every stall/4 seconds (60 s at most) per runtime.
+    """
     from jobs.db.migrate import ensure_schema
 
     ensure_schema(rt.db_url)
@@ -79,7 +83,7 @@ def tick(rt: Runtime, queue: TaskQueue, now: datetime | None = None) -> ReapRepo
         report.lost_in_flight, report.cancelled, report.reservations = reap_expired_leases(s, rt, now, todo, finalize)
         for hook in RESERVATION_REAPERS:
             report.reservations += hook(s, rt, now)
-        report.rekicked = rekick_stalled(s, rt, queue, now, todo, finalize)
+        report.rekicked = rekick_stalled(s, rt, queue, now, todo, finalize, deep)
     for item in dict.fromkeys(todo):
         queue.enqueue(*item)
         report.enqueued += 1
@@ -107,7 +111,13 @@ def reap_expired_leases(s: Session, rt: Runtime, now: datetime, todo: list[Enque
     """
     from jobs.recovery import recover_lost
 
-    counts = recover_lost(s, now=now, provider_of=lambda m: rt.config.model(m).provider if m in rt.config.models else "")
+    provider_of = lambda m: rt.config.model(m).provider if m in rt.config.models else ""  # noqa: E731
+    counts = {"lost_items": 0, "settled_at_reserved": 0, "released": 0, "jobs": set()}
+    for job_id in _active_job_ids(s):  # per job: the (job_id, state) index, not a table scan
+        got = recover_lost(s, job_id=job_id, now=now, provider_of=provider_of)
+        for key in ("lost_items", "settled_at_reserved", "released"):
+            counts[key] += got[key]
+        counts["jobs"] |= got["jobs"]
     cancelled = 0
     for job_id in sorted(counts["jobs"]):
         if s.scalar(select(Job.state).where(Job.id == job_id)) == JobState.IN_PROGRESS:
@@ -122,6 +132,10 @@ def reap_expired_leases(s: Session, rt: Runtime, now: datetime, todo: list[Enque
     if lost:
         log.warning("reaper: %d items lost in flight in jobs %s", lost, ", ".join(sorted(counts["jobs"])))
     return lost, cancelled, counts["settled_at_reserved"] + counts["released"]
+
+
+def _active_job_ids(s: Session) -> list[str]:
+    return list(s.scalars(select(Job.id).where(Job.state.in_([JobState.IN_PROGRESS, JobState.CANCELLING]))))
 
 
 def lost_in_flight_attempt(rt: Runtime, job_id: str, item_id: int, model: str | None, now: datetime) -> Attempt:
@@ -143,7 +157,7 @@ def lost_in_flight_attempt(rt: Runtime, job_id: str, item_id: int, model: str | 
 
 
 def rekick_stalled(
-    s: Session, rt: Runtime, queue: TaskQueue, now: datetime, todo: list[Enqueue], finalize: list[str]
+    s: Session, rt: Runtime, queue: TaskQueue, now: datetime, todo: list[Enqueue], finalize: list[str], deep: bool | None = None
 ) -> list[str]:
     """Enqueue again the open work of jobs that stopped moving (their messages were lost)."""
     stall = timedelta(seconds=rt.settings.stall_after_s())
@@ -155,29 +169,23 @@ def rekick_stalled(
     if not active:
         return []
     open_states = [st.value for st in ITEM_OPEN]
-    stats = {
-        r.job_id: r
-        for r in s.execute(
-            select(
-                Item.job_id,
-                func.max(Item.updated_at).label("last"),
-                func.count().filter(Item.state.in_(open_states)).label("open"),
-                func.count().filter(and_(Item.state == ItemState.SENT, Item.lease_until >= now)).label("live"),
-            )
-            .where(Item.job_id.in_([j.id for j in active]))
-            .group_by(Item.job_id)
-        )
-    }
+    if deep is None:
+        deep = _stall_check_due(rt, now, stall)
     kicked: list[str] = []
     for job in active:
-        st = stats.get(job.id)
-        if st is None or st.live:
+        mine = Item.job_id == job.id
+        # Cheap, index-backed checks every tick: something in flight, or nothing left open.
+        if s.scalar(select(select(Item.id).where(mine, Item.state == ItemState.SENT, Item.lease_until >= now).exists())):
             continue
-        if not st.open:
+        if not s.scalar(select(select(Item.id).where(mine, Item.state.in_(open_states)).exists())):
             finalize.append(job.id)  # everything is terminal: only the finalize step was lost
             continue
-        last = max(t for t in (st.last, job.in_progress_at) if t is not None) if (st.last or job.in_progress_at) else None
-        if last is not None and now - last < stall:
+        if not deep:
+            continue
+        # The last change reads every item of the job: done at most every stall/4 (<= 60 s).
+        last_item = s.scalar(select(func.max(Item.updated_at)).where(mine))
+        moments = [t for t in (last_item, job.in_progress_at) if t is not None]
+        if moments and now - max(moments) < stall:
             continue
         if job.state == JobState.CANCELLING:
             _cancel_leftovers(s, job.id, now)
@@ -202,6 +210,19 @@ def rekick_stalled(
     if kicked:
         log.warning("reaper: re-enqueued stalled jobs %s", ", ".join(kicked))
     return kicked
+
+
+_last_deep_check: dict[int, datetime] = {}
+
+
+def _stall_check_due(rt: Runtime, now: datetime, stall: timedelta) -> bool:
+    """Throttle the one expensive query (max(updated_at) over a job's items) per runtime."""
+    every = min(max(stall / 4, timedelta(seconds=1)), timedelta(seconds=60))
+    last = _last_deep_check.get(id(rt))
+    if last is not None and timedelta(0) <= now - last < every:
+        return False
+    _last_deep_check[id(rt)] = now
+    return True
 
 
 def _open_work(s: Session, job_id: str, phase: str) -> list[Enqueue]:

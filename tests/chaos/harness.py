@@ -169,9 +169,12 @@ class Cluster:
         env.update(self.extra_env)
         return env
 
+    imports: tuple[str, ...] = ()  # modules the CLI imports first (e.g. a test router)
+
     def cli(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+        boot = "".join(f"import {m};" for m in self.imports) + "from jobs.cli import main; main()"
         out = subprocess.run(
-            [sys.executable, "-m", "jobs.cli", *args], cwd=self.tmp, env=self.env, capture_output=True, text=True, timeout=timeout
+            [sys.executable, "-c", boot, *args], cwd=self.tmp, env=self.env, capture_output=True, text=True, timeout=timeout
         )
         if check and out.returncode != 0:
             raise AssertionError(f"routebatch {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")

@@ -78,7 +78,7 @@ def test_sigkill_generate_worker_mid_job(tmp_path, pg_url, private_redis, sim):
 
 def test_sigkill_score_worker_mid_chunk(tmp_path, pg_url, private_redis, sim):
     cfg = write_config(tmp_path / "rb.toml", sim.base_url, chunk_size=20, router="slow:delay=0.05")
-    cluster = Cluster(tmp_path, pg_url, private_redis.url, cfg)
+    cluster = Cluster(tmp_path, pg_url, private_redis.url, cfg, imports=("tests.chaos.slowrouter",))
     cluster.cli("db", "upgrade")
     plugin = ("--import", "tests.chaos.slowrouter")
     try:

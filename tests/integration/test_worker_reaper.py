@@ -83,12 +83,12 @@ def test_expired_lease_of_a_cancelling_job_ends_cancelled(rt, tmp_path):
 def test_stalled_job_is_reenqueued_only_after_the_stall_period(rt, tmp_path):
     job_id, q = _submit_routed(rt, tmp_path)
     q._pending.clear()  # Redis restarted empty: the generate messages are lost
-    assert reaper.tick(rt, q).rekicked == []  # still within the stall period
+    assert reaper.tick(rt, q, deep=True).rekicked == []  # still within the stall period
     later = utcnow() + timedelta(seconds=10)
-    report = reaper.tick(rt, q, now=later)
+    report = reaper.tick(rt, q, now=later, deep=True)
     assert report.rekicked == [job_id]
     assert sorted(t for t, *_ in q._pending) == ["finalize", "generate", "generate", "generate"]
-    assert reaper.tick(rt, InlineQueue(), now=later + timedelta(seconds=1)).rekicked == []  # not twice in a row
+    assert reaper.tick(rt, InlineQueue(), now=later + timedelta(seconds=1), deep=True).rekicked == []  # not twice in a row
     drain_inline(rt, q, job_id)
     check_ledger(rt.db_url, job_id)
 
@@ -100,23 +100,35 @@ def test_stalled_job_waits_while_its_queue_has_messages(rt, tmp_path):
         def backlog(self, task: str) -> int:
             return 5
 
-    assert reaper.tick(rt, Busy(), now=utcnow() + timedelta(seconds=10)).rekicked == []
+    assert reaper.tick(rt, Busy(), now=utcnow() + timedelta(seconds=10), deep=True).rekicked == []
 
 
 def test_lost_score_messages_and_lost_route_step(rt, tmp_path):
     q = InlineQueue()
     job_id = submit(rt, JobSpec(input_file=str(write_prompts(tmp_path / "p.jsonl", 40)), router="length", chunk_size=20), q)
     q._pending.clear()
-    report = reaper.tick(rt, q, now=utcnow() + timedelta(seconds=10))
+    report = reaper.tick(rt, q, now=utcnow() + timedelta(seconds=10), deep=True)
     assert report.rekicked == [job_id] and [t for t, *_ in q._pending] == ["score", "score"]
     # Both chunks scored, but the worker died before routing: only "route" is missing.
     q._pending.clear()
     with session_scope(rt.db_url) as s:
         s.execute(update(Item).where(Item.job_id == job_id).values(state="scored", score=0.5, updated_at=utcnow()))
-    report = reaper.tick(rt, q, now=utcnow() + timedelta(seconds=10))
+    report = reaper.tick(rt, q, now=utcnow() + timedelta(seconds=10), deep=True)
     assert [t for t, *_ in q._pending] == ["route"]
     drain_inline(rt, q, job_id)
     check_ledger(rt.db_url, job_id)
+
+
+def test_stall_check_is_throttled(rt, tmp_path):
+    job_id, q = _submit_routed(rt, tmp_path)
+    q._pending.clear()
+    later = utcnow() + timedelta(seconds=10)
+    assert reaper.tick(rt, q, now=later).rekicked == [job_id]  # first check in this runtime
+    q._pending.clear()
+    with session_scope(rt.db_url) as s:  # stalled again, but the next deep check is not due
+        s.execute(update(Item).where(Item.job_id == job_id).values(updated_at=utcnow() - timedelta(hours=1)))
+    assert reaper.tick(rt, q, now=later + timedelta(seconds=0.5)).rekicked == []
+    assert reaper.tick(rt, q, now=later + timedelta(seconds=2)).rekicked == [job_id]
 
 
 def test_lost_finalize_is_done_by_the_reaper(rt, tmp_path):
