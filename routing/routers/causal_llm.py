@@ -65,6 +65,7 @@ class CausalLLMRouter(Router):
         self._model: Any = None
         self.tokenizer: Any = None
         self.label_ids: list[int] = []
+        self._cue: list[int] = []
         self.device: str | None = None
 
     # ------------------------------------------------------------------ loading
@@ -84,7 +85,7 @@ class CausalLLMRouter(Router):
             model = AutoModelForCausalLM.from_pretrained(
                 self.model_dir, dtype=_hf.pick_dtype(self.device, self.dtype_request)).eval()
         self._model = model.to(self.device)
-        self.label_ids = label_token_ids(self.tokenizer, self.label_tokens)
+        self.label_ids, self._cue = label_tokens_and_cue(self.tokenizer, self.label_tokens)
 
     @property
     def model(self) -> Any:
@@ -98,7 +99,7 @@ class CausalLLMRouter(Router):
         tok = self.tokenizer
         head, _, tail = self.template.partition("{prompt}")
         head_ids = tok(head, add_special_tokens=False)["input_ids"]
-        tail_ids = tok(tail, add_special_tokens=False)["input_ids"]
+        tail_ids = tok(tail, add_special_tokens=False)["input_ids"] + self._cue
         pre, post = special_wrapping(tok)
         budget = max(0, self.max_length - len(head_ids) - len(tail_ids) - len(pre) - len(post))
         bodies = tok(list(prompts), add_special_tokens=False)["input_ids"]
@@ -164,22 +165,39 @@ def special_wrapping(tokenizer: Any) -> tuple[list[int], list[int]]:
 
 
 def label_token_ids(tokenizer: Any, labels: Sequence[str]) -> list[int]:
-    """One token id per label, as it follows "Answer:" (with a leading space where that differs)."""
-    ids = []
+    """One token id per label, as it follows "Answer:" (see :func:`label_tokens_and_cue`)."""
+    return label_tokens_and_cue(tokenizer, labels)[0]
+
+
+def label_tokens_and_cue(tokenizer: Any, labels: Sequence[str]) -> tuple[list[int], list[int]]:
+    """(label token ids, cue ids to append after the template).
+
+    BPE vocabularies usually have the label with its leading space as one token (" 3");
+    tokenizers that split spaces off digits (SmolLM2, Llama 3) give [" ", "3"], and the model
+    would predict the space first — so that space becomes a cue appended to the prompt and
+    the label is read at the next position.
+    """
+    ids: list[int] = []
+    cues: set[tuple[int, ...]] = set()
     for label in labels:
         spaced = tokenizer(" " + label, add_special_tokens=False)["input_ids"]
         plain = tokenizer(label, add_special_tokens=False)["input_ids"]
-        cand = spaced if len(spaced) == 1 else plain if len(plain) == 1 else None
-        if cand is None:
-            # e.g. SentencePiece: "▁", "3" -> take the label piece itself
-            if spaced and tokenizer.decode(spaced[-1:]).strip() == label:
-                cand = spaced[-1:]
-            else:
-                raise ValueError(f"label {label!r} is not a single token for this tokenizer; choose other label_tokens")
-        ids.append(int(cand[0]))
+        if len(spaced) == 1:
+            ids.append(int(spaced[0]))
+            cues.add(())
+        elif len(spaced) > 1 and len(plain) == 1 and spaced[-1] == plain[0]:
+            ids.append(int(plain[0]))
+            cues.add(tuple(spaced[:-1]))
+        elif len(plain) == 1:
+            ids.append(int(plain[0]))
+            cues.add(())
+        else:
+            raise ValueError(f"label {label!r} is not a single token for this tokenizer; choose other label_tokens")
     if len(set(ids)) != len(ids):
         raise ValueError(f"label tokens {list(labels)} map to the same token ids {ids}")
-    return ids
+    if len(cues) != 1:
+        raise ValueError(f"label tokens {list(labels)} tokenise inconsistently after a space; choose other ones")
+    return ids, list(cues.pop())
 
 
 def write_causal_config(out: Path, *, strong: str, weak: str, base: str, max_length: int, template: str,

@@ -61,3 +61,30 @@ def test_fine_tuning_moves_the_label_logits(llama, tmp_path):
     swapped = CausalLLMRouter(str(tmp_path / "ck"), strong="small", weak="big")
     np.testing.assert_allclose(swapped.score(["say hi to person 1"]),
                                router.probabilities(["say hi to person 1"])[:, 0], atol=1e-6)
+
+
+class SplitSpaceTokenizer:
+    """Mimics SmolLM2/Llama-3 digits: " 3" -> [" ", "3"]."""
+
+    vocab = {" ": 5, "1": 11, "2": 12, "3": 13, "x": 20}
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [self.vocab[c] for c in text]}
+
+
+class MergedSpaceTokenizer:
+    """Mimics GPT-2 BPE: " 3" is one token."""
+
+    vocab = {" 1": 31, " 2": 32, " 3": 33, "1": 11, "2": 12, "3": 13}
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [self.vocab[text]]}
+
+
+def test_label_tokens_and_cue():
+    from routing.routers.causal_llm import label_tokens_and_cue
+
+    assert label_tokens_and_cue(SplitSpaceTokenizer(), ["1", "2", "3"]) == ([11, 12, 13], [5])
+    assert label_tokens_and_cue(MergedSpaceTokenizer(), ["1", "2", "3"]) == ([31, 32, 33], [])
+    with pytest.raises(ValueError):
+        label_tokens_and_cue(SplitSpaceTokenizer(), ["1", "1", "3"])
