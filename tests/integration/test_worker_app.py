@@ -100,3 +100,35 @@ def test_celery_queue_routes_each_step_to_its_queue(private_redis):  # noqa: F81
     r = redis.Redis.from_url(private_redis.url)
     assert r.llen("score") == 2 and r.llen("generate") == 3
     assert q.backlog("score") == 2 and q.backlog("generate") == 3
+
+
+def test_reaper_once_without_a_broker_repairs_and_runs_the_work_here(tmp_path):
+    """`routebatch reaper --once` in embedded mode: re-sends lost items in this process."""
+    import json
+
+    from sqlalchemy import update
+
+    from jobs.db.models import Item
+    from jobs.db.session import session_scope
+    from jobs.db.types import utcnow
+    from tests.chaos.harness import write_prompts
+
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    env = {"PATH": "/usr/bin:/bin", "ROUTEBATCH_DATABASE_URL": db, "HF_HUB_OFFLINE": "1"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "jobs.cli", *a], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)  # noqa: E731
+    st = json.loads(run("run", str(write_prompts(tmp_path / "p.jsonl", 30)), "--json").stdout)
+    with session_scope(db) as s:  # as if a worker died with 5 items on the wire
+        s.execute(
+            update(Item)
+            .where(Item.job_id == st["job_id"], Item.id <= 5)
+            .values(state="sent", lease_until=utcnow().replace(year=2000))
+        )
+        from jobs.db.models import Job
+
+        s.execute(update(Job).where(Job.id == st["job_id"]).values(state="in_progress", phase="generating"))
+    out = run("reaper", "--once", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["lost_in_flight"] == 5 and report["enqueued"] == 1
+    final = json.loads(run("status", st["job_id"], "--json").stdout)
+    assert final["status"] == "completed" and final["succeeded"] == 30
