@@ -259,23 +259,41 @@ async def _fan_out(
     admit_lock = asyncio.Lock()
     plan = plan or BudgetPlan(None, None, "downgrade", "", "")
     results: list = []
-    flush_lock = asyncio.Lock()
     cancelled = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    last_flush = loop.time()
+    flush_wanted = asyncio.Event()
+    flushed = asyncio.Event()
+    finishing = False
+    failure: list[BaseException] = []
 
-    async def flush(force: bool = False) -> None:
-        nonlocal last_flush
-        if not results or (not force and len(results) < FLUSH_EVERY and loop.time() - last_flush < FLUSH_SECONDS):
-            return
-        async with flush_lock:
-            batch = results[:]
-            results.clear()
-            last_flush = loop.time()
-            if batch:
-                state = await _record_with_retry(rt, job_id, batch, prices, lease)
+    async def flusher() -> None:
+        """Writes answers to the ledger in batches, off the senders' path: a sender never
+        waits for the database, only for its provider."""
+        while True:
+            try:
+                await asyncio.wait_for(flush_wanted.wait(), FLUSH_SECONDS)
+            except TimeoutError:
+                pass
+            flush_wanted.clear()
+            if results:
+                batch = results[:]
+                results.clear()
+                try:
+                    state = await _record_with_retry(rt, job_id, batch, prices, lease)
+                except BaseException as exc:  # noqa: BLE001 - surfaced after the senders stop
+                    failure.append(exc)
+                    cancelled.set()
+                    flushed.set()
+                    return
                 if state == JobState.CANCELLING:
                     cancelled.set()
+                flushed.set()
+            if finishing and not results:
+                return
+
+    async def flush_now() -> None:
+        flushed.clear()
+        flush_wanted.set()
+        await flushed.wait()
 
     async def watch_cancel() -> None:
         # Other workers' cancels arrive through the database: poll it so that no new call
@@ -307,7 +325,7 @@ async def _fan_out(
                     # Money is held for calls in flight (here or in other workers): let them
                     # settle, then try again; give up (apply the policy) after DEFER_MAX_S.
                     if results:
-                        await flush(force=True)
+                        await flush_now()
                     elif in_flight:
                         answered.clear()
                         await answered.wait()
@@ -319,7 +337,10 @@ async def _fan_out(
                     deferred.clear()
                 else:
                     return None
-                outcome = await asyncio.to_thread(admit, rt, job_id, batch, plan, prices, default_max, final)
+                if plan.active:
+                    outcome = await asyncio.to_thread(admit, rt, job_id, batch, plan, prices, default_max, final)
+                else:  # no budget: admission is pure bookkeeping, no database
+                    outcome = admit(rt, job_id, batch, plan, prices, default_max, final)
                 ready.extend(outcome.admitted)
                 deferred.extend(outcome.deferred)
                 if outcome.stop:
@@ -341,16 +362,22 @@ async def _fan_out(
                 in_flight -= 1
             results.append((adm.row.id, result, adm.hold))
             answered.set()
-            await flush()
+            if len(results) >= FLUSH_EVERY:
+                flush_wanted.set()
 
     width = max(p.concurrency for p in rt.config.providers.values()) * max(1, len(rt.config.providers))
     watcher = asyncio.create_task(watch_cancel())
+    writer = asyncio.create_task(flusher())
     try:
         await asyncio.gather(*(worker() for _ in range(min(width, len(rows)))))
-        await flush(force=True)
     finally:
+        finishing = True
+        flush_wanted.set()
+        await writer
         watcher.cancel()
         await pool.aclose()
+    if failure:
+        raise failure[0]
     if cancelled.is_set():
         unsent = [r.id for r in todo] + [r.id for r in deferred] + [a.row.id for a in ready]
         holds = [a.hold for a in ready if a.hold is not None]
