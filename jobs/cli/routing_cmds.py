@@ -213,3 +213,8 @@ def _score_file(r: Any, input_file: Path, tmp: Path, chunk: int, threshold: floa
             if len(prompts) >= chunk:
                 flush()
         flush()
+
+
+# ``eval`` and ``convert-routellm`` live in eval_cmds; importing it here registers them even
+# while jobs/cli/__init__.py does not list it yet (a second import is a no-op).
+from jobs.cli import eval_cmds  # noqa: E402,F401
