@@ -489,7 +489,7 @@ def record_results(rt: Runtime, job_id: str, batch: list, prices: dict[str, Pric
             final = result.attempts[-1] if result.attempts else None
             item_updates.append(
                 {
-                    "id": item_id,
+                    "b_id": item_id,
                     "state": ItemState.SUCCEEDED if result.ok else ItemState.FAILED,
                     "model": result.model,
                     "response": result.body,
@@ -516,12 +516,10 @@ def record_results(rt: Runtime, job_id: str, batch: list, prices: dict[str, Pric
             ),
             spend,
         )
-        guard = [Item.state == ItemState.SENT] + ([Item.lease_until == lease] if lease is not None else [])
-        s.execute(
-            update(Item).where(*guard),
-            item_updates,
-            execution_options={"synchronize_session": False},
-        )
+        guard = [items.c.id == bindparam("b_id"), items.c.state == ItemState.SENT]
+        if lease is not None:
+            guard.append(items.c.lease_until == lease)
+        s.execute(items.update().where(*guard), item_updates)
         return s.scalar(select(Job.state).where(Job.id == job_id)) or ""
 
 
