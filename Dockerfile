@@ -16,7 +16,9 @@ COPY routing ./routing
 COPY jobs ./jobs
 COPY worker ./worker
 COPY migrations ./migrations
-RUN pip install --extra-index-url "$TORCH_INDEX" -c constraints.txt . \
+# torch first, from the chosen index only (PyPI's default build is the multi-GB CUDA one).
+RUN pip install --index-url "$TORCH_INDEX" "torch==$(sed -n 's/^torch==//p' constraints.txt)" \
+    && pip install -c constraints.txt . \
     && useradd --create-home routebatch
 COPY deploy/compose.toml /etc/routebatch/routebatch.toml
 USER routebatch
