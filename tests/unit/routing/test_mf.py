@@ -106,3 +106,17 @@ def test_mf_end_to_end_on_minilm(tmp_path, monkeypatch):
     before = inner.texts_embedded
     router.score(hard[:5] + easy[:5])
     assert inner.texts_embedded == before
+
+
+def test_shipped_checkpoint_routes_without_training():
+    """A fresh install scores with the plain spec ``mf``."""
+    from routing.routers._checkpoint import default_checkpoint
+
+    if not (default_checkpoint("mf") / "router.json").exists():
+        pytest.skip("no shipped mf checkpoint")
+    router = routing.get_router("mf")
+    assert router.strong == "gpt-4-1106-preview"
+    assert (default_checkpoint("mf") / "weights.npz").stat().st_size < 1_000_000
+    E = np.random.default_rng(0).normal(size=(5, 384)).astype(np.float32)
+    s = router.score_embeddings(E / np.linalg.norm(E, axis=1, keepdims=True))
+    assert s.shape == (5,) and ((s > 0) & (s < 1)).all()
