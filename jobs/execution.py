@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import numpy as np
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import func, select, update
 
-from jobs.db.models import Attempt as AttemptRow
 from jobs.db.models import Budget, Item, Job
 from jobs.db.session import session_scope
 from jobs.admission import BudgetPlan, admit, budget_plan
 from jobs.budgets import settle
 from jobs.db.types import utcnow
+from jobs.ledger_writer import write_outcomes
 from jobs.pricing import PriceVersion, sync_prices
 from jobs.queue import TaskQueue
 from jobs.runtime import Runtime
@@ -452,8 +452,7 @@ def record_results(rt: Runtime, job_id: str, batch: list, prices: dict[str, Pric
     now = utcnow()
     with session_scope(rt.db_url) as s:
         attempt_rows = []
-        item_updates = []
-        spend = []
+        outcomes = []
         for item_id, result, hold in batch:
             total_cost = 0
             for a in result.attempts:
@@ -487,7 +486,7 @@ def record_results(rt: Runtime, job_id: str, batch: list, prices: dict[str, Pric
                     }
                 )
             final = result.attempts[-1] if result.attempts else None
-            item_updates.append(
+            outcomes.append(
                 {
                     "b_id": item_id,
                     "state": ItemState.SUCCEEDED if result.ok else ItemState.FAILED,
@@ -497,29 +496,13 @@ def record_results(rt: Runtime, job_id: str, batch: list, prices: dict[str, Pric
                     "error": None if result.ok else (result.error or "failed"),
                     "prompt_tokens": final.prompt_tokens if final and result.ok else 0,
                     "completion_tokens": final.completion_tokens if final and result.ok else 0,
-                    "lease_until": None,
-                    "updated_at": now,
+                    "b_cost": total_cost,
+                    "b_n": len(result.attempts),
                 }
             )
-            spend.append({"b_id": item_id, "b_cost": total_cost, "b_n": len(result.attempts)})
             if hold is not None:
                 settle(s, hold, total_cost, job_id=job_id)
-        if attempt_rows:
-            s.execute(AttemptRow.__table__.insert(), attempt_rows)
-        items = Item.__table__
-        s.execute(
-            items.update()
-            .where(items.c.id == bindparam("b_id"))
-            .values(
-                cost_micro_usd=items.c.cost_micro_usd + bindparam("b_cost"),
-                attempts_count=items.c.attempts_count + bindparam("b_n"),
-            ),
-            spend,
-        )
-        guard = [items.c.id == bindparam("b_id"), items.c.state == ItemState.SENT]
-        if lease is not None:
-            guard.append(items.c.lease_until == lease)
-        s.execute(items.update().where(*guard), item_updates)
+        write_outcomes(s, attempt_rows, outcomes, now, lease)
         return s.scalar(select(Job.state).where(Job.id == job_id)) or ""
 
 

@@ -1,0 +1,101 @@
+"""Writing a batch of provider outcomes to the ledger, fast on Postgres.
+
+On Postgres the attempts go in with COPY and the item outcomes through a COPY-filled
+staging table and two set-based UPDATEs, instead of one statement per row: at a thousand
+answers a second the per-row statements cost more CPU (client and server, on the same
+cores as the senders) than the calls themselves. Other databases take the portable path.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlalchemy import bindparam
+from sqlalchemy.orm import Session
+
+from jobs.db.models import Attempt, Item
+
+ATTEMPT_COLUMNS = (
+    "id", "job_id", "item_id", "attempt_no", "model", "provider", "is_fallback", "request_id", "status_code",
+    "error_class", "error_message", "latency_ms", "prompt_tokens", "cached_tokens", "completion_tokens",
+    "usage_estimated", "cost_micro_usd", "price_id", "started_at", "finished_at",
+)
+_STAGE = """CREATE TEMP TABLE IF NOT EXISTS rb_outcome_stage (
+    id bigint, state text, model text, response text, status_code integer, error text,
+    prompt_tokens integer, completion_tokens integer, cost bigint, n integer
+) ON COMMIT DELETE ROWS"""
+_ADD_COST = """UPDATE items AS i SET cost_micro_usd = i.cost_micro_usd + st.cost, attempts_count = i.attempts_count + st.n
+FROM rb_outcome_stage AS st WHERE i.id = st.id"""
+_OUTCOME = """UPDATE items AS i SET state = st.state, model = st.model, response = st.response::json,
+    status_code = st.status_code, error = st.error, prompt_tokens = st.prompt_tokens,
+    completion_tokens = st.completion_tokens, lease_until = NULL, updated_at = %(now)s
+FROM rb_outcome_stage AS st WHERE i.id = st.id AND i.state = 'sent'"""
+
+
+def write_outcomes(
+    s: Session, attempts: list[dict], outcomes: list[dict], now: datetime, lease: datetime | None
+) -> None:
+    """``outcomes``: dicts with b_id, state, model, response, status_code, error,
+    prompt_tokens, completion_tokens, b_cost, b_n. The outcome is written only where the
+    item is still 'sent' under ``lease``; the cost and attempt count are always added."""
+    if s.get_bind().dialect.name == "postgresql":
+        _write_postgres(s, attempts, outcomes, now, lease)
+    else:
+        _write_portable(s, attempts, outcomes, now, lease)
+
+
+def _write_postgres(s: Session, attempts: list[dict], outcomes: list[dict], now: datetime, lease: datetime | None) -> None:
+    raw = s.connection().connection.dbapi_connection
+    with raw.cursor() as cur:
+        if attempts:
+            with cur.copy(f"COPY attempts ({', '.join(ATTEMPT_COLUMNS)}) FROM STDIN") as copy:
+                for row in attempts:
+                    copy.write_row(tuple(row[c] for c in ATTEMPT_COLUMNS))
+        if not outcomes:
+            return
+        cur.execute(_STAGE)
+        with cur.copy("COPY rb_outcome_stage FROM STDIN") as copy:
+            for o in outcomes:
+                copy.write_row(
+                    (
+                        o["b_id"], str(o["state"]), o["model"],
+                        json.dumps(o["response"], ensure_ascii=False) if o["response"] is not None else None,
+                        o["status_code"], o["error"], o["prompt_tokens"], o["completion_tokens"], o["b_cost"], o["b_n"],
+                    )
+                )
+        cur.execute(_ADD_COST)
+        if lease is None:
+            cur.execute(_OUTCOME, {"now": now})
+        else:
+            cur.execute(_OUTCOME + " AND i.lease_until = %(lease)s", {"now": now, "lease": lease})
+
+
+def _write_portable(s: Session, attempts: list[dict], outcomes: list[dict], now: datetime, lease: datetime | None) -> None:
+    if attempts:
+        s.execute(Attempt.__table__.insert(), attempts)
+    if not outcomes:
+        return
+    items = Item.__table__
+    s.execute(
+        items.update()
+        .where(items.c.id == bindparam("b_id"))
+        .values(
+            cost_micro_usd=items.c.cost_micro_usd + bindparam("b_cost"),
+            attempts_count=items.c.attempts_count + bindparam("b_n"),
+        ),
+        outcomes,
+    )
+    guard = [items.c.id == bindparam("b_id"), items.c.state == "sent"]
+    if lease is not None:
+        guard.append(items.c.lease_until == lease)
+    s.execute(
+        items.update()
+        .where(*guard)
+        .values(
+            state=bindparam("state"), model=bindparam("model"), response=bindparam("response", type_=items.c.response.type),
+            status_code=bindparam("status_code"), error=bindparam("error"), prompt_tokens=bindparam("prompt_tokens"),
+            completion_tokens=bindparam("completion_tokens"), lease_until=None, updated_at=now,
+        ),
+        outcomes,
+    )
