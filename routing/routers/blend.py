@@ -170,13 +170,23 @@ class BlendRouter(Router):
     name = NAME
 
     def __init__(self, path: str | None = None, *, embedder: str | None = None, cache: Any = True,
-                 model: BlendModel | None = None) -> None:
+                 model: BlendModel | None = None, strong: str | None = None, weak: str | None = None,
+                 batch_size: Any = None, device: str | None = None, num_threads: Any = None) -> None:
         from routing.routers._checkpoint import resolve
 
         self.path = None if model is not None else resolve(NAME, path)
         self.model = model if model is not None else load_blend(self.path)
+        # a blend checkpoint scores one pair; refuse a request for another one it knows nothing of
+        for side, asked in (("strong", strong), ("weak", weak)):
+            known = self.model.config.get(side)
+            if asked and known and asked != known:
+                raise ValueError(f"this blend checkpoint was trained for {side}={known!r}, not {asked!r}; "
+                                 f"train one on labels for your pair")
         self.embedder_spec = embedder or str(self.model.config.get("embedder", "minilm"))
         self._cache = str(cache).strip().lower() not in {"0", "false", "no", "off", ""}
+        self._embedder_options = {k: v for k, v in
+                                  {"batch_size": batch_size, "device": device, "num_threads": num_threads}.items()
+                                  if v not in (None, "")}
         self._embedder: Any = None
 
     @property
@@ -184,7 +194,8 @@ class BlendRouter(Router):
         if self._embedder is None:
             from routing.embeddings import get_embedder
 
-            self._embedder = get_embedder(self.embedder_spec, cache=self._cache)
+            opts = self._embedder_options if not self.embedder_spec.startswith("http:") else {}
+            self._embedder = get_embedder(self.embedder_spec, cache=self._cache, **opts)
         return self._embedder
 
     def use_embedder(self, embedder: Any) -> None:
@@ -202,8 +213,15 @@ class BlendRouter(Router):
         return self.model.score_arrays(np.asarray(embeddings), feature_matrix(prompts))
 
     def describe(self) -> dict:
-        return {"name": NAME, "checkpoint": str(self.path) if self.path else None,
-                "embedder": self.embedder_spec, "trained_on": self.model.config.get("trained_on")}
+        from routing.routers import _checkpoint
+
+        out = {"name": NAME, "checkpoint": str(self.path) if self.path else None,
+               "embedder": self.embedder_spec, "trained_on": self.model.config.get("trained_on"),
+               "strong": self.model.config.get("strong"), "weak": self.model.config.get("weak")}
+        fingerprint = getattr(_checkpoint, "fingerprint", None)
+        if self.path is not None and fingerprint is not None:
+            out["fingerprint"] = fingerprint(self.path)
+        return out
 
 
 def train_blend(prompts: Sequence[str], strong: np.ndarray, weak: np.ndarray, out: str | Path | None = None, *,
@@ -254,13 +272,17 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give labels files, --routellm DIR, or both")
     records = [r for path in args.labels for r in read_labels(path)]
     sources = [Path(p).name for p in args.labels]
+    pair: dict[str, str] = {}
     if args.routellm:
+        from routing.data.routellm import STRONG_MODEL, WEAK_MODEL
+
+        pair = {"strong": STRONG_MODEL, "weak": WEAK_MODEL}
         records += load_mmlu(args.routellm) + load_gsm8k(args.routellm)
         sources.append("RouteLLM routellm/evals MMLU + GSM8K (commit 0b64fdafe049e596a3f5657c219329f24af24198), "
                        "contaminated prompts dropped")
     prompts, strong, weak = label_arrays(records)
     opts = {k: getattr(args, k) for k in DEFAULTS}
-    train_blend(prompts, strong, weak, args.out, embedder=args.embedder, meta={"trained_on": sources}, **opts)
+    train_blend(prompts, strong, weak, args.out, embedder=args.embedder, meta={"trained_on": sources, **pair}, **opts)
     print(json.dumps({"out": args.out, "n_train": len(prompts)}))
     return 0
 

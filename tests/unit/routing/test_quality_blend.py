@@ -106,3 +106,13 @@ def test_registered_by_name() -> None:
     from routing.registry import get_router
 
     assert isinstance(get_router("blend"), BlendRouter)
+
+
+def test_pair_options() -> None:
+    from routing.registry import get_router
+
+    router = get_router("blend:" + str(Path(__file__).resolve().parents[3] / "routing" / "checkpoints" / "blend")
+                        + ",strong=gpt-4-1106-preview")
+    assert router.describe()["weak"] == "mistralai/Mixtral-8x7B-Instruct-v0.1"
+    with pytest.raises(ValueError, match="trained for strong"):
+        BlendRouter(strong="gpt-4o")
