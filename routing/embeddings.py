@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 DEFAULT_SPEC = "minilm"
+RETRY_STATUS = (429, 500, 502, 503, 504)
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -296,7 +297,7 @@ class HttpEmbedder(Embedder):
                 resp.raise_for_status()
                 return resp
             except (httpx.TransportError, httpx.HTTPStatusError) as exc:
-                retryable = isinstance(exc, httpx.TransportError) or exc.response.status_code in (429, 500, 502, 503, 504)
+                retryable = isinstance(exc, httpx.TransportError) or exc.response.status_code in RETRY_STATUS
                 if not retryable or attempt == self.retries:
                     raise
                 time.sleep(self.backoff * 2**attempt)
@@ -469,7 +470,8 @@ def get_embedder(spec: str = DEFAULT_SPEC, *, cache: bool | EmbeddingCache = Tru
         cache_obj = None
     else:
         cache_obj = cache
-    key = (spec, str(cache_obj.path) if cache_obj is not None else None, tuple(sorted((k, str(v)) for k, v in options.items())))
+    opts = tuple(sorted((k, str(v)) for k, v in options.items()))
+    key = (spec, str(cache_obj.path) if cache_obj is not None else None, opts)
     with _SHARED_LOCK:
         emb = _SHARED.get(key)
         if emb is None:

@@ -77,5 +77,24 @@ def pick_pair(cfg: dict[str, Any], strong: str | None, weak: str | None) -> tupl
     return s, w
 
 
+def fingerprint(directory: str | Path) -> str:
+    """A short content hash of a checkpoint, for the audit trail (which weights scored a job).
+
+    Small files (config, npz weights) are hashed whole; large model files by name and size,
+    so that describing a multi-GB causal LM does not read it.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    root = Path(directory)
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root).as_posix()
+        size = f.stat().st_size
+        h.update(f"{rel}\0{size}\0".encode())
+        if size <= 8_000_000:
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))

@@ -75,7 +75,8 @@ class BertRouter(Router):
         return self.probabilities(prompts)[:, self._column]
 
     def describe(self) -> dict:
-        return {"name": self.name, "checkpoint": str(self.path), "strong": self.strong, "weak": self.weak,
+        return {"name": self.name, "checkpoint": str(self.path), "fingerprint": ckpt.fingerprint(self.path),
+                "strong": self.strong, "weak": self.weak,
                 "base": self.config.get("base")}
 
 

@@ -149,7 +149,8 @@ class CausalLLMRouter(Router):
         return self.probabilities(prompts)[:, self._column]
 
     def describe(self) -> dict:
-        return {"name": self.name, "checkpoint": str(self.path), "strong": self.strong, "weak": self.weak,
+        return {"name": self.name, "checkpoint": str(self.path), "fingerprint": ckpt.fingerprint(self.path),
+                "strong": self.strong, "weak": self.weak,
                 "base": self.config.get("base"), "label_tokens": self.label_tokens}
 
 

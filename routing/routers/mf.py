@@ -47,7 +47,8 @@ class MFRouter(EmbeddingRouter):
         return ckpt.sigmoid(logits.astype(np.float64) + self.c)
 
     def describe(self) -> dict:
-        return {"name": self.name, "checkpoint": str(self.path), "strong": self.strong, "weak": self.weak,
+        return {"name": self.name, "checkpoint": str(self.path), "fingerprint": ckpt.fingerprint(self.path),
+                "strong": self.strong, "weak": self.weak,
                 "embedder": self.embedder_spec, "trained_on": self.config.get("trained_on")}
 
 

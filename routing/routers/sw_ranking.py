@@ -126,7 +126,10 @@ class SWRankingRouter(EmbeddingRouter):
         chunk = self.chunk if device is None or device == "cpu" else max(self.chunk, 4096)
         for start in range(0, len(E), chunk):  # bounds the (batch, N) weight matrix
             part = E[start:start + chunk]
-            out[start:start + chunk] = self._score_chunk(part) if device is None else self._score_chunk_torch(part, device)
+            if device is None:
+                out[start:start + chunk] = self._score_chunk(part)
+            else:
+                out[start:start + chunk] = self._score_chunk_torch(part, device)
         return out
 
     def _score_chunk_torch(self, E: np.ndarray, device: str) -> np.ndarray:
@@ -168,7 +171,8 @@ class SWRankingRouter(EmbeddingRouter):
         return ckpt.sigmoid(r[:, self._s] - r[:, self._w])
 
     def describe(self) -> dict:
-        return {"name": self.name, "checkpoint": str(self.path), "strong": self.strong, "weak": self.weak,
+        return {"name": self.name, "checkpoint": str(self.path), "fingerprint": ckpt.fingerprint(self.path),
+                "strong": self.strong, "weak": self.weak,
                 "embedder": self.embedder_spec, "battles": int(self.config.get("battles", 0))}
 
 

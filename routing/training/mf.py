@@ -62,7 +62,9 @@ def _fit(battles: Battles, embeddings: np.ndarray, out: str | Path, strong: str,
     torch.manual_seed(seed)
     keep = np.ones(len(battles), dtype=bool) if ties == "half" else battles.outcome != 0.5
     n_prompts = len(battles.prompts)
-    val_prompts = rng.random(n_prompts) < val_fraction if val_fraction > 0 and n_prompts >= 50 else np.zeros(n_prompts, bool)
+    val_prompts = rng.random(n_prompts) < val_fraction
+    if val_fraction <= 0 or n_prompts < 50:  # too few prompts to spare a validation set
+        val_prompts[:] = False
     is_val = val_prompts[battles.prompt_idx]
     tr = np.flatnonzero(keep & ~is_val)
     va = np.flatnonzero(keep & is_val)

@@ -120,3 +120,12 @@ def test_shipped_checkpoint_routes_without_training():
     E = np.random.default_rng(0).normal(size=(5, 384)).astype(np.float32)
     s = router.score_embeddings(E / np.linalg.norm(E, axis=1, keepdims=True))
     assert s.shape == (5,) and ((s > 0) & (s < 1)).all()
+
+
+def test_describe_fingerprints_the_weights(tmp_path):
+    X, battles = synthetic(n=100)
+    train_mf(battles, X, tmp_path / "a", dim=4, epochs=2, seed=0)
+    train_mf(battles, X, tmp_path / "b", dim=4, epochs=2, seed=1)
+    fa = MFRouter(str(tmp_path / "a")).describe()["fingerprint"]
+    assert fa == MFRouter(str(tmp_path / "a")).describe()["fingerprint"] and len(fa) == 16
+    assert fa != MFRouter(str(tmp_path / "b")).describe()["fingerprint"]

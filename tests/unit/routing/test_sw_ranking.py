@@ -49,7 +49,8 @@ def make_data(models, n_prompts=40, d=8, seed=0):
         for a in range(len(models)):
             for b in range(a + 1, len(models)):
                 r = rng.random()
-                winner = "model_a" if r < 0.45 + 0.3 * E[i, 0] * (b - a) / len(models) else "model_b" if r < 0.85 else "tie"
+                p_a = 0.45 + 0.3 * E[i, 0] * (b - a) / len(models)
+                winner = "model_a" if r < p_a else "model_b" if r < 0.85 else "tie"
                 records.append({"prompt": f"p{i}", "model_a": models[a], "model_b": models[b], "winner": winner})
     return E, battles_from_records(records)
 
