@@ -12,7 +12,7 @@ Contaminated prompts are dropped the way RouteLLM does it (every row whose promp
 as separate rows, as RouteLLM keeps them; cross-validation must group them (see
 ``routing.evaluation.make_folds``) so that a copy of a test prompt is never trained on.
 
-Run ``python -m routing.data.routellm ROOT OUT_DIR`` (or ``routebatch data convert-routellm``)
+Run ``python -m routing.data ROOT OUT_DIR`` (or ``routebatch convert-routellm ROOT --out OUT_DIR``)
 to write labels and battles JSONL files.
 """
 
@@ -114,7 +114,7 @@ def convert_routellm(root: str | Path, out_dir: str | Path) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m routing.data.routellm ROUTELLM_DIR OUT_DIR", file=sys.stderr)
+        print("usage: python -m routing.data ROUTELLM_DIR OUT_DIR", file=sys.stderr)
         return 2
     for name, n in convert_routellm(args[0], args[1]).items():
         print(f"{name}\t{n}")

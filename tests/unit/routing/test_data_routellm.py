@@ -89,3 +89,13 @@ def test_read_labels_validates(tmp_path: Path) -> None:
         read_labels(bad)
     with pytest.raises(ValueError):
         parse_label({"prompt": 3, "strong": 1, "weak": 0})
+
+
+def test_module_entry_point(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "routing.data", str(SAMPLE), str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "gsm8k_battles.jsonl\t56" in done.stdout and "RuntimeWarning" not in done.stderr
