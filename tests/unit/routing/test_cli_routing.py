@@ -104,3 +104,32 @@ def test_errors_are_one_line(tmp_path, labels):
     assert res.exit_code == 1 and "error" in err
     res, err = invoke("calibrate", "--router", "length", "--data", str(labels), "--strong-share", "1.5", "--json")
     assert res.exit_code == 1
+
+
+def test_train_bert_and_causal_llm_from_the_cli(tmp_path, encoder, labels):
+    import torch
+
+    from routing.training.tiny import make_tiny_llama
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread avoids spin-waits on a busy machine
+    try:
+        res, report = invoke("train", "bert", "--data", str(labels), "--out", str(tmp_path / "bert"), "--base",
+                             str(encoder), "--epochs", "1", "--batch-size", "16", "--max-length", "32", "--json")
+        assert res.exit_code == 0, res.output
+        assert report["battles"] == 80 and len(report["history"]) == 1
+        llama = make_tiny_llama(tmp_path / "llama")
+        res, report = invoke("train", "causal_llm", "--data", str(labels), "--out", str(tmp_path / "causal"),
+                             "--base", str(llama), "--epochs", "1", "--batch-size", "16", "--max-length", "96",
+                             "--json")
+        assert res.exit_code == 0, res.output
+        data = tmp_path / "in.jsonl"
+        data.write_text(json.dumps({"prompt": "greet person 1"}) + "\n" + json.dumps({"prompt": "derive it"}) + "\n")
+        for name in ("bert", "causal"):
+            out = tmp_path / f"{name}.jsonl"
+            spec = f"{'causal_llm' if name == 'causal' else 'bert'}:{tmp_path / name}"
+            res, _ = invoke("score", str(data), "--router", spec, "--out", str(out), "--json")
+            assert res.exit_code == 0, res.output
+            assert len(out.read_text().splitlines()) == 2
+    finally:
+        torch.set_num_threads(threads)
