@@ -31,12 +31,22 @@ from routing.routers._embedding_router import EmbeddingRouter
 
 
 def pairwise_outcomes(prompt_idx: np.ndarray, a_idx: np.ndarray, b_idx: np.ndarray, outcome: np.ndarray,
-                      n_prompts: int, n_models: int) -> np.ndarray:
-    """``O`` (prompts, M*M): O[u, i*M+j] = wins of model i over j on prompt u (ties half each)."""
-    O = np.zeros((n_prompts, n_models * n_models), dtype=np.float64)
-    np.add.at(O, (prompt_idx, a_idx * n_models + b_idx), outcome)
-    np.add.at(O, (prompt_idx, b_idx * n_models + a_idx), 1.0 - outcome)
-    return O
+                      n_prompts: int, n_models: int) -> Any:
+    """Sparse ``O`` (prompts, M*M): O[u, i*M+j] = wins of model i over j on prompt u (ties half each).
+
+    Sparse because a prompt usually has one battle while M*M grows fast: 50k arena
+    prompts over 60 models would be 1.4 GB dense.
+    """
+    from scipy.sparse import csr_matrix
+
+    prompt_idx = np.asarray(prompt_idx, dtype=np.int64)
+    a_idx = np.asarray(a_idx, dtype=np.int64)
+    b_idx = np.asarray(b_idx, dtype=np.int64)
+    outcome = np.asarray(outcome, dtype=np.float64)
+    rows = np.concatenate([prompt_idx, prompt_idx])
+    cols = np.concatenate([a_idx * n_models + b_idx, b_idx * n_models + a_idx])
+    vals = np.concatenate([outcome, 1.0 - outcome])
+    return csr_matrix((vals, (rows, cols)), shape=(n_prompts, n_models * n_models))  # duplicates are summed
 
 
 def sw_weights(sims: np.ndarray, gamma: float = 1.0) -> np.ndarray:
@@ -87,18 +97,19 @@ class SWRankingRouter(EmbeddingRouter):
         self._tensors: dict[str, Any] | None = None
         self.train_embeddings = np.ascontiguousarray(arrays["embeddings"], dtype=np.float32)
         M = len(self.models)
-        O = pairwise_outcomes(arrays["prompt_idx"], arrays["a_idx"], arrays["b_idx"], arrays["outcome"],
-                              len(self.train_embeddings), M)
+        n_train = len(self.train_embeddings)
+        p_idx, a_idx, b_idx = (np.asarray(arrays[k], dtype=np.int64) for k in ("prompt_idx", "a_idx", "b_idx"))
+        outcome = np.asarray(arrays["outcome"], dtype=np.float64)
         s, w = self.models.index(self.strong), self.models.index(self.weak)
-        pair_cols = {s * M + w, w * M + s}
-        used = np.flatnonzero(O.any(axis=0))
+        fwd, rev = (a_idx == s) & (b_idx == w), (a_idx == w) & (b_idx == s)
         # fast path: every battle is strong vs weak -> the MLE is the weighted win share
-        self._two_model = set(used.tolist()) <= pair_cols
+        self._two_model = bool(np.all(fwd | rev))
         if self._two_model:
-            self._wins = O[:, s * M + w].astype(np.float32)
-            self._games = (O[:, s * M + w] + O[:, w * M + s]).astype(np.float32)
+            strong_won = np.where(fwd, outcome, 1.0 - outcome)
+            self._wins = np.bincount(p_idx, weights=strong_won, minlength=n_train).astype(np.float32)
+            self._games = np.bincount(p_idx, minlength=n_train).astype(np.float32)
         else:
-            self._O = O.astype(np.float32)
+            self._O = pairwise_outcomes(p_idx, a_idx, b_idx, outcome, n_train, M).astype(np.float32)
         self._s, self._w = s, w
 
     def _head_device(self) -> str | None:
@@ -142,7 +153,9 @@ class SWRankingRouter(EmbeddingRouter):
                 t["wins"] = torch.as_tensor(self._wins, device=device)
                 t["games"] = torch.as_tensor(self._games, device=device)
             else:
-                t["O"] = torch.as_tensor(self._O, device=device)
+                coo = self._O.T.tocoo()  # (M*M, prompts): sparse x dense on the device
+                t["Ot"] = torch.sparse_coo_tensor(np.vstack([coo.row, coo.col]), coo.data, coo.shape,
+                                                  device=device, check_invariants=True).coalesce()
             self._tensors = t
         t = self._tensors
         with torch.inference_mode():
@@ -153,7 +166,7 @@ class SWRankingRouter(EmbeddingRouter):
                 wins = weights @ t["wins"] + self.prior
                 games = weights @ t["games"] + 2 * self.prior
                 return (wins.double() / games.double().clamp(min=1e-30)).clamp(0.0, 1.0).cpu().numpy()
-            W = (weights @ t["O"]).double().cpu().numpy()
+            W = torch.sparse.mm(t["Ot"], weights.T).T.double().cpu().numpy()
         M = len(self.models)
         W = W.reshape(len(E), M, M) + self.prior * (1 - np.eye(M))
         r = bradley_terry_batch(W)
@@ -166,7 +179,8 @@ class SWRankingRouter(EmbeddingRouter):
             games = weights @ self._games + 2 * self.prior
             return np.clip(wins.astype(np.float64) / np.maximum(games, 1e-30), 0.0, 1.0)
         M = len(self.models)
-        W = (weights @ self._O).astype(np.float64).reshape(len(E), M, M) + self.prior * (1 - np.eye(M))
+        W = np.asarray((self._O.T @ weights.T).T, dtype=np.float64).reshape(len(E), M, M)
+        W = W + self.prior * (1 - np.eye(M))
         r = bradley_terry_batch(W)
         return ckpt.sigmoid(r[:, self._s] - r[:, self._w])
 
