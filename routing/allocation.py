@@ -67,3 +67,43 @@ def threshold_at_spend(p: np.ndarray, strong_cost: np.ndarray, weak_cost: np.nda
     cum = np.cumsum(extra[order])
     mask[order[cum <= budget_left]] = True
     return mask
+
+
+def compare_at_spend(
+    scores: np.ndarray,
+    strong_quality: np.ndarray,
+    weak_quality: np.ndarray,
+    strong_cost: np.ndarray,
+    weak_cost: np.ndarray,
+    budget_shares: list[float],
+) -> list[dict]:
+    """Realised quality of allocation and of the fixed threshold at the same budgets.
+
+    Budgets are fractions of the all-strong cost. Both policies see the same costs;
+    ``spend_share`` is what each actually spends, as a fraction of all-strong.
+    """
+    cs = np.asarray(strong_cost, float)
+    cw = np.asarray(weak_cost, float)
+    sq = np.asarray(strong_quality, float)
+    wq = np.asarray(weak_quality, float)
+    all_strong = float(cs.sum())
+    rows = []
+    for share in budget_shares:
+        cap = share * all_strong
+        thr = threshold_at_spend(scores, cs, cw, cap)
+        alloc = allocate_budget(scores, cs, cw, cap).strong
+        q_t = float(np.where(thr, sq, wq).mean())
+        q_a = float(np.where(alloc, sq, wq).mean())
+        rows.append(
+            {
+                "budget_share": share,
+                "threshold_quality": q_t,
+                "threshold_strong_pct": 100.0 * float(thr.mean()),
+                "threshold_spend_share": float(np.where(thr, cs, cw).sum()) / all_strong if all_strong else 0.0,
+                "allocation_quality": q_a,
+                "allocation_strong_pct": 100.0 * float(alloc.mean()),
+                "allocation_spend_share": float(np.where(alloc, cs, cw).sum()) / all_strong if all_strong else 0.0,
+                "difference": q_a - q_t,
+            }
+        )
+    return rows

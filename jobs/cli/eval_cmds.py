@@ -49,6 +49,10 @@ def eval_cmd(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write quality vs %% strong calls to this PNG."),
     boot: int = typer.Option(200, "--boot", help="Bootstrap resamples for the APGR spread (0: none)."),
     seed: int = typer.Option(0, "--seed", help="Seed of folds, bootstrap and the random baseline."),
+    budget_share: Optional[str] = typer.Option(None, "--budget-share", help="e.g. 0.2,0.3,0.5: compare --allocate budget "
+                                               "with a fixed threshold at these budgets (fractions of the all-strong cost)."),
+    output_tokens: int = typer.Option(256, "--output-tokens", help="Assumed answer length for the cost estimates "
+                                      "(records with strong_cost/weak_cost use those)."),
     as_json: bool = JsonOption,
 ) -> None:
     """APGR, CPT(50%), CPT(80%) and the random baseline, exactly as RouteLLM defines them."""
@@ -103,6 +107,10 @@ def eval_cmd(
                 m = evaluate(scores[ix], strong[ix], weak[ix])
                 per[g] = {"n": int(ix.size), "apgr": m.apgr, "cpt50": m.cpt50}
         result["per_group"] = per
+    if budget_share:
+        from jobs.cli.budget_eval import budget_comparison
+
+        result["budget_comparison"] = budget_comparison(records, scores, strong, weak, budget_share, output_tokens)
     if plot is not None:
         _plot(routing_curve(scores, strong, weak), router, plot, f"{labels.name} ({len(records)} prompts)")
         result["plot"] = str(plot)
@@ -130,6 +138,10 @@ def eval_cmd(
             for name, m in result["per_group"].items():
                 g.add_row(name, str(m["n"]), f"{m['apgr']:.3f}", f"{m['cpt50']:.1f}%")
             con.print(g)
+        if result.get("budget_comparison"):
+            from jobs.cli.budget_eval import render_comparison
+
+            render_comparison(con, result["budget_comparison"])
         if plot is not None:
             con.print(f"plot: {plot}")
 

@@ -28,3 +28,26 @@ def test_plan_is_monotone_and_the_budget_optimum_fits(tmp_path: Path) -> None:
     optimum = rows["budget optimum"]
     assert optimum["cost_micro_usd"] <= cap_usd * 1e6
     assert 0 < optimum["strong_items"] < 80
+
+
+def test_eval_compares_allocation_with_threshold_at_the_same_spend(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    sample = root / "tests" / "fixtures" / "routellm_sample"
+    env_cmd = [sys.executable, "-m", "jobs.cli.__main__"]
+    subprocess.run([*env_cmd, "convert-routellm", str(sample), "--out", str(tmp_path)], check=True, capture_output=True, cwd=tmp_path)
+    done = subprocess.run(
+        [*env_cmd, "eval", "--router", "length", "--labels", str(tmp_path / "mmlu_labels.jsonl"), "--boot", "0",
+         "--budget-share", "0.2,0.5", "--json"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["budget_comparison"]
+    assert [r["budget_share"] for r in rows] == [0.2, 0.5]
+    for r in rows:
+        assert r["threshold_spend_share"] <= r["budget_share"] + 1e-9
+        assert r["allocation_spend_share"] <= r["budget_share"] + 1e-9
+        assert r["difference"] == r["allocation_quality"] - r["threshold_quality"]
+    assert rows[1]["threshold_quality"] >= rows[0]["threshold_quality"]
