@@ -84,7 +84,9 @@ def _write_portable(s: Session, attempts: list[dict], outcomes: list[dict], now:
             cost_micro_usd=items.c.cost_micro_usd + bindparam("b_cost"),
             attempts_count=items.c.attempts_count + bindparam("b_n"),
         ),
-        outcomes,
+        # Only the b_* keys: Core would add any key named like a column (state, response...)
+        # to this unguarded SET clause and overwrite the outcome of an item re-sent since.
+        [{"b_id": o["b_id"], "b_cost": o["b_cost"], "b_n": o["b_n"]} for o in outcomes],
     )
     guard = [items.c.id == bindparam("b_id"), items.c.state == "sent"]
     if lease is not None:
