@@ -400,8 +400,6 @@ def _job_state(rt: Runtime, job_id: str) -> str:
 async def _record_with_retry(rt: Runtime, job_id: str, batch: list, prices: dict[str, PriceVersion], lease) -> str:
     """Answers already paid for are kept in memory and retried while the database is away
     (a restart, a failover), instead of being lost and sent again after the lease."""
-    from sqlalchemy.exc import DBAPIError, IntegrityError
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + RECORD_RETRY_S
     delay = 0.2
@@ -409,12 +407,10 @@ async def _record_with_retry(rt: Runtime, job_id: str, batch: list, prices: dict
     while True:
         try:
             return await asyncio.to_thread(record_results, rt, job_id, batch, prices, lease)
-        except IntegrityError:
-            if not retried:
-                raise
-            # The commit of the previous try landed but its acknowledgement was lost.
-            return await asyncio.to_thread(_job_state, rt, job_id)
-        except DBAPIError as exc:
+        except Exception as exc:
+            if retried and _is_integrity_error(exc):
+                # The commit of the previous try landed but its acknowledgement was lost.
+                return await asyncio.to_thread(_job_state, rt, job_id)
             if not _is_connection_error(exc) or loop.time() > deadline:
                 raise
             retried = True
@@ -423,10 +419,25 @@ async def _record_with_retry(rt: Runtime, job_id: str, batch: list, prices: dict
             delay = min(delay * 2, 5.0)
 
 
+def _driver_errors(*names: str) -> tuple[type[BaseException], ...]:
+    """psycopg's own classes: the ledger writer's COPY path raises them unwrapped."""
+    try:
+        import psycopg
+    except ImportError:
+        return ()
+    return tuple(getattr(psycopg, n) for n in names)
+
+
 def _is_connection_error(exc: Exception) -> bool:
     from sqlalchemy.exc import InterfaceError, OperationalError
 
-    return isinstance(exc, (OperationalError, InterfaceError))
+    return isinstance(exc, (OperationalError, InterfaceError, *_driver_errors("OperationalError", "InterfaceError")))
+
+
+def _is_integrity_error(exc: Exception) -> bool:
+    from sqlalchemy.exc import IntegrityError
+
+    return isinstance(exc, (IntegrityError, *_driver_errors("IntegrityError")))
 
 
 def _bound_estimated_usage(attempt, request) -> None:

@@ -21,12 +21,15 @@ log = logging.getLogger(__name__)
 def retryable_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean "a server was briefly away", not "this chunk is bad"."""
     import kombu.exceptions
+    import psycopg
     import redis.exceptions
     import sqlalchemy.exc
 
     return (
         sqlalchemy.exc.OperationalError,
         sqlalchemy.exc.InterfaceError,
+        psycopg.OperationalError,  # raw driver errors from COPY paths that bypass SQLAlchemy
+        psycopg.InterfaceError,
         kombu.exceptions.OperationalError,
         redis.exceptions.ConnectionError,
         redis.exceptions.TimeoutError,
