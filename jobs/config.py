@@ -77,7 +77,7 @@ class ModelConfig(_Strict):
 class Defaults(_Strict):
     strong: str
     weak: str
-    router: str = "length"
+    router: str = "blend"
     max_tokens: int = Field(256, ge=1)
     chunk_size: int = Field(500, ge=1)
 
@@ -128,7 +128,7 @@ BUILTIN_CONFIG: dict[str, Any] = {
             "output_usd_per_mtok": 0.6,
         },
     },
-    "defaults": {"strong": "sim-strong", "weak": "sim-weak", "router": "length", "max_tokens": 256},
+    "defaults": {"strong": "sim-strong", "weak": "sim-weak", "router": "blend", "max_tokens": 256},
 }
 
 

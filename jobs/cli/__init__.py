@@ -8,7 +8,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from jobs.cli.app import app  # noqa: E402
-from jobs.cli import budget_cmds, job_cmds, ledger_cmds, provider_cmds, routing_cmds, worker_cmds  # noqa: E402,F401
+from jobs.cli import (  # noqa: E402,F401  (each module registers its commands)
+    budget_cmds,
+    eval_cmds,
+    job_cmds,
+    ledger_cmds,
+    provider_cmds,
+    routing_cmds,
+    worker_cmds,
+)
 
 
 def main() -> None:
