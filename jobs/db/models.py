@@ -87,6 +87,7 @@ class Item(Base):
         UniqueConstraint("job_id", "custom_id"),
         Index("ix_items_job_state", "job_id", "state"),
         Index("ix_items_job_chunk", "job_id", "chunk"),
+        Index("ix_items_job_updated", "job_id", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
