@@ -82,3 +82,19 @@ def test_shipped_example_config_parses() -> None:
     assert cfg.model("gpt-4o").fallback == "gpt-4o-mini"
     assert cfg.providers["openai"].retry.max_attempts == 6
     assert cfg.providers["sim"].simulated == {"latency_ms": 20, "seed": 0}
+
+
+def test_models_and_migrations_agree(tmp_path: Path) -> None:
+    """The schema changes only through migrations: the models must match what they build."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from jobs.db.migrate import upgrade
+    from jobs.db.models import Base
+    from jobs.db.session import get_engine
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade(url)
+    with get_engine(url).connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
