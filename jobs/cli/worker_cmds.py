@@ -29,24 +29,35 @@ def worker(
     hostname: Optional[str] = typer.Option(None, "--hostname", "-n", help="Celery node name (default queue-PID@host)."),
     reaper: bool = typer.Option(True, "--reaper/--no-reaper", help="Run the periodic reaper in this worker (one runs at a time)."),
     imports: list[str] = typer.Option([], "--import", "-I", help="Modules to import first, e.g. one that registers a custom router."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON line describing the worker(s) before starting; errors as JSON."),
 ) -> None:
     """Start a Celery worker for one queue (needs ROUTEBATCH_BROKER_URL and ROUTEBATCH_DATABASE_URL)."""
+    import os
+
     from worker.launch import QUEUES, gpu_list, run_per_gpu, run_worker
 
     if queue not in QUEUES:
-        fail(f"--queue must be one of {', '.join(QUEUES)}, not {queue!r}")
-    settings = _settings()
+        fail(f"--queue must be one of {', '.join(QUEUES)}, not {queue!r}", as_json)
+    from jobs.settings import get_settings
+
+    settings = get_settings()
+    if not settings.broker_url:
+        fail("ROUTEBATCH_BROKER_URL is not set (e.g. redis://localhost:6379/0): workers need a broker", as_json)
     if queue == "score" and concurrency and concurrency > 1:
-        fail("score workers run one process per GPU: use --gpus 0,1,... (or start more workers) instead of --concurrency")
+        fail("score workers run one process per GPU: use --gpus 0,1,... (or start more workers) instead of --concurrency", as_json)
     devices = gpu_list(gpus) if queue == "score" else []
+    if as_json:
+        emit(
+            {"queue": queue, "pool": "solo" if queue == "score" else "prefork", "concurrency": concurrency, "gpus": devices,
+             "reaper": reaper, "pid": os.getpid()},
+            True,
+        )
     if len(devices) > 1:
         tail = ["--loglevel", loglevel] + ([] if reaper else ["--no-reaper"])
         for module in imports:
             tail += ["--import", module]
         raise typer.Exit(run_per_gpu(devices, tail))
     if len(devices) == 1:
-        import os
-
         os.environ["CUDA_VISIBLE_DEVICES"] = devices[0]
     run_worker(settings, queue, concurrency=concurrency, loglevel=loglevel, hostname=hostname, reaper=reaper, imports=imports)
 
