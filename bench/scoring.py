@@ -12,8 +12,8 @@ Prints, on this machine (and on CUDA when present):
 
 The core, :func:`score_batches` / :func:`time_end_to_end`, takes any iterator of prompt
 batches, so a caller can feed it batches read from the ledger DB and write the scores back.
-Modes are interleaved over repeats and the median is reported, so a noisy neighbour on a
-shared machine hurts all modes alike.
+Modes are interleaved batch by batch (rotating order) and timed in total, so a noisy
+neighbour on a shared machine hurts all modes alike.
 """
 
 from __future__ import annotations
@@ -129,27 +129,35 @@ def run(n_prompts: int = 512, batch_size: int = 64, words: int = 50, repeats: in
     mf, sw = MFRouter(str(mf_dir)), SWRankingRouter(str(sw_dir))
     inner.embed(prompts[:batch_size])  # warm-up: load weights, first-call allocations
 
-    results: dict[str, list[float]] = {"bare": [], "mf": [], "sw": []}
-    sw_head: list[float] = []
+    # Interleaved per batch: for every batch the three modes run back to back (in rotating
+    # order), so a noisy neighbour slows all three alike; totals are summed over repeats.
+    padded = [[b for _, b in inner.tokenize_buckets(batch)] for batch in batches]
+    spent = {"bare": 0.0, "mf": 0.0, "sw": 0.0}
     modes = ["bare", "mf", "sw"]
+    sw_head: list[float] = []
     for rep in range(repeats):
-        for name in modes[rep % 3:] + modes[:rep % 3]:  # rotate the order: no mode always runs first
-            if name == "bare":
-                results["bare"].append(time_bare_forward(inner, batches)["prompts_per_s"])
-                continue
-            router = mf if name == "mf" else sw
-            # a fresh cache each time: every prompt is embedded, and the cache write is paid
-            router.use_embedder(CachedEmbedder(inner, EmbeddingCache(tmp / f"cache-{name}-{rep}")))
-            results[name].append(time_end_to_end(router, batches)["prompts_per_s"])
+        # a fresh cache per repeat: every prompt is embedded, and the cache write is paid
+        mf.use_embedder(CachedEmbedder(inner, EmbeddingCache(tmp / f"cache-mf-{rep}")))
+        sw.use_embedder(CachedEmbedder(inner, EmbeddingCache(tmp / f"cache-sw-{rep}")))
+        for k, batch in enumerate(batches):
+            turn = (k + rep) % 3
+            for name in modes[turn:] + modes[:turn]:
+                t0 = time.perf_counter()
+                if name == "bare":
+                    for b in padded[k]:
+                        inner.forward(b)
+                    _sync(inner.device)
+                else:
+                    (mf if name == "mf" else sw).score(batch)
+                spent[name] += time.perf_counter() - t0
         E = inner.embed(batches[0])
         t0 = time.perf_counter()
         for _ in range(5):
             sw.score_embeddings(E)
         sw_head.append((time.perf_counter() - t0) / 5)
 
-    bare = statistics.median(results["bare"])
-    mf_rate = statistics.median(results["mf"])
-    sw_rate = statistics.median(results["sw"])
+    total = n_prompts * repeats
+    bare, mf_rate, sw_rate = (total / spent[m] for m in modes)
     embed_time_per_batch = batch_size / bare
     out: dict[str, Any] = {
         "device": inner.device,
@@ -193,11 +201,21 @@ def run(n_prompts: int = 512, batch_size: int = 64, words: int = 50, repeats: in
     mf.use_embedder(mf_cached)
     out["mf_cached_prompts_per_s"] = round(time_end_to_end(mf, batches)["prompts_per_s"], 1)
 
-    # batched vs one prompt at a time, same router, same prompts, no cache
+    # batched vs one prompt at a time, same router, same prompts, no cache; interleaved per chunk
     subset = prompts[:single]
     mf.use_embedder(inner)
-    one = time_end_to_end(mf, ([p] for p in subset))
-    many = time_end_to_end(mf, batched(subset, batch_size))
+    t_one = t_many = 0.0
+    for start in range(0, len(subset), batch_size):
+        chunk = subset[start:start + batch_size]
+        t0 = time.perf_counter()
+        for p in chunk:
+            mf.score([p])
+        t_one += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        mf.score(chunk)
+        t_many += time.perf_counter() - t0
+    one = {"prompts_per_s": len(subset) / t_one}
+    many = {"prompts_per_s": len(subset) / t_many}
     out.update(single_prompts=single, one_at_a_time_prompts_per_s=round(one["prompts_per_s"], 1),
                batched_prompts_per_s=round(many["prompts_per_s"], 1),
                batched_speedup=round(many["prompts_per_s"] / one["prompts_per_s"], 2))
