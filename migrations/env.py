@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import pool
 
 from jobs.db.models import Base
 from jobs.db.session import get_engine

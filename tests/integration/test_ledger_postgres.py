@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy import func, inspect, select, text
 
 from jobs.db.migrate import current_revision, head_revision, upgrade
 from jobs.db.models import Attempt, InvalidRow, Item
