@@ -95,3 +95,10 @@ def test_router_problems_are_one_line_errors(tmp_path: Path, dataset: Path) -> N
     assert st["status"] == "failed" and "could not convert" in st["error"]
     for done in (unknown, missing, broken):
         assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_submit_without_a_broker_then_resume_runs_it_here(tmp_path: Path, dataset: Path) -> None:
+    submitted = json.loads(rb(["submit", str(dataset), "--router", "length", "--json"], tmp_path).stdout)
+    assert submitted["status"] == "in_progress" and submitted["counts"]["pending"] == 30
+    resumed = json.loads(rb(["resume", submitted["job_id"], "--json"], tmp_path).stdout)
+    assert resumed["status"] == "completed" and resumed["succeeded"] == 30
