@@ -20,12 +20,16 @@ def _flag(value: Any) -> bool:
     return str(value).strip().lower() not in {"0", "false", "no", "off", ""}
 
 
-class EmbeddingRouter(Router):
-    """A router whose input is the L2-normalised prompt embedding."""
+class EmbedderHolder:
+    """Holds a router's embedder: chosen at construction, loaded on first use.
 
-    def __init__(self, embedder_spec: str, *, embedder: str | None = None, cache: Any = True,
-                 batch_size: Any = None, device: str | None = None, num_threads: Any = None) -> None:
-        self.embedder_spec = embedder or embedder_spec
+    Shared by every router that reads prompt embeddings (mf, sw_ranking, blend), so they
+    all load, cache and override the embedder the same way.
+    """
+
+    def _init_embedder(self, embedder_spec: str, *, cache: Any = True, batch_size: Any = None,
+                       device: str | None = None, num_threads: Any = None) -> None:
+        self.embedder_spec = embedder_spec
         self._cache = _flag(cache)
         self._embedder_options = {k: v for k, v in
                                   {"batch_size": batch_size, "device": device, "num_threads": num_threads}.items()
@@ -49,6 +53,15 @@ class EmbeddingRouter(Router):
 
     def embed(self, prompts: Sequence[str]) -> np.ndarray:
         return self.embedder.embed(list(prompts))
+
+
+class EmbeddingRouter(EmbedderHolder, Router):
+    """A router whose input is the L2-normalised prompt embedding."""
+
+    def __init__(self, embedder_spec: str, *, embedder: str | None = None, cache: Any = True,
+                 batch_size: Any = None, device: str | None = None, num_threads: Any = None) -> None:
+        self._init_embedder(embedder or embedder_spec, cache=cache, batch_size=batch_size, device=device,
+                            num_threads=num_threads)
 
     def score(self, prompts: Sequence[str]) -> np.ndarray:
         if len(prompts) == 0:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from routing.base import Router
+from routing.routers._embedding_router import EmbedderHolder
 from routing.routers.blend_features import FEATURE_NAMES, feature_matrix
 
 NAME = "blend"
@@ -161,7 +162,7 @@ def load_blend(directory: str | Path) -> BlendModel:
     return BlendModel(load_arrays(directory), cfg)
 
 
-class BlendRouter(Router):
+class BlendRouter(EmbedderHolder, Router):
     """Router over a :class:`BlendModel` checkpoint (default: the shipped one).
 
     Spec: ``blend`` or ``blend:CHECKPOINT_DIR``; options ``embedder=...``, ``cache=0``.
@@ -182,31 +183,13 @@ class BlendRouter(Router):
             if asked and known and asked != known:
                 raise ValueError(f"this blend checkpoint was trained for {side}={known!r}, not {asked!r}; "
                                  f"train one on labels for your pair")
-        self.embedder_spec = embedder or str(self.model.config.get("embedder", "minilm"))
-        self._cache = str(cache).strip().lower() not in {"0", "false", "no", "off", ""}
-        self._embedder_options = {k: v for k, v in
-                                  {"batch_size": batch_size, "device": device, "num_threads": num_threads}.items()
-                                  if v not in (None, "")}
-        self._embedder: Any = None
-
-    @property
-    def embedder(self) -> Any:
-        if self._embedder is None:
-            from routing.embeddings import get_embedder
-
-            opts = self._embedder_options if not self.embedder_spec.startswith("http:") else {}
-            self._embedder = get_embedder(self.embedder_spec, cache=self._cache, **opts)
-        return self._embedder
-
-    def use_embedder(self, embedder: Any) -> None:
-        """Score through this embedder instead of the shared one (tests, benchmarks)."""
-        self._embedder = embedder
+        self._init_embedder(embedder or str(self.model.config.get("embedder", "minilm")), cache=cache,
+                            batch_size=batch_size, device=device, num_threads=num_threads)
 
     def score(self, prompts: Sequence[str]) -> np.ndarray:
         if len(prompts) == 0:
             return np.zeros(0, dtype=np.float64)
-        E = self.embedder.embed(list(prompts))
-        return self.score_embeddings(E, prompts)
+        return self.score_embeddings(self.embed(prompts), prompts)
 
     def score_embeddings(self, embeddings: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
         """Score with precomputed embeddings (evaluation reuses them across folds)."""
