@@ -79,61 +79,63 @@ def _print_status(st: dict, as_json: bool) -> None:
     emit(st, as_json, render)
 
 
-def _spec(input_file, fmt, prompt_column, router, strong, weak, threshold, strong_share, max_tokens, chunk_size, **budget):
+# The options that describe a job, shared by `run` and `submit`: (parameter, type, option).
+# JobSpec field names, except `input_file` (an argument) and `fmt` (JobSpec.format).
+SPEC_OPTIONS: list[tuple[str, object, object]] = [
+    ("input_file", Path, typer.Argument(..., help="Dataset: .jsonl (prompt/messages or OpenAI Batch lines), .csv or .parquet.")),
+    ("fmt", Optional[str], typer.Option(None, "--format", help="jsonl | csv | parquet (default: from the file name).")),
+    ("prompt_column", str, typer.Option("prompt", "--prompt-column", help="CSV/Parquet column holding the prompt.")),
+    ("router", Optional[str], typer.Option(None, "--router", help="Router spec, e.g. blend, mf, length, random:seed=1 (default from config).")),
+    ("strong", Optional[str], typer.Option(None, "--strong", help="Strong model key from the config.")),
+    ("weak", Optional[str], typer.Option(None, "--weak", help="Weak model key from the config.")),
+    ("threshold", Optional[float], typer.Option(None, "--threshold", help="Route strong when score >= this.")),
+    ("strong_share", Optional[float], typer.Option(None, "--strong-share", help="Fraction of items for the strong model (default 0.5).")),
+    ("max_tokens", Optional[int], typer.Option(None, "--max-tokens", help="Default max_tokens for items that set none.")),
+    ("chunk_size", Optional[int], typer.Option(None, "--chunk-size", help="Items per task chunk.")),
+    ("budget_usd", Optional[float], typer.Option(None, "--budget-usd", help="Cap this job's spend (USD); never exceeded.")),
+    ("budget", Optional[str], typer.Option(None, "--budget", help="Named budget to draw from (routebatch budget create).")),
+    ("on_exhausted", str, typer.Option("downgrade", "--on-exhausted", help="When the strong call is unaffordable: downgrade | skip | stop.")),
+    ("allocate", str, typer.Option("threshold", "--allocate", help="threshold | budget (budget-optimal strong set under the cap).")),
+]
+
+
+def with_job_spec(command):
+    """Give ``command`` the job options and call it with ``spec=JobSpec(...)`` instead.
+
+    Typer reads the parameters from ``__signature__``, so `run` and `submit` declare the
+    job options once, here, and can never drift apart.
+    """
+    import functools
+    import inspect
+
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "spec"]
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann) for name, ann, opt in SPEC_OPTIONS]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        options = {name: kwargs.pop(name) for name, _, _ in SPEC_OPTIONS}
+        return command(spec=_spec(options, as_json=kwargs.get("as_json", False)), **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(shared + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own])
+    return wrapper
+
+
+def _spec(options: dict, as_json: bool = False):
     from pydantic import ValidationError
 
     from jobs.service import JobSpec
 
+    fields = {k: v for k, v in options.items() if k not in ("fmt", "input_file")}
     try:
-        return JobSpec(
-            **budget,
-            input_file=str(input_file),
-            format=fmt,
-            prompt_column=prompt_column,
-            router=router,
-            strong=strong,
-            weak=weak,
-            threshold=threshold,
-            strong_share=strong_share,
-            max_tokens=max_tokens,
-            chunk_size=chunk_size,
-        )
+        return JobSpec(input_file=str(options["input_file"]), format=options["fmt"], **fields)
     except ValidationError as exc:
-        fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-
-
-InputArg = typer.Argument(..., help="Dataset: .jsonl (prompt/messages or OpenAI Batch lines), .csv or .parquet.")
-FormatOpt = typer.Option(None, "--format", help="jsonl | csv | parquet (default: from the file name).")
-PromptColOpt = typer.Option("prompt", "--prompt-column", help="CSV/Parquet column holding the prompt.")
-RouterOpt = typer.Option(None, "--router", help="Router spec, e.g. mf, length, random:seed=1 (default from config).")
-StrongOpt = typer.Option(None, "--strong", help="Strong model key from the config.")
-WeakOpt = typer.Option(None, "--weak", help="Weak model key from the config.")
-ThresholdOpt = typer.Option(None, "--threshold", help="Route strong when score >= this.")
-ShareOpt = typer.Option(None, "--strong-share", help="Fraction of items for the strong model (default 0.5).")
-MaxTokOpt = typer.Option(None, "--max-tokens", help="Default max_tokens for items that set none.")
-ChunkOpt = typer.Option(None, "--chunk-size", help="Items per task chunk.")
-BudgetUsdOpt = typer.Option(None, "--budget-usd", help="Cap this job's spend (USD); never exceeded.")
-BudgetOpt = typer.Option(None, "--budget", help="Named budget to draw from (routebatch budget create).")
-ExhaustedOpt = typer.Option("downgrade", "--on-exhausted", help="When the strong call is unaffordable: downgrade | skip | stop.")
-AllocateOpt = typer.Option("threshold", "--allocate", help="threshold | budget (budget-optimal strong set under the cap).")
+        fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()), as_json)
 
 
 @app.command()
+@with_job_spec
 def run(
-    input_file: Path = InputArg,
-    fmt: Optional[str] = FormatOpt,
-    prompt_column: str = PromptColOpt,
-    router: Optional[str] = RouterOpt,
-    strong: Optional[str] = StrongOpt,
-    weak: Optional[str] = WeakOpt,
-    threshold: Optional[float] = ThresholdOpt,
-    strong_share: Optional[float] = ShareOpt,
-    max_tokens: Optional[int] = MaxTokOpt,
-    chunk_size: Optional[int] = ChunkOpt,
-    budget_usd: Optional[float] = BudgetUsdOpt,
-    budget: Optional[str] = BudgetOpt,
-    on_exhausted: str = ExhaustedOpt,
-    allocate: str = AllocateOpt,
+    spec: object = None,
     grade: Optional[Path] = typer.Option(None, "--grade", help="Labelled file (e.g. gsm8k_responses.csv): report realised quality."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -142,10 +144,6 @@ def run(
     from jobs.datasets import DatasetError
     from jobs.service import JobFailed, run as run_job
 
-    spec = _spec(
-        input_file, fmt, prompt_column, router, strong, weak, threshold, strong_share, max_tokens, chunk_size,
-        budget_usd=budget_usd, budget=budget, on_exhausted=on_exhausted, allocate=allocate,
-    )
     rt = _runtime()
     try:
         if as_json:
@@ -187,33 +185,14 @@ def _grade(rt, job_id: str, labels: Path) -> dict:
 
 
 @app.command()
-def submit(
-    input_file: Path = InputArg,
-    fmt: Optional[str] = FormatOpt,
-    prompt_column: str = PromptColOpt,
-    router: Optional[str] = RouterOpt,
-    strong: Optional[str] = StrongOpt,
-    weak: Optional[str] = WeakOpt,
-    threshold: Optional[float] = ThresholdOpt,
-    strong_share: Optional[float] = ShareOpt,
-    max_tokens: Optional[int] = MaxTokOpt,
-    chunk_size: Optional[int] = ChunkOpt,
-    budget_usd: Optional[float] = BudgetUsdOpt,
-    budget: Optional[str] = BudgetOpt,
-    on_exhausted: str = ExhaustedOpt,
-    allocate: str = AllocateOpt,
-    as_json: bool = JsonOption,
-) -> None:
+@with_job_spec
+def submit(spec: object = None, as_json: bool = JsonOption) -> None:
     """Validate and ingest a dataset and enqueue it for workers (or for `resume` without a broker)."""
     from jobs.budgets import BudgetError
     from jobs.datasets import DatasetError
     from jobs.service import status, submit as submit_job
     from jobs.taskqueue import queue_for
 
-    spec = _spec(
-        input_file, fmt, prompt_column, router, strong, weak, threshold, strong_share, max_tokens, chunk_size,
-        budget_usd=budget_usd, budget=budget, on_exhausted=on_exhausted, allocate=allocate,
-    )
     rt = _runtime()
     try:
         job_id = submit_job(rt, spec, queue_for(rt.settings))
