@@ -29,7 +29,7 @@ DEFAULT_LABELS = Path(os.environ.get("ROUTEBATCH_SHARED_DATA", Path(__file__).re
 
 
 def load(path: Path):
-    from jobs.tokens import count_text_tokens
+    from jobs.money.tokens import count_text_tokens
 
     rows = list(csv.DictReader(path.open(newline="", encoding="utf-8")))
     prompts = [r["prompt"] for r in rows]

@@ -113,9 +113,9 @@ def bench_generate(c: int, n: int, sim: SimProcess, database_url: str) -> dict:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from jobs import service
-    from jobs.db.migrate import upgrade
-    from jobs.db.session import dispose_all
+    from jobs.lifecycle import service
+    from jobs.ledger.migrate import upgrade
+    from jobs.ledger.session import dispose_all
     from jobs.runtime import Runtime
     from jobs.settings import Settings
 

@@ -40,9 +40,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from jobs.datasets import read_rows
-    from jobs.db.migrate import upgrade
-    from jobs.db.session import dispose_all, get_engine, session_scope
-    from jobs.ingest import ingest_rows
+    from jobs.ledger.migrate import upgrade
+    from jobs.ledger.session import dispose_all, get_engine, session_scope
+    from jobs.ledger.ingest import ingest_rows
 
     tmp = Path(tempfile.mkdtemp())
     data = tmp / "bench.jsonl"

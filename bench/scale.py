@@ -46,7 +46,7 @@ def create_db() -> tuple[str, str]:
 def drop_db(name: str) -> None:
     from sqlalchemy import create_engine, text
 
-    from jobs.db.session import dispose_all
+    from jobs.ledger.session import dispose_all
 
     dispose_all()
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
@@ -63,8 +63,8 @@ def generation_window(db_url: str, job_id: str) -> tuple[float, float]:
     """Seconds from the first provider call to the job's completion, and the whole job."""
     from sqlalchemy import func, select
 
-    from jobs.db.models import Attempt, Job
-    from jobs.db.session import session_scope
+    from jobs.ledger.models import Attempt, Job
+    from jobs.ledger.session import session_scope
 
     with session_scope(db_url) as s:
         job = s.get(Job, job_id)
@@ -118,7 +118,7 @@ class TimedQueue:
 def submit_million(tmp: Path, db_url: str, redis_url: str, lines: int, chunk_size: int) -> dict:
     from jobs.config import BUILTIN_CONFIG, parse_config
     from jobs.runtime import Runtime
-    from jobs.service import JobSpec, submit
+    from jobs.lifecycle.service import JobSpec, submit
     from jobs.settings import Settings
     from worker.queue import CeleryQueue
 

@@ -12,11 +12,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from jobs.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-
-class ConfigError(ValueError):
-    """The config file is missing, unreadable or invalid; the message names file and key."""
 
 
 class _Strict(BaseModel):

@@ -46,7 +46,7 @@ class Runtime:
         with self._lock:
             for name, provider in self.config.providers.items():
                 if provider.simulated is not None and not provider.base_url and name not in self._sims:
-                    from jobs.providers.simulated import start_simulated_provider
+                    from jobs.providers.sim.server import start_simulated_provider
 
                     self._sims[name] = start_simulated_provider(provider.simulated)
             return {name: sim.base_url for name, sim in self._sims.items()}

@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     config: Path | None = Field(None, description="Path of routebatch.toml; default ./routebatch.toml if present.")
     log_level: str = "INFO"
 
-    # Distributed execution (worker/, jobs/reaper.py). The generate task's hard time limit
+    # Distributed execution (worker/, jobs/lifecycle/reaper.py). The generate task's hard time limit
     # stays below the send lease, so a worker still alive can never record an item that
     # the reaper has already declared lost and handed to another worker.
     send_lease_s: float = Field(900.0, gt=0, description="How long an item may stay 'sent' before the reaper treats it as lost.")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from jobs.db.models import Base
-from jobs.db.session import get_engine
+from jobs.ledger.models import Base
+from jobs.ledger.session import get_engine
 from jobs.settings import get_settings
 
 config = context.config

@@ -35,7 +35,7 @@ def pg_url() -> Iterator[str]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from jobs.db.session import dispose_all
+    from jobs.ledger.session import dispose_all
 
     name = f"rb_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")

@@ -67,13 +67,9 @@ def forget_inherited_connections() -> None:
     advice for forked processes is ``dispose(close=False)``.
     """
     global _runtime, _reaper_runtime
-    from jobs.db import session as db_session
+    from jobs.ledger.session import dispose_all
 
-    for engine in db_session._engines():
-        engine.dispose(close=False)
-    db_session.get_engine.cache_clear()
-    db_session._factory.cache_clear()
-    db_session._urls_seen.clear()
+    dispose_all(close=False)
     _runtime = None
     _queues.clear()
     _reaper_runtime = None

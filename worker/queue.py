@@ -1,4 +1,4 @@
-"""CeleryQueue: the ``jobs.queue.TaskQueue`` that publishes chunk ids to Redis."""
+"""CeleryQueue: the ``TaskQueue`` that publishes chunk ids to Redis (entry point ``routebatch.queues``)."""
 
 from __future__ import annotations
 
@@ -40,3 +40,4 @@ class CeleryQueue:
                 return conn.default_channel.queue_declare(QUEUE_OF[task], passive=True).message_count
             except ChannelError:  # never declared (e.g. Redis restarted empty): nothing waits
                 return 0
+

@@ -33,7 +33,7 @@ class ReaperStep(bootsteps.StartStopStep):
             self.tref = None
 
     def tick(self, worker) -> None:
-        from jobs.reaper import tick
+        from jobs.lifecycle.reaper import tick
         from worker.process import process_queue, reaper_runtime
 
         try:

@@ -1,6 +1,6 @@
-"""Celery tasks: thin glue that calls ``jobs.execution.run_task`` with this process's Runtime.
+"""Celery tasks: thin glue that calls ``jobs.pipeline.execution.run_task`` with this process's Runtime.
 
-Every task is idempotent (``jobs.execution`` guards each state change in SQL), so the
+Every task is idempotent (``jobs.pipeline.execution`` guards each state change in SQL), so the
 broker may deliver twice. Connection errors to Postgres or Redis are retried with backoff;
 if the retries run out, the reaper finds the stalled job and enqueues it again.
 """
@@ -62,11 +62,11 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
 def _make_task(task: str):
     def run(self, job_id: str, chunk: int | None = None) -> None:
-        from jobs.execution import run_task
+        from jobs.pipeline.execution import run_task
         from worker.process import process_queue, process_runtime
 
         run_task(process_runtime(), process_queue(self.app), task, job_id, chunk)
 
     run.__name__ = run.__qualname__ = f"{task}_task"
-    run.__doc__ = f"Run jobs.execution's {task!r} step for (job_id, chunk)."
+    run.__doc__ = f"Run jobs.pipeline.execution's {task!r} step for (job_id, chunk)."
     return run

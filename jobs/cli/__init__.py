@@ -17,6 +17,9 @@ from jobs.cli import (  # noqa: E402,F401  (each module registers its commands)
     routing_cmds,
     worker_cmds,
 )
+from jobs.cli.plugins import load_plugins  # noqa: E402
+
+load_plugins(app)
 
 
 def main() -> None:

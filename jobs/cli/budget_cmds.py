@@ -14,7 +14,7 @@ app.add_typer(budget_app, name="budget")
 
 
 def _db_url() -> str:
-    from jobs.db.migrate import ensure_schema
+    from jobs.ledger.migrate import ensure_schema
     from jobs.settings import get_settings
 
     url = get_settings().database_url
@@ -35,8 +35,8 @@ def _render(reports: list[dict]):
 
 
 def _run(fn):
-    from jobs.budgets import BudgetError
-    from jobs.db.session import session_scope
+    from jobs.money.budgets import BudgetError
+    from jobs.ledger.session import session_scope
 
     try:
         with session_scope(_db_url()) as s:
@@ -53,7 +53,7 @@ def create(
     as_json: bool = JsonOption,
 ) -> None:
     """Create a named budget."""
-    from jobs.budgets import budget_report, create_budget
+    from jobs.money.budgets import budget_report, create_budget
 
     report = _run(lambda s: budget_report(s, create_budget(s, name, cap_usd, window)))
     emit(report, as_json, _render([report]))
@@ -66,8 +66,8 @@ def list_budgets(
     """Every named budget with its current window."""
     from sqlalchemy import select
 
-    from jobs.budgets import budget_report
-    from jobs.db.models import Budget
+    from jobs.money.budgets import budget_report
+    from jobs.ledger.models import Budget
 
     def collect(s):
         q = select(Budget).order_by(Budget.name)
@@ -82,7 +82,7 @@ def list_budgets(
 @budget_app.command("show")
 def show(name: str, as_json: bool = JsonOption) -> None:
     """One budget: cap, spent, held, available in its current window."""
-    from jobs.budgets import budget_report, get_budget
+    from jobs.money.budgets import budget_report, get_budget
 
     report = _run(lambda s: budget_report(s, get_budget(s, name)))
     emit(report, as_json, _render([report]))
@@ -95,7 +95,7 @@ def raise_cap(
     as_json: bool = JsonOption,
 ) -> None:
     """Change a budget's cap (resume a budget_exhausted job afterwards)."""
-    from jobs.budgets import budget_report, raise_budget
+    from jobs.money.budgets import budget_report, raise_budget
 
     report = _run(lambda s: budget_report(s, raise_budget(s, name, cap_usd)))
     emit(report, as_json, _render([report]))

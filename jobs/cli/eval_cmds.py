@@ -108,7 +108,7 @@ def eval_cmd(
                 per[g] = {"n": int(ix.size), "apgr": m.apgr, "cpt50": m.cpt50}
         result["per_group"] = per
     if budget_share:
-        from jobs.cli.budget_eval import budget_comparison
+        from jobs.reports.budget_comparison import budget_comparison
 
         result["budget_comparison"] = budget_comparison(records, scores, strong, weak, budget_share, output_tokens)
     if plot is not None:
@@ -139,7 +139,7 @@ def eval_cmd(
                 g.add_row(name, str(m["n"]), f"{m['apgr']:.3f}", f"{m['cpt50']:.1f}%")
             con.print(g)
         if result.get("budget_comparison"):
-            from jobs.cli.budget_eval import render_comparison
+            from jobs.reports.budget_comparison import render_comparison
 
             render_comparison(con, result["budget_comparison"])
         if plot is not None:

@@ -15,29 +15,10 @@ from jobs.cli.output import JsonOption, emit, fail
 db_app = typer.Typer(help="Ledger database commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-SUMMARY_KEYS = (
-    "job_id",
-    "status",
-    "total",
-    "succeeded",
-    "failed",
-    "invalid",
-    "strong_calls",
-    "weak_calls",
-    "cost_usd",
-    "all_strong_cost_usd",
-    "savings_pct",
-)
-
-
 def _runtime():
-    from jobs.config import ConfigError
     from jobs.runtime import Runtime
 
-    try:
-        return Runtime.from_settings()
-    except ConfigError as exc:
-        fail(str(exc))
+    return Runtime.from_settings()
 
 
 def _summary_table(st: dict) -> Table:
@@ -123,7 +104,7 @@ def with_job_spec(command):
 def _spec(options: dict, as_json: bool = False):
     from pydantic import ValidationError
 
-    from jobs.service import JobSpec
+    from jobs.lifecycle.service import JobSpec
 
     fields = {k: v for k, v in options.items() if k not in ("fmt", "input_file")}
     try:
@@ -140,9 +121,7 @@ def run(
     as_json: bool = JsonOption,
 ) -> None:
     """Validate, score, route and generate a dataset in this process, then print a summary."""
-    from jobs.budgets import BudgetError
-    from jobs.datasets import DatasetError
-    from jobs.service import JobFailed, run as run_job
+    from jobs.lifecycle.service import run as run_job
 
     rt = _runtime()
     try:
@@ -166,8 +145,6 @@ def run(
                 st = run_job(rt, spec, progress)
         if grade is not None:
             st["grade"] = _grade(rt, st["job_id"], grade)
-    except (DatasetError, BudgetError, JobFailed, ValueError) as exc:
-        fail(str(exc), as_json)
     finally:
         rt.close()
     if as_json:
@@ -179,7 +156,7 @@ def run(
 
 
 def _grade(rt, job_id: str, labels: Path) -> dict:
-    from jobs.reporting import grade_job
+    from jobs.reports.job_grading import grade_job
 
     return grade_job(rt, job_id, labels)
 
@@ -188,26 +165,12 @@ def _grade(rt, job_id: str, labels: Path) -> dict:
 @with_job_spec
 def submit(spec: object = None, as_json: bool = JsonOption) -> None:
     """Validate and ingest a dataset and enqueue it for workers (or for `resume` without a broker)."""
-    from jobs.budgets import BudgetError
-    from jobs.datasets import DatasetError
-    from jobs.service import status, submit as submit_job
-    from jobs.taskqueue import queue_for
+    from jobs.lifecycle.service import status, submit as submit_job
+    from jobs.pipeline.tasks import queue_for
 
     rt = _runtime()
-    try:
-        job_id = submit_job(rt, spec, queue_for(rt.settings))
-    except (DatasetError, BudgetError, ValueError) as exc:
-        fail(str(exc), as_json)
+    job_id = submit_job(rt, spec, queue_for(rt.settings))
     _print_status(status(rt, job_id), as_json)
-
-
-def _with_job(fn, *args, as_json: bool = False, **kwargs):
-    from jobs.service import JobNotFound
-
-    try:
-        return fn(*args, **kwargs)
-    except JobNotFound as exc:
-        fail(str(exc), as_json)
 
 
 @app.command("status")
@@ -218,10 +181,10 @@ def status_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """State, item counts by state, invalid rows, calls, cost and savings of a job."""
-    from jobs.service import status
+    from jobs.lifecycle.service import status
 
     rt = _runtime()
-    st = _with_job(status, rt, job_id, as_json=as_json)
+    st = status(rt, job_id)
     if watch:
         from jobs.cli.watch import watch as watch_job
 
@@ -234,7 +197,7 @@ def status_cmd(
 @app.command("list")
 def list_cmd(limit: int = typer.Option(20, "--limit"), as_json: bool = JsonOption) -> None:
     """The most recent jobs."""
-    from jobs.service import list_jobs
+    from jobs.lifecycle.service import list_jobs
 
     jobs = list_jobs(_runtime(), limit)
 
@@ -252,9 +215,9 @@ def list_cmd(limit: int = typer.Option(20, "--limit"), as_json: bool = JsonOptio
 @app.command()
 def cancel(job_id: str = typer.Argument(...), as_json: bool = JsonOption) -> None:
     """Stop new provider calls for a job; calls already in flight are recorded."""
-    from jobs.service import cancel as cancel_job
+    from jobs.lifecycle.service import cancel as cancel_job
 
-    _print_status(_with_job(cancel_job, _runtime(), job_id, as_json=as_json), as_json)
+    _print_status(cancel_job(_runtime(), job_id), as_json)
 
 
 @app.command()
@@ -265,15 +228,14 @@ def resume(
     as_json: bool = JsonOption,
 ) -> None:
     """Re-enqueue every unfinished item; without a broker, run them here."""
-    from jobs.queue import InlineQueue
-    from jobs.service import drain_inline, resume as resume_job, status
-    from jobs.taskqueue import queue_for
+    from jobs.lifecycle.service import drain_inline, resume as resume_job, status
+    from jobs.pipeline.tasks import InlineQueue, queue_for
 
     rt = _runtime()
     try:
         queue = queue_for(rt.settings)
         inline = isinstance(queue, InlineQueue)
-        st = _with_job(resume_job, rt, job_id, queue, retry_failed=retry_failed, force=force or inline, as_json=as_json)
+        st = resume_job(rt, job_id, queue, retry_failed=retry_failed, force=force or inline)
         if inline:
             drain_inline(rt, queue, job_id)
             st = status(rt, job_id)
@@ -291,13 +253,10 @@ def export(
     as_json: bool = JsonOption,
 ) -> None:
     """Write results in the OpenAI Batch output format (or Parquet), one line per item."""
-    from jobs.export import export_job
+    from jobs.ledger.export import export_job
 
     rt = _runtime()
-    try:
-        counts = export_job(rt.db_url, job_id, out, errors, fmt)
-    except (LookupError, ValueError) as exc:
-        fail(str(exc), as_json)
+    counts = export_job(rt.db_url, job_id, out, errors, fmt)
     data = {"job_id": job_id, "out": str(out), "errors": str(errors) if errors else None, **counts}
     emit(data, as_json, lambda con: con.print(f"wrote {counts['results']} results to {out}" + (f", {counts['errors']} errors to {errors}" if errors else "")))
 
@@ -305,7 +264,7 @@ def export(
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head"), as_json: bool = JsonOption) -> None:
     """Apply the Alembic migrations to ROUTEBATCH_DATABASE_URL."""
-    from jobs.db.migrate import upgrade
+    from jobs.ledger.migrate import upgrade
     from jobs.settings import get_settings
 
     url = get_settings().database_url

@@ -21,8 +21,8 @@ def ledger(
     as_json: bool = JsonOption,
 ) -> None:
     """Where the money went: the ledger's SQL views, grouped by job, model or day."""
-    from jobs.db.migrate import ensure_schema
-    from jobs.ledger import ledger_rows
+    from jobs.ledger.migrate import ensure_schema
+    from jobs.ledger.views import ledger_rows
     from jobs.settings import get_settings
 
     try:
@@ -53,7 +53,7 @@ def ledger(
 @db_app.command("grant-readonly")
 def grant_readonly_cmd(role: str = typer.Argument(..., help="Role to create or update."), as_json: bool = JsonOption) -> None:
     """Create a Postgres role that can read the ledger (tables and views) and nothing else."""
-    from jobs.ledger import grant_readonly
+    from jobs.ledger.views import grant_readonly
     from jobs.settings import get_settings
 
     try:
@@ -81,7 +81,7 @@ def plan(
 
     from jobs.config import ConfigError, load_config
     from jobs.datasets import DatasetError
-    from jobs.planning import estimate, plan_table
+    from jobs.reports.planning import estimate, plan_table
     from jobs.settings import get_settings
 
     try:

@@ -27,10 +27,16 @@ def emit(data: Any, as_json: bool, render: Callable[[Console], None] | None = No
         render(console())
 
 
-def fail(message: str, as_json: bool = False, code: int = 1) -> NoReturn:
-    """A one-line error and a non-zero exit, never a traceback."""
+def print_error(message: str, as_json: bool = False) -> None:
+    """One line: ``{"error": ...}`` on stdout for scripts, else a red line on stderr."""
     if as_json:
         sys.stdout.write(json.dumps({"error": message}) + "\n")
+        sys.stdout.flush()
     else:
         console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str, as_json: bool = False, code: int = 1) -> NoReturn:
+    """A one-line error and a non-zero exit, never a traceback."""
+    print_error(message, as_json)
     raise typer.Exit(code)

@@ -1,6 +1,6 @@
 """``routebatch status JOB --watch``: live bars per item state and the spend so far.
 
-Polls ``jobs.service.status`` (one cheap GROUP BY) rather than listening to workers, so it
+Polls ``jobs.lifecycle.service.status`` (one cheap GROUP BY) rather than listening to workers, so it
 works from any machine that can reach the database, for a job started anywhere.
 """
 
@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from jobs.states import ItemState, JobState
+from jobs.lifecycle.states import ItemState, JobState
 
 # In the order an item moves through them; terminal states last.
 STATE_ORDER = [st.value for st in ItemState]

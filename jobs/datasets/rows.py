@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from jobs.errors import DatasetError, RowError
+
+__all__ = ["BadRow", "DatasetError", "PromptRow", "RowError"]
+
 
 @dataclass(slots=True)
 class PromptRow:
@@ -24,14 +28,3 @@ class BadRow:
     raw: str | None = field(default=None, repr=False)
 
 
-class RowError(ValueError):
-    """A row is invalid; ``field`` names the offending field (None for the whole line)."""
-
-    def __init__(self, field: str | None, reason: str) -> None:
-        super().__init__(reason)
-        self.field = field
-        self.reason = reason
-
-
-class DatasetError(Exception):
-    """The file as a whole cannot be read (missing, unreadable, unknown format)."""

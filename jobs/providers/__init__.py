@@ -8,7 +8,7 @@ answer files).
 
 from jobs.providers.pool import ProviderPool
 from jobs.providers.ratelimit import RateLimiter, limiter_for
-from jobs.providers.simulated import SimulatedServer, start_simulated_provider, start_simulated_providers
+from jobs.providers.sim.server import SimulatedServer, start_simulated_provider, start_simulated_providers
 from jobs.providers.transport import FastTransport
 from jobs.providers.types import Attempt, CallResult, ChatRequest
 

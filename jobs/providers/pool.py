@@ -38,7 +38,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from jobs import tokens
+from jobs.money import tokens
 from jobs.config import AppConfig, ModelConfig, ProviderConfig, RetryConfig
 from jobs.providers.errors import (
     exception_error_class,

@@ -63,8 +63,8 @@ class CountingSim:
     """The simulated provider in a thread of the test process, counting calls per prompt."""
 
     def __init__(self, latency_ms: float = 100.0, **options) -> None:
-        from jobs.providers.sim_options import SimOptions
-        from jobs.providers.simulated import SimulatedServer
+        from jobs.providers.sim.options import SimOptions
+        from jobs.providers.sim.server import SimulatedServer
 
         self.server = SimulatedServer(SimOptions.from_dict({"latency_ms": latency_ms, **options})).start()
         self.calls: collections.Counter[str] = collections.Counter()
@@ -352,8 +352,8 @@ class PrivatePostgres:
 def job_counts(db_url: str, job_id: str) -> dict[str, int]:
     from sqlalchemy import func, select
 
-    from jobs.db.models import Item
-    from jobs.db.session import session_scope
+    from jobs.ledger.models import Item
+    from jobs.ledger.session import session_scope
 
     with session_scope(db_url) as s:
         return dict(s.execute(select(Item.state, func.count()).where(Item.job_id == job_id).group_by(Item.state)).all())
@@ -362,8 +362,8 @@ def job_counts(db_url: str, job_id: str) -> dict[str, int]:
 def job_state(db_url: str, job_id: str) -> str:
     from sqlalchemy import select
 
-    from jobs.db.models import Job
-    from jobs.db.session import session_scope
+    from jobs.ledger.models import Job
+    from jobs.ledger.session import session_scope
 
     with session_scope(db_url) as s:
         return s.scalar(select(Job.state).where(Job.id == job_id)) or ""
@@ -380,9 +380,9 @@ def check_ledger(db_url: str, job_id: str, sim: CountingSim | None = None, *, ex
     """
     from sqlalchemy import func, select
 
-    from jobs.db.models import Attempt, Item, Job
-    from jobs.db.session import session_scope
-    from jobs.states import ITEM_TERMINAL
+    from jobs.ledger.models import Attempt, Item, Job
+    from jobs.ledger.session import session_scope
+    from jobs.lifecycle.states import ITEM_TERMINAL
 
     with session_scope(db_url) as s:
         job = s.get(Job, job_id)
@@ -430,7 +430,7 @@ def _budget_spent(s, job_id: str) -> int | None:
     """
     from sqlalchemy import func, select
 
-    from jobs.db.models import BudgetWindow, Job
+    from jobs.ledger.models import BudgetWindow, Job
 
     budget_id = s.scalar(select(Job.job_budget_id).where(Job.id == job_id))
     if budget_id is None:

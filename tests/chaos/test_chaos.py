@@ -144,7 +144,7 @@ def test_postgres_restart_mid_job(tmp_path, private_redis):
     finally:
         cluster.stop_all()
         sim.stop()
-        from jobs.db.session import dispose_all
+        from jobs.ledger.session import dispose_all
 
         dispose_all()
         pg.destroy()

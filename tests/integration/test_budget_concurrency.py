@@ -26,9 +26,9 @@ CAP_USD = 1_000 * AMOUNT / 1_000_000  # affords exactly 1,000
 
 
 def _reserver(url: str, job_id: str, window_id: int, first_item: int, hold_forever: bool, ready) -> None:
-    from jobs.budgets import open_reservation, settle
-    from jobs.db.models import Item
-    from jobs.db.session import session_scope
+    from jobs.money.budgets import open_reservation, settle
+    from jobs.ledger.models import Item
+    from jobs.ledger.session import session_scope
 
     admitted = 0
     for k in range(PER_PROC):
@@ -52,11 +52,11 @@ def _reserver(url: str, job_id: str, window_id: int, first_item: int, hold_forev
 
 
 def test_eight_processes_never_overspend_and_the_reaper_closes_dead_holds(pg_url: str) -> None:
-    from jobs.budgets import create_budget, current_window
-    from jobs.db.migrate import upgrade
-    from jobs.db.models import BudgetWindow, Item, Reservation
-    from jobs.db.session import session_scope
-    from jobs.recovery import recover_lost
+    from jobs.money.budgets import create_budget, current_window
+    from jobs.ledger.migrate import upgrade
+    from jobs.ledger.models import BudgetWindow, Item, Reservation
+    from jobs.ledger.session import session_scope
+    from jobs.lifecycle.recovery import recover_lost
 
     upgrade(pg_url)
     with session_scope(pg_url) as s:

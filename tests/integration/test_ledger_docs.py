@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
 
-from jobs.db.session import get_engine
-from jobs.service import JobSpec, run
+from jobs.ledger.session import get_engine
+from jobs.lifecycle.service import JobSpec, run
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def populated(tmp_path: Path, pg_url: str, runtime_factory) -> str:
 
 
 def test_every_documented_query_runs_for_a_readonly_analyst(populated: str) -> None:
-    from jobs.ledger import grant_readonly
+    from jobs.ledger.views import grant_readonly
 
     grant_readonly(populated, "rb_test_analyst")
     engine = get_engine(populated)

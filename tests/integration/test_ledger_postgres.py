@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, inspect, select, text
 
-from jobs.db.migrate import current_revision, head_revision, upgrade
-from jobs.db.models import Attempt, InvalidRow, Item
-from jobs.db.session import get_engine, session_scope
-from jobs.ingest import ingest_rows
+from jobs.ledger.migrate import current_revision, head_revision, upgrade
+from jobs.ledger.models import Attempt, InvalidRow, Item
+from jobs.ledger.session import get_engine, session_scope
+from jobs.ledger.ingest import ingest_rows
 from jobs.datasets import read_rows
-from jobs.service import JobSpec, run, status
+from jobs.lifecycle.service import JobSpec, run, status
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from jobs.db.session import session_scope
-from jobs.export import export_job
-from jobs.service import JobSpec, run
+from jobs.ledger.session import session_scope
+from jobs.ledger.export import export_job
+from jobs.lifecycle.service import JobSpec, run
 
 pytestmark = pytest.mark.integration
 

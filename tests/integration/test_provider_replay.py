@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.providers.replay import load_replay_table
-from jobs.reporting import grade_job
-from jobs.service import JobSpec, run
+from jobs.providers.sim.replay import load_replay_table
+from jobs.reports.job_grading import grade_job
+from jobs.lifecycle.service import JobSpec, run
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from jobs.db.session import session_scope
-from jobs.service import JobSpec, run
+from jobs.ledger.session import session_scope
+from jobs.lifecycle.service import JobSpec, run
 from tests.conftest import make_runtime
 
 pytestmark = pytest.mark.integration

@@ -108,9 +108,9 @@ def test_reaper_once_without_a_broker_repairs_and_runs_the_work_here(tmp_path):
 
     from sqlalchemy import update
 
-    from jobs.db.models import Item
-    from jobs.db.session import session_scope
-    from jobs.db.types import utcnow
+    from jobs.ledger.models import Item
+    from jobs.ledger.session import session_scope
+    from jobs.ledger.types import utcnow
     from tests.chaos.harness import write_prompts
 
     db = f"sqlite:///{tmp_path / 'l.db'}"
@@ -123,7 +123,7 @@ def test_reaper_once_without_a_broker_repairs_and_runs_the_work_here(tmp_path):
             .where(Item.job_id == st["job_id"], Item.id <= 5)
             .values(state="sent", lease_until=utcnow().replace(year=2000))
         )
-        from jobs.db.models import Job
+        from jobs.ledger.models import Job
 
         s.execute(update(Job).where(Job.id == st["job_id"]).values(state="in_progress", phase="generating"))
     out = run("reaper", "--once", "--json")

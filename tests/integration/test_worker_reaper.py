@@ -12,12 +12,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, text, update
 
-from jobs import execution, reaper
-from jobs.db.models import Attempt, Item, Job
-from jobs.db.session import get_engine, session_scope
-from jobs.db.types import utcnow
-from jobs.queue import InlineQueue
-from jobs.service import JobSpec, cancel, drain_inline, submit
+from jobs.lifecycle import reaper
+from jobs.pipeline import execution
+from jobs.ledger.models import Attempt, Item, Job
+from jobs.ledger.session import get_engine, session_scope
+from jobs.ledger.types import utcnow
+from jobs.pipeline.tasks import InlineQueue
+from jobs.lifecycle.service import JobSpec, cancel, drain_inline, submit
 from jobs.settings import Settings
 from tests.chaos.harness import check_ledger, write_prompts
 
@@ -176,7 +177,7 @@ def test_late_answer_after_the_reaper_resent_is_a_recorded_duplicate(rt, tmp_pat
         first = s.execute(select(Item.response, Item.cost_micro_usd).where(Item.id == item_id)).one()
 
     from jobs.providers.types import Attempt as CallAttempt, CallResult, ChatRequest
-    from jobs.pricing import sync_prices
+    from jobs.money.pricing import sync_prices
 
     now = utcnow()
     attempt = CallAttempt(
@@ -203,7 +204,7 @@ def test_late_answer_after_the_reaper_resent_is_a_recorded_duplicate(rt, tmp_pat
 def test_only_one_reaper_at_a_time_on_postgres(rt, db_url):
     if db_url.startswith("sqlite"):
         pytest.skip("advisory locks are Postgres only")
-    from jobs.db.migrate import ensure_schema
+    from jobs.ledger.migrate import ensure_schema
 
     ensure_schema(db_url)
     with get_engine(db_url).connect() as conn:

@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from jobs.budgets import BudgetError, budget_report, create_budget, current_window, raise_budget, try_reserve, window_start
-from jobs.db.migrate import upgrade
-from jobs.db.models import Attempt, Budget, BudgetWindow, Item, LedgerEvent, Reservation
-from jobs.db.session import session_scope
-from jobs.service import JobSpec, run, status
+from jobs.money.budgets import BudgetError, budget_report, create_budget, current_window, raise_budget, try_reserve, window_start
+from jobs.ledger.migrate import upgrade
+from jobs.ledger.models import Attempt, Budget, BudgetWindow, Item, LedgerEvent, Reservation
+from jobs.ledger.session import session_scope
+from jobs.lifecycle.service import JobSpec, run, status
 
 
 def write_prompts(path: Path, n: int) -> Path:
@@ -119,8 +119,8 @@ def test_allocate_budget_spends_under_the_cap(tmp_path: Path, sqlite_url: str, r
 
 
 def test_lost_hold_is_settled_conservatively_and_attempts_add_up(tmp_path: Path, sqlite_url: str, runtime_factory) -> None:
-    from jobs.queue import InlineQueue
-    from jobs.service import drain_inline, resume
+    from jobs.pipeline.tasks import InlineQueue
+    from jobs.lifecycle.service import drain_inline, resume
 
     data = write_prompts(tmp_path / "in.jsonl", 20)
     rt = runtime_factory(sqlite_url)
@@ -133,7 +133,7 @@ def test_lost_hold_is_settled_conservatively_and_attempts_add_up(tmp_path: Path,
         s.execute(text("UPDATE budget_windows SET reserved_micro_usd = reserved_micro_usd + 5000 WHERE id = :w"), {"w": job_window})
         s.add(Reservation(id="dead", job_id=job_id, item_id=item.id, model=item.model, amount_micro_usd=5000, job_window_id=job_window,
                           state="open", created_at=datetime.now(UTC), lease_until=datetime.now(UTC) - timedelta(seconds=1)))
-        from jobs.db.models import Job
+        from jobs.ledger.models import Job
 
         s.execute(update(Job).where(Job.id == job_id).values(state="in_progress", phase="generating"))
     queue = InlineQueue()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from jobs.config import ConfigError, load_config
-from jobs.pricing import PriceVersion, usd_to_micro
+from jobs.money.pricing import PriceVersion, usd_to_micro
 
 GOOD = """
 [providers.openai]
@@ -89,9 +89,9 @@ def test_models_and_migrations_agree(tmp_path: Path) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from jobs.db.migrate import upgrade
-    from jobs.db.models import Base
-    from jobs.db.session import get_engine
+    from jobs.ledger.migrate import upgrade
+    from jobs.ledger.models import Base
+    from jobs.ledger.session import get_engine
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     upgrade(url)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from jobs.db.models import Attempt, InvalidRow, Item
-from jobs.db.session import session_scope
-from jobs.export import export_job
-from jobs.queue import InlineQueue
-from jobs.service import JobSpec, cancel, drain_inline, resume, run, status, submit
+from jobs.ledger.models import Attempt, InvalidRow, Item
+from jobs.ledger.session import session_scope
+from jobs.ledger.export import export_job
+from jobs.pipeline.tasks import InlineQueue
+from jobs.lifecycle.service import JobSpec, cancel, drain_inline, resume, run, status, submit
 
 BAD_LINES = [
     "{broken json",
@@ -147,7 +147,7 @@ def test_resume_recovers_items_lost_in_flight(tmp_path: Path, sqlite_url: str, r
     with session_scope(sqlite_url) as s:  # simulate the crash: 5 items back to 'sent', job back in progress
         ids = s.scalars(select(Item.id).where(Item.job_id == job_id).limit(5)).all()
         s.execute(update(Item).where(Item.id.in_(ids)).values(state="sent", lease_until=None))
-        from jobs.db.models import Job
+        from jobs.ledger.models import Job
 
         s.execute(update(Job).where(Job.id == job_id).values(state="in_progress", phase="generating"))
     queue = InlineQueue()

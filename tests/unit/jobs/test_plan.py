@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from jobs.config import load_config
-from jobs.planning import estimate, plan_table
+from jobs.reports.planning import estimate, plan_table
 
 
 def test_plan_is_monotone_and_the_budget_optimum_fits(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from jobs.config import load_config
-from jobs.reporting import grade_job
+from jobs.reports.job_grading import grade_job
 from jobs.runtime import Runtime
-from jobs.service import JobSpec, run
+from jobs.lifecycle.service import JobSpec, run
 from jobs.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[3]

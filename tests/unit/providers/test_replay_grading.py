@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jobs.config import parse_config
-from jobs.grading import grade, model_columns_from_config
+from jobs.reports.grading import grade, model_columns_from_config
 from jobs.providers import ChatRequest, ProviderPool, start_simulated_provider
 
 GSM8K = Path(__file__).resolve().parents[4] / "shared" / "data" / "routellm" / "gsm8k" / "gsm8k_responses.csv"
@@ -105,7 +105,7 @@ def test_replay_unknown_prompt_is_a_permanent_404(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not GSM8K.exists(), reason="shared GSM8K labels not present")
 def test_gsm8k_random_half_strong_lands_between_the_two_models() -> None:
-    from jobs.providers.replay import load_replay_table
+    from jobs.providers.sim.replay import load_replay_table
 
     table = load_replay_table(str(GSM8K))
     prompts = list(table.rows)

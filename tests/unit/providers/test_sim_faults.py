@@ -9,7 +9,7 @@ import statistics
 import pytest
 
 from jobs.providers import CallResult, ChatRequest, ProviderPool, start_simulated_provider
-from jobs.providers.sim_options import SimOptions
+from jobs.providers.sim.options import SimOptions
 from tests.unit.providers.conftest import make_config
 
 FAST_RETRY = {"max_attempts": 2, "backoff_base_s": 0, "backoff_cap_s": 0, "jitter": False}

@@ -8,7 +8,7 @@ import httpx
 
 from jobs.config import parse_config
 from jobs.providers import ChatRequest, ProviderPool, SimulatedServer, start_simulated_provider
-from jobs.providers.simulated import sim_prompt_tokens
+from jobs.providers.sim.server import sim_prompt_tokens
 
 
 def post(base: str, body: dict, **headers: str) -> httpx.Response:

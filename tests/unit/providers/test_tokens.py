@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import tokens
+from jobs.money import tokens
 from jobs.config import ModelConfig
 from jobs.providers import ChatRequest
 

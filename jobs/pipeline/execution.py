@@ -16,17 +16,17 @@ from datetime import timedelta
 import numpy as np
 from sqlalchemy import func, select, update
 
-from jobs.db.models import Budget, Item, Job
-from jobs.db.session import session_scope
-from jobs.admission import BudgetPlan, admit, budget_plan
-from jobs.budgets import settle
-from jobs.db.types import utcnow
-from jobs.ledger_writer import write_outcomes
-from jobs.pricing import PriceVersion, sync_prices
-from jobs.queue import TaskQueue
+from jobs.ledger.models import Budget, Item, Job
+from jobs.ledger.session import session_scope
+from jobs.money.admission import BudgetPlan, admit, budget_plan
+from jobs.money.budgets import settle
+from jobs.ledger.types import utcnow
+from jobs.ledger.writer import write_outcomes
+from jobs.money.pricing import PriceVersion, sync_prices
+from jobs.pipeline.tasks import TaskQueue
 from jobs.runtime import Runtime
-from jobs.states import ITEM_TERMINAL, ItemState, JobState
-from jobs import lifecycle
+from jobs.lifecycle.states import ITEM_TERMINAL, ItemState, JobState
+from jobs.lifecycle import transitions as lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,8 @@ def allocate_items(rt: Runtime, s, job: Job) -> None:
     """
     from routing.allocation import allocate_budget
 
-    from jobs.admission import worst_case_micro
-    from jobs.budgets import current_window
+    from jobs.money.admission import worst_case_micro
+    from jobs.money.budgets import current_window
 
     prices = sync_prices(s, rt.config, sorted({job.strong_model, job.weak_model} | _fallbacks(rt, {job.strong_model, job.weak_model})))
     default_max = job.spec.get("max_tokens") or rt.config.defaults.max_tokens
@@ -445,7 +445,7 @@ def _bound_estimated_usage(attempt, request) -> None:
     provider could have billed (another tokenizer), so it is bounded by what the request
     allowed: ``max_tokens`` of output and the byte bound of the input. The attempt stays
     flagged ``usage_estimated``."""
-    from jobs.admission import input_token_bound
+    from jobs.money.admission import input_token_bound
 
     if request.max_tokens and attempt.completion_tokens > request.max_tokens:
         attempt.completion_tokens = request.max_tokens

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from jobs.db.models import Item
-from jobs.db.session import session_scope
+from jobs.ledger.models import Item
+from jobs.ledger.session import session_scope
 from jobs.runtime import Runtime
 
 
@@ -17,7 +17,7 @@ def grade_job(rt: Runtime, job_id: str, labels: Path) -> dict:
     The model -> labels-column mapping is the simulated provider's ``replay_models``; for a
     model without one, its API name (``name``) or key is taken as the column.
     """
-    from jobs.grading import grade, model_columns_from_config
+    from jobs.reports.grading import grade, model_columns_from_config
 
     with session_scope(rt.db_url) as s:
         rows = s.execute(

@@ -31,8 +31,8 @@ from typing import Any
 
 import httptools
 
-from jobs.providers.replay import ReplayTable, load_replay_table, prompt_of
-from jobs.providers.sim_options import FAULT_KINDS, SimOptions
+from jobs.providers.sim.replay import ReplayTable, load_replay_table, prompt_of
+from jobs.providers.sim.options import FAULT_KINDS, SimOptions
 
 _WORD_RE = re.compile(r"\w+|[^\w\s]")
 _VOCAB = (

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from jobs.datasets.rows import BadRow, PromptRow
-from jobs.db.types import utcnow
+from jobs.ledger.types import utcnow
 
 STAGE_COLUMNS = ("line_no", "chunk", "custom_id", "prompt", "messages", "params", "max_tokens")
 _PG_STAGE = """CREATE TEMP TABLE IF NOT EXISTS rb_ingest_stage (

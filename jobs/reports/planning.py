@@ -16,7 +16,7 @@ import numpy as np
 
 from jobs.config import AppConfig
 from jobs.datasets import BadRow, read_rows
-from jobs.pricing import PriceVersion, micro_to_usd
+from jobs.money.pricing import PriceVersion, micro_to_usd
 from routing import get_router, route_strong, threshold_for_strong_share
 
 SCORE_BATCH = 256
@@ -46,7 +46,7 @@ def estimate(
     max_tokens: int | None = None,
     output_tokens: int | None = None,
 ) -> PlanInput:
-    from jobs.tokens import count_message_tokens
+    from jobs.money.tokens import count_message_tokens
 
     router = get_router(router_spec)
     ps, pw = _prices(config, strong), _prices(config, weak)

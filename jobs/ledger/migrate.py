@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import migrations
-from jobs.db.session import get_engine
+from jobs.ledger.session import get_engine
 
 
 def alembic_config(url: str) -> Config:

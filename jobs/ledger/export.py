@@ -12,8 +12,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from jobs.db.models import InvalidRow, Item, Job
-from jobs.db.session import session_scope
+from jobs.errors import ConfigError, JobNotFound
+from jobs.ledger.models import InvalidRow, Item, Job
+from jobs.ledger.session import session_scope
 
 EXPORT_FORMATS = ("openai", "parquet")
 _BATCH = 2000
@@ -71,11 +72,11 @@ def openai_line(item: Item, job: Job) -> dict:
 def export_job(db_url: str, job_id: str, out: Path, errors: Path | None = None, fmt: str = "openai") -> dict:
     """Write the results (and optionally the errors file); returns line counts."""
     if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+        raise ConfigError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
     with session_scope(db_url) as s:
         job = s.get(Job, job_id)
         if job is None:
-            raise LookupError(f"no job {job_id!r}")
+            raise JobNotFound(f"no job {job_id!r}")
     out.parent.mkdir(parents=True, exist_ok=True)
     counts = {"results": 0, "errors": 0}
     if fmt == "openai":

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobs.config import AppConfig, ModelConfig
-from jobs.db.models import Price
-from jobs.db.types import utcnow
+from jobs.ledger.models import Price
+from jobs.ledger.types import utcnow
 
 MICRO = 1_000_000
 

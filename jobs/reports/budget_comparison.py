@@ -11,9 +11,9 @@ def label_costs(records: list[Any], output_tokens: int) -> tuple[np.ndarray, np.
     """Per-prompt cost of each model in micro-USD: the record's ``strong_cost``/``weak_cost``
     when it has them, else the config's prices for the prompt's tokens plus ``output_tokens``."""
     from jobs.config import load_config
-    from jobs.pricing import PriceVersion
+    from jobs.money.pricing import PriceVersion
     from jobs.settings import get_settings
-    from jobs.tokens import count_text_tokens
+    from jobs.money.tokens import count_text_tokens
 
     cfg = load_config(get_settings().config_file())
     ps = PriceVersion.from_config(cfg.defaults.strong, cfg.model(cfg.defaults.strong))

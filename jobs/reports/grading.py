@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.providers.replay import load_replay_table
+from jobs.providers.sim.replay import load_replay_table
 
 
 @dataclass

@@ -15,10 +15,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobs.budgets import add_event, hold_of, release, settle
-from jobs.db.models import Attempt, Item, Reservation
-from jobs.db.types import utcnow
-from jobs.states import ItemState
+from jobs.money.budgets import add_event, hold_of, release, settle
+from jobs.ledger.models import Attempt, Item, Reservation
+from jobs.ledger.types import utcnow
+from jobs.lifecycle.states import ItemState
 
 LOST_MESSAGE = "worker stopped after marking the item sent; outcome unknown, sent again"
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import bindparam
 from sqlalchemy.orm import Session
 
-from jobs.db.models import Attempt, Item
+from jobs.ledger.models import Attempt, Item
 
 ATTEMPT_COLUMNS = (
     "id", "job_id", "item_id", "attempt_no", "model", "provider", "is_fallback", "request_id", "status_code",

@@ -18,9 +18,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
-from jobs.db.models import Budget, BudgetWindow, LedgerEvent, Reservation
-from jobs.db.types import utcnow
-from jobs.pricing import micro_to_usd, usd_to_micro
+from jobs.errors import BudgetError
+from jobs.ledger.models import Budget, BudgetWindow, LedgerEvent, Reservation
+from jobs.ledger.types import utcnow
+from jobs.money.pricing import micro_to_usd, usd_to_micro
 
 log = logging.getLogger("routebatch.budget")
 
@@ -28,10 +29,6 @@ WINDOWS = ("none", "daily", "weekly", "monthly")
 ALERT_LEVELS = (50, 80, 100)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 RESERVATION_LEASE = timedelta(minutes=15)
-
-
-class BudgetError(ValueError):
-    pass
 
 
 def window_start(window: str, now: datetime | None = None) -> datetime:

@@ -9,7 +9,7 @@ Three things can be lost when a process or a server dies, and each has one rule 
 * a message lost with Redis (a restart without persistence) or with a killed worker: a
   job with open items, nothing in flight, nothing waiting in its queue, and no progress
   for ``Settings.stall_after_s()`` (longer than any task may live) is enqueued again;
-* budget reservations of dead workers: ``jobs.recovery.recover_lost`` settles the hold of
+* budget reservations of dead workers: ``jobs.lifecycle.recovery.recover_lost`` settles the hold of
   a lost item at its reserved amount and releases holds of items never sent; any extra
   ``RESERVATION_REAPERS`` hooks run in the same transaction.
 
@@ -29,13 +29,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from jobs import lifecycle
-from jobs.db.models import Attempt, Item, Job
-from jobs.db.session import session_scope
-from jobs.db.types import utcnow
-from jobs.queue import TaskQueue
+from jobs.lifecycle import transitions as lifecycle
+from jobs.ledger.models import Attempt, Item, Job
+from jobs.ledger.session import session_scope
+from jobs.ledger.types import utcnow
+from jobs.pipeline.tasks import TaskQueue
 from jobs.runtime import Runtime
-from jobs.states import ITEM_OPEN, ItemState, JobState
+from jobs.lifecycle.states import ITEM_OPEN, ItemState, JobState
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def tick(rt: Runtime, queue: TaskQueue, now: datetime | None = None, deep: bool 
     ``deep`` forces (or skips) the stall check's one expensive query; by default it runs
     at most every stall/4 seconds (60 s at most) per runtime.
     """
-    from jobs.db.migrate import ensure_schema
+    from jobs.ledger.migrate import ensure_schema
 
     ensure_schema(rt.db_url)
     now = now or utcnow()
@@ -87,7 +87,7 @@ def tick(rt: Runtime, queue: TaskQueue, now: datetime | None = None, deep: bool 
     for item in dict.fromkeys(todo):
         queue.enqueue(*item)
         report.enqueued += 1
-    from jobs.execution import maybe_finalize
+    from jobs.pipeline.execution import maybe_finalize
 
     for job_id in dict.fromkeys(finalize):
         if maybe_finalize(rt, job_id):
@@ -102,14 +102,14 @@ def _try_lock(s: Session) -> bool:
 
 
 def reap_expired_leases(s: Session, rt: Runtime, now: datetime, todo: list[Enqueue], finalize: list[str]) -> tuple[int, int, int]:
-    """Items sent by a worker that died: ``jobs.recovery.recover_lost`` records the unknown
+    """Items sent by a worker that died: ``jobs.lifecycle.recovery.recover_lost`` records the unknown
     outcome (settling its budget hold at the reserved amount) and puts the item back to
     ``routed``; here its chunk is enqueued again, or, if its job is no longer running
     (cancelling), the item ends cancelled and the job is closed.
 
     Returns (items lost in flight, items cancelled, reservations settled or released).
     """
-    from jobs.recovery import recover_lost
+    from jobs.lifecycle.recovery import recover_lost
 
     provider_of = lambda m: rt.config.model(m).provider if m in rt.config.models else ""  # noqa: E731
     counts = {"lost_items": 0, "settled_at_reserved": 0, "released": 0, "jobs": set()}
@@ -139,8 +139,8 @@ def _active_job_ids(s: Session) -> list[str]:
 
 
 def lost_in_flight_attempt(rt: Runtime, job_id: str, item_id: int, model: str | None, now: datetime) -> Attempt:
-    """The ledger row for a call whose outcome nobody saw (same shape as ``jobs.recovery``)."""
-    from jobs.recovery import LOST_MESSAGE
+    """The ledger row for a call whose outcome nobody saw (same shape as ``jobs.lifecycle.recovery``)."""
+    from jobs.lifecycle.recovery import LOST_MESSAGE
 
     return Attempt(
         id=uuid.uuid4().hex,

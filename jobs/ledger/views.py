@@ -10,7 +10,7 @@ from datetime import date, datetime
 
 from sqlalchemy import text
 
-from jobs.db.session import get_engine
+from jobs.ledger.session import get_engine
 
 GROUPINGS = ("job", "model", "day")
 

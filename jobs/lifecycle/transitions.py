@@ -1,21 +1,18 @@
 """Job state transitions as small named functions, each stamping its timestamp.
 
 Illegal transitions raise, so a bug cannot move a completed job back to validating; the
-legal moves are the table in ``jobs.states``.
+legal moves are the table in ``jobs.lifecycle.states``.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import select, update
 
-from jobs.db.models import Item, Job
-from jobs.db.session import session_scope
-from jobs.db.types import utcnow
-from jobs.states import JOB_TRANSITIONS, ItemState, JobState
-
-
-class IllegalTransition(RuntimeError):
-    pass
+from jobs.errors import IllegalTransition
+from jobs.ledger.models import Item, Job
+from jobs.ledger.session import session_scope
+from jobs.ledger.types import utcnow
+from jobs.lifecycle.states import JOB_TRANSITIONS, ItemState, JobState
 
 
 def transition(job: Job, target: JobState) -> None:
@@ -39,7 +36,7 @@ def cancel_unsent_items(db_url: str, job_id: str, item_ids: list[int], holds: li
     They end ``cancelled`` (or ``skipped_budget`` when the budget stopped the job), and
     any money held for them is released to zero: these calls provably were not made.
     """
-    from jobs.budgets import release
+    from jobs.money.budgets import release
 
     with session_scope(db_url) as s:
         for hold in holds or []:

@@ -34,10 +34,6 @@ def get_engine(url: str) -> Engine:
     return engine
 
 
-def is_postgres(engine: Engine) -> bool:
-    return engine.dialect.name == "postgresql"
-
-
 @lru_cache(maxsize=8)
 def _factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(get_engine(url), expire_on_commit=False)
@@ -61,10 +57,15 @@ def _engines() -> list[Engine]:
     return [get_engine(url) for url in _urls_seen]
 
 
-def dispose_all() -> None:
-    """Drop pooled connections (tests that drop databases, forked workers)."""
+def dispose_all(*, close: bool = True) -> None:
+    """Drop pooled connections and forget every engine.
+
+    Tests that drop databases close them; a forked worker child passes ``close=False``:
+    closing would send a terminate message on a socket the parent still uses
+    (SQLAlchemy's advice for forked processes is ``dispose(close=False)``).
+    """
     for engine in _engines():
-        engine.dispose()
+        engine.dispose(close=close)
     get_engine.cache_clear()
     _factory.cache_clear()
     _urls_seen.clear()

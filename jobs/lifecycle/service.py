@@ -14,25 +14,23 @@ from pathlib import Path
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import case, func, select, update
 
-from jobs import execution, lifecycle
-from jobs.budgets import budget_report, create_budget, get_budget
-from jobs.recovery import recover_lost
+from jobs.errors import ConfigError, JobFailed, JobNotFound
+from jobs.lifecycle import transitions as lifecycle
+from jobs.pipeline import execution
+from jobs.money.budgets import budget_report, create_budget, get_budget
+from jobs.lifecycle.recovery import recover_lost
 from routing.registry import validate_spec
 from jobs.datasets import DatasetError, read_rows
 from jobs.datasets.readers import detect_format
-from jobs.db.migrate import ensure_schema
-from jobs.db.models import Attempt, Budget, InvalidRow, Item, Job
-from jobs.db.session import get_engine, session_scope
-from jobs.db.types import utcnow
-from jobs.ingest import ingest_rows
-from jobs.pricing import PriceVersion, latest_price, micro_to_usd, sync_prices
-from jobs.queue import InlineQueue, TaskQueue
+from jobs.ledger.migrate import ensure_schema
+from jobs.ledger.models import Attempt, Budget, InvalidRow, Item, Job
+from jobs.ledger.session import get_engine, session_scope
+from jobs.ledger.types import utcnow
+from jobs.ledger.ingest import ingest_rows
+from jobs.money.pricing import PriceVersion, latest_price, micro_to_usd, sync_prices
+from jobs.pipeline.tasks import InlineQueue, TaskQueue
 from jobs.runtime import Runtime
-from jobs.states import ITEM_TERMINAL, ItemState, JobState
-
-
-class JobNotFound(LookupError):
-    pass
+from jobs.lifecycle.states import ITEM_TERMINAL, ItemState, JobState
 
 
 class JobSpec(BaseModel):
@@ -81,7 +79,10 @@ def submit(rt: Runtime, spec: JobSpec, queue: TaskQueue, on_progress: ProgressFn
     weak = spec.weak or cfg.defaults.weak
     cfg.model(strong), cfg.model(weak)
     router = spec.router or cfg.defaults.router
-    validate_spec(router)
+    try:
+        validate_spec(router)
+    except ValueError as exc:  # routing/ knows nothing of jobs.errors
+        raise ConfigError(str(exc)) from exc
     chunk_size = spec.chunk_size or cfg.defaults.chunk_size
     threshold = spec.threshold
     strong_share = spec.strong_share if threshold is None else None
@@ -132,10 +133,6 @@ def submit(rt: Runtime, spec: JobSpec, queue: TaskQueue, on_progress: ProgressFn
     for chunk in range(report.chunks):
         queue.enqueue("score", job_id, chunk)
     return job_id
-
-
-class JobFailed(RuntimeError):
-    """A step of an inline job raised; the job is marked failed with this message."""
 
 
 def drain_inline(rt: Runtime, queue: InlineQueue, job_id: str, on_progress: ProgressFn | None = None) -> None:

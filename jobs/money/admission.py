@@ -14,14 +14,14 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from jobs import lifecycle
-from jobs.budgets import Hold, add_event, current_window, open_reservation
-from jobs.db.models import Budget, Item, Job
-from jobs.db.session import session_scope
-from jobs.db.types import utcnow
-from jobs.pricing import PriceVersion
+from jobs.lifecycle import transitions as lifecycle
+from jobs.money.budgets import Hold, add_event, current_window, open_reservation
+from jobs.ledger.models import Budget, Item, Job
+from jobs.ledger.session import session_scope
+from jobs.ledger.types import utcnow
+from jobs.money.pricing import PriceVersion
 from jobs.runtime import Runtime
-from jobs.states import ItemState, JobState
+from jobs.lifecycle.states import ItemState, JobState
 
 PER_MESSAGE_BOUND = 8
 PER_REQUEST_BOUND = 16
@@ -94,7 +94,7 @@ def _room_without_holds(s, window_ids: tuple[int, ...]) -> int:
     """What the tightest window could still afford if every hold were released."""
     from sqlalchemy import func
 
-    from jobs.db.models import BudgetWindow
+    from jobs.ledger.models import BudgetWindow
 
     if not window_ids:
         return 2**62

@@ -1,1 +1,0 @@
-"""Ledger database: schema, sessions, migrations."""
