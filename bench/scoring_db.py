@@ -1,6 +1,6 @@
 """Scoring through the job pipeline vs the bare forward pass, in one run.
 
-End to end here is what a score worker does: `jobs.pipeline.execution.score_chunk` reads a chunk's
+End to end here is what a score worker does: `jobs.pipeline.score.score_chunk` reads a chunk's
 prompts from the ledger, the router tokenises, embeds (cache miss: the prompts are new)
 and scores them, and the scores are written back. Bare is the encoder's forward pass alone
 on the same prompts, tokenised and padded beforehand, at the same batch size. Target (issue
@@ -27,7 +27,7 @@ def main() -> None:
     from scoring import batched, synthetic_prompts, time_bare_forward
 
     from jobs.config import load_config
-    from jobs.pipeline.execution import score_chunk
+    from jobs.pipeline.score import score_chunk
     from jobs.pipeline.tasks import InlineQueue
     from jobs.runtime import Runtime
     from jobs.lifecycle.service import JobSpec, submit

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from jobs.errors import ConfigError
@@ -102,6 +103,26 @@ class AppConfig(_Strict):
             return self.models[name]
         except KeyError:
             raise ConfigError(f"unknown model {name!r}; configured: {', '.join(sorted(self.models))}") from None
+
+    def fallback_chain(self, model: str) -> list[str]:
+        """``model`` then its fallbacks in order, each once (a cycle ends the chain)."""
+        chain: list[str] = []
+        current: str | None = model
+        while current is not None and current not in chain:
+            chain.append(current)
+            current = self.model(current).fallback
+        return chain
+
+    def models_with_fallbacks(self, models: Iterable[str]) -> list[str]:
+        """Every model a call to one of ``models`` may end on (prices to load, holds to size)."""
+        out: dict[str, None] = {}
+        for m in models:
+            out.update(dict.fromkeys(self.fallback_chain(m)))
+        return sorted(out)
+
+    def max_tokens_for(self, model: str, row_max_tokens: int | None = None, job_max_tokens: int | None = None) -> int:
+        """Which ``max_tokens`` a call carries: the row's, else the model's, else the job's, else the default."""
+        return row_max_tokens or self.model(model).max_tokens or job_max_tokens or self.defaults.max_tokens
 
     def provider_of(self, model_name: str) -> ProviderConfig:
         return self.providers[self.model(model_name).provider]

@@ -1,6 +1,6 @@
-"""Celery tasks: thin glue that calls ``jobs.pipeline.execution.run_task`` with this process's Runtime.
+"""Celery tasks: thin glue that calls ``jobs.pipeline.runner.run_task`` with this process's Runtime.
 
-Every task is idempotent (``jobs.pipeline.execution`` guards each state change in SQL), so the
+Every task is idempotent (``jobs.pipeline`` guards each state change in SQL), so the
 broker may deliver twice. Connection errors to Postgres or Redis are retried with backoff;
 if the retries run out, the reaper finds the stalled job and enqueues it again.
 """
@@ -21,15 +21,12 @@ log = logging.getLogger(__name__)
 def retryable_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean "a server was briefly away", not "this chunk is bad"."""
     import kombu.exceptions
-    import psycopg
     import redis.exceptions
-    import sqlalchemy.exc
+
+    from jobs.ledger.transient import transient_db_errors
 
     return (
-        sqlalchemy.exc.OperationalError,
-        sqlalchemy.exc.InterfaceError,
-        psycopg.OperationalError,  # raw driver errors from COPY paths that bypass SQLAlchemy
-        psycopg.InterfaceError,
+        *transient_db_errors(),
         kombu.exceptions.OperationalError,
         redis.exceptions.ConnectionError,
         redis.exceptions.TimeoutError,
@@ -62,11 +59,11 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
 def _make_task(task: str):
     def run(self, job_id: str, chunk: int | None = None) -> None:
-        from jobs.pipeline.execution import run_task
+        from jobs.pipeline.runner import run_task
         from worker.process import process_queue, process_runtime
 
         run_task(process_runtime(), process_queue(self.app), task, job_id, chunk)
 
     run.__name__ = run.__qualname__ = f"{task}_task"
-    run.__doc__ = f"Run jobs.pipeline.execution's {task!r} step for (job_id, chunk)."
+    run.__doc__ = f"Run the pipeline's {task!r} step for (job_id, chunk)."
     return run

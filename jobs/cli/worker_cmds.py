@@ -30,7 +30,7 @@ def reaper(
     while True:
         report = tick(rt, queue)
         if isinstance(queue, InlineQueue):  # no broker: do the re-enqueued work right here
-            from jobs.pipeline.execution import run_task
+            from jobs.pipeline.runner import run_task
 
             queue.drain(lambda task, job_id, chunk: run_task(rt, queue, task, job_id, chunk))
         if once:

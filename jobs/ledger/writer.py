@@ -9,18 +9,72 @@ cores as the senders) than the calls themselves. Other databases take the portab
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam
 from sqlalchemy.orm import Session
 
 from jobs.ledger.models import Attempt, Item
 
-ATTEMPT_COLUMNS = (
-    "id", "job_id", "item_id", "attempt_no", "model", "provider", "is_fallback", "request_id", "status_code",
-    "error_class", "error_message", "latency_ms", "prompt_tokens", "cached_tokens", "completion_tokens",
-    "usage_estimated", "cost_micro_usd", "price_id", "started_at", "finished_at",
-)
+if TYPE_CHECKING:
+    from jobs.providers.types import Attempt as CallAttempt
+
+ATTEMPT_COLUMNS = tuple(c.name for c in Attempt.__table__.columns)
+"""The columns of ``attempts``, from the model: one definition for COPY and INSERT alike."""
+
+
+def attempt_row(job_id: str, item_id: int, a: CallAttempt, cost_micro_usd: int, price_id: int | None) -> dict[str, Any]:
+    """The ``attempts`` row of one provider call, charged ``cost_micro_usd`` at ``price_id``."""
+    return {
+        "id": a.attempt_id,
+        "job_id": job_id,
+        "item_id": item_id,
+        "attempt_no": a.attempt_no,
+        "model": a.model,
+        "provider": a.provider,
+        "is_fallback": a.is_fallback,
+        "request_id": a.request_id,
+        "status_code": a.status_code,
+        "error_class": a.error_class,
+        "error_message": a.error_message,
+        "latency_ms": a.latency_ms,
+        "prompt_tokens": a.prompt_tokens,
+        "cached_tokens": a.cached_tokens,
+        "completion_tokens": a.completion_tokens,
+        "usage_estimated": a.usage_estimated,
+        "cost_micro_usd": cost_micro_usd,
+        "price_id": price_id,
+        "started_at": a.started_at,
+        "finished_at": a.finished_at,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one item's calls came to. ``cost_micro_usd`` and ``attempts`` are always added to
+    the item; the rest is written only while the item is still held by this claim."""
+
+    item_id: int
+    state: str
+    model: str | None
+    response: Any
+    status_code: int | None
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micro_usd: int
+    attempts: int
+
+    def guarded_params(self) -> dict[str, Any]:
+        """Bind parameters of the guarded outcome UPDATE (``b_id`` names the item: a bind
+        named like a column would also be added to the unguarded cost UPDATE by Core)."""
+        return {
+            "b_id": self.item_id, "state": str(self.state), "model": self.model, "response": self.response,
+            "status_code": self.status_code, "error": self.error, "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
 _STAGE = """CREATE TEMP TABLE IF NOT EXISTS rb_outcome_stage (
     id bigint, state text, model text, response text, status_code integer, error text,
     prompt_tokens integer, completion_tokens integer, cost bigint, n integer
@@ -34,18 +88,17 @@ FROM rb_outcome_stage AS st WHERE i.id = st.id AND i.state = 'sent'"""
 
 
 def write_outcomes(
-    s: Session, attempts: list[dict], outcomes: list[dict], now: datetime, lease: datetime | None
+    s: Session, attempts: list[dict[str, Any]], outcomes: list[Outcome], now: datetime, lease: datetime | None
 ) -> None:
-    """``outcomes``: dicts with b_id, state, model, response, status_code, error,
-    prompt_tokens, completion_tokens, b_cost, b_n. The outcome is written only where the
-    item is still 'sent' under ``lease``; the cost and attempt count are always added."""
+    """The outcome is written only where the item is still 'sent' under ``lease``; the cost
+    and attempt count are always added."""
     if s.get_bind().dialect.name == "postgresql":
         _write_postgres(s, attempts, outcomes, now, lease)
     else:
         _write_portable(s, attempts, outcomes, now, lease)
 
 
-def _write_postgres(s: Session, attempts: list[dict], outcomes: list[dict], now: datetime, lease: datetime | None) -> None:
+def _write_postgres(s: Session, attempts: list[dict[str, Any]], outcomes: list[Outcome], now: datetime, lease: datetime | None) -> None:
     raw = s.connection().connection.dbapi_connection
     with raw.cursor() as cur:
         if attempts:
@@ -59,9 +112,9 @@ def _write_postgres(s: Session, attempts: list[dict], outcomes: list[dict], now:
             for o in outcomes:
                 copy.write_row(
                     (
-                        o["b_id"], str(o["state"]), o["model"],
-                        json.dumps(o["response"], ensure_ascii=False) if o["response"] is not None else None,
-                        o["status_code"], o["error"], o["prompt_tokens"], o["completion_tokens"], o["b_cost"], o["b_n"],
+                        o.item_id, str(o.state), o.model,
+                        json.dumps(o.response, ensure_ascii=False) if o.response is not None else None,
+                        o.status_code, o.error, o.prompt_tokens, o.completion_tokens, o.cost_micro_usd, o.attempts,
                     )
                 )
         cur.execute(_ADD_COST)
@@ -71,7 +124,7 @@ def _write_postgres(s: Session, attempts: list[dict], outcomes: list[dict], now:
             cur.execute(_OUTCOME + " AND i.lease_until = %(lease)s", {"now": now, "lease": lease})
 
 
-def _write_portable(s: Session, attempts: list[dict], outcomes: list[dict], now: datetime, lease: datetime | None) -> None:
+def _write_portable(s: Session, attempts: list[dict[str, Any]], outcomes: list[Outcome], now: datetime, lease: datetime | None) -> None:
     if attempts:
         s.execute(Attempt.__table__.insert(), attempts)
     if not outcomes:
@@ -86,7 +139,7 @@ def _write_portable(s: Session, attempts: list[dict], outcomes: list[dict], now:
         ),
         # Only the b_* keys: Core would add any key named like a column (state, response...)
         # to this unguarded SET clause and overwrite the outcome of an item re-sent since.
-        [{"b_id": o["b_id"], "b_cost": o["b_cost"], "b_n": o["b_n"]} for o in outcomes],
+        [{"b_id": o.item_id, "b_cost": o.cost_micro_usd, "b_n": o.attempts} for o in outcomes],
     )
     guard = [items.c.id == bindparam("b_id"), items.c.state == "sent"]
     if lease is not None:
@@ -99,5 +152,5 @@ def _write_portable(s: Session, attempts: list[dict], outcomes: list[dict], now:
             status_code=bindparam("status_code"), error=bindparam("error"), prompt_tokens=bindparam("prompt_tokens"),
             completion_tokens=bindparam("completion_tokens"), lease_until=None, updated_at=now,
         ),
-        outcomes,
+        [o.guarded_params() for o in outcomes],
     )

@@ -10,8 +10,7 @@ Three things can be lost when a process or a server dies, and each has one rule 
   job with open items, nothing in flight, nothing waiting in its queue, and no progress
   for ``Settings.stall_after_s()`` (longer than any task may live) is enqueued again;
 * budget reservations of dead workers: ``jobs.lifecycle.recovery.recover_lost`` settles the hold of
-  a lost item at its reserved amount and releases holds of items never sent; any extra
-  ``RESERVATION_REAPERS`` hooks run in the same transaction.
+  a lost item at its reserved amount and releases holds of items never sent.
 
 Every tick is idempotent and runs under a Postgres advisory lock, so any number of workers
 may run it on a timer and only one does the work at a time. Re-enqueued chunks are safe
@@ -21,8 +20,6 @@ because every task skips items already past its step.
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -30,23 +27,18 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from jobs.lifecycle import transitions as lifecycle
-from jobs.ledger.models import Attempt, Item, Job
+from jobs.ledger.models import Item, Job
 from jobs.ledger.session import session_scope
 from jobs.ledger.types import utcnow
 from jobs.pipeline.tasks import TaskQueue
 from jobs.runtime import Runtime
-from jobs.lifecycle.states import ITEM_OPEN, ItemState, JobState
+from jobs.lifecycle.recovery import Enqueue, open_work, recover_lost
+from jobs.lifecycle.states import ITEM_OPEN, ItemState, JobState, Phase
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 0x726F_7574_6562_6174 & 0x7FFF_FFFF_FFFF_FFFF  # "routebat": one reaper at a time
 
-ReservationReaper = Callable[[Session, Runtime, datetime], int]
-RESERVATION_REAPERS: list[ReservationReaper] = []
-"""Extra hooks ``(session, runtime, now) -> settled`` run inside the reaper's transaction
-(the budgets' own recovery already runs through ``recover_lost``)."""
-
-Enqueue = tuple[str, str, int | None]
 
 
 @dataclass
@@ -81,13 +73,11 @@ def tick(rt: Runtime, queue: TaskQueue, now: datetime | None = None, deep: bool 
             report.skipped = True
             return report
         report.lost_in_flight, report.cancelled, report.reservations = reap_expired_leases(s, rt, now, todo, finalize)
-        for hook in RESERVATION_REAPERS:
-            report.reservations += hook(s, rt, now)
         report.rekicked = rekick_stalled(s, rt, queue, now, todo, finalize, deep)
     for item in dict.fromkeys(todo):
         queue.enqueue(*item)
         report.enqueued += 1
-    from jobs.pipeline.execution import maybe_finalize
+    from jobs.pipeline.finalize import maybe_finalize
 
     for job_id in dict.fromkeys(finalize):
         if maybe_finalize(rt, job_id):
@@ -109,8 +99,6 @@ def reap_expired_leases(s: Session, rt: Runtime, now: datetime, todo: list[Enque
 
     Returns (items lost in flight, items cancelled, reservations settled or released).
     """
-    from jobs.lifecycle.recovery import recover_lost
-
     provider_of = lambda m: rt.config.model(m).provider if m in rt.config.models else ""  # noqa: E731
     counts = {"lost_items": 0, "settled_at_reserved": 0, "released": 0, "jobs": set()}
     for job_id in _active_job_ids(s):  # per job: the (job_id, state) index, not a table scan
@@ -136,24 +124,6 @@ def reap_expired_leases(s: Session, rt: Runtime, now: datetime, todo: list[Enque
 
 def _active_job_ids(s: Session) -> list[str]:
     return list(s.scalars(select(Job.id).where(Job.state.in_([JobState.IN_PROGRESS, JobState.CANCELLING]))))
-
-
-def lost_in_flight_attempt(rt: Runtime, job_id: str, item_id: int, model: str | None, now: datetime) -> Attempt:
-    """The ledger row for a call whose outcome nobody saw (same shape as ``jobs.lifecycle.recovery``)."""
-    from jobs.lifecycle.recovery import LOST_MESSAGE
-
-    return Attempt(
-        id=uuid.uuid4().hex,
-        job_id=job_id,
-        item_id=item_id,
-        attempt_no=0,
-        model=model or "",
-        provider=rt.config.model(model).provider if model in rt.config.models else "",
-        error_class="LostInFlight",
-        error_message=LOST_MESSAGE,
-        started_at=now,
-        finished_at=now,
-    )
 
 
 def rekick_stalled(
@@ -192,7 +162,7 @@ def rekick_stalled(
             finalize.append(job.id)
             kicked.append(job.id)
             continue
-        step = "score" if job.phase == "scoring" else "generate"
+        step = "score" if job.phase == Phase.SCORING else "generate"
         backlog = getattr(queue, "backlog", None)
         if backlog is not None:
             try:
@@ -202,7 +172,7 @@ def rekick_stalled(
                 log.warning("reaper: cannot read the %s queue length", step, exc_info=True)
                 continue
         kicked.append(job.id)
-        todo.extend(_open_work(s, job.id, job.phase))
+        todo.extend(open_work(s, job.id, job.phase))
         # Touch one open item: the job counts as moving again, so the next tick waits a full
         # stall period before kicking it a second time (cheap even for a million items).
         first_open = select(func.min(Item.id)).where(Item.job_id == job.id, Item.state.in_(open_states)).scalar_subquery()
@@ -225,20 +195,6 @@ def _stall_check_due(rt: Runtime, now: datetime, stall: timedelta) -> bool:
     return True
 
 
-def _open_work(s: Session, job_id: str, phase: str) -> list[Enqueue]:
-    """The messages that move a job on from where its items are (as ``service.resume``)."""
-
-    def chunks(state: ItemState) -> list[int]:
-        return sorted(
-            s.scalars(select(Item.chunk).where(Item.job_id == job_id, Item.state == state).distinct()).all()
-        )
-
-    if phase == "scoring":
-        pending = chunks(ItemState.PENDING)
-        return [("score", job_id, c) for c in pending] or [("route", job_id, None)]
-    return [("generate", job_id, c) for c in chunks(ItemState.ROUTED)] + [("finalize", job_id, None)]
-
-
 def _cancel_leftovers(s: Session, job_id: str, now: datetime) -> int:
     """A cancelling job whose workers are gone: its unsent items end cancelled."""
     n = s.execute(
@@ -247,6 +203,6 @@ def _cancel_leftovers(s: Session, job_id: str, now: datetime) -> int:
         .values(state=ItemState.CANCELLED, lease_until=None, updated_at=now)
     ).rowcount
     job = s.get(Job, job_id)
-    if job is not None and job.phase == "scoring":
-        job.phase = "generating"  # so that maybe_finalize may close it
+    if job is not None and job.phase == Phase.SCORING:
+        job.phase = Phase.GENERATING  # so that maybe_finalize may close it
     return n

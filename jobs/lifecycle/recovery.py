@@ -18,7 +18,10 @@ from sqlalchemy.orm import Session
 from jobs.money.budgets import add_event, hold_of, release, settle
 from jobs.ledger.models import Attempt, Item, Reservation
 from jobs.ledger.types import utcnow
-from jobs.lifecycle.states import ItemState
+from jobs.lifecycle.states import ItemState, Phase
+
+Enqueue = tuple[str, str, int | None]
+"""(step, job id, chunk) to put on the queue."""
 
 LOST_MESSAGE = "worker stopped after marking the item sent; outcome unknown, sent again"
 
@@ -75,3 +78,16 @@ def recover_lost(s: Session, *, job_id: str | None = None, force: bool = False, 
         counts["released"] += 1
         add_event(s, "reaper_released", f"reservation of item {res.item_id} released to zero (never sent)", job_id=res.job_id)
     return counts
+
+
+def open_work(s: Session, job_id: str, phase: str) -> list[Enqueue]:
+    """The messages that move a job on from where its items are: shared by ``resume`` and
+    the reaper, so both re-enqueue the same work."""
+
+    def chunks(state: ItemState) -> list[int]:
+        return sorted(s.scalars(select(Item.chunk).where(Item.job_id == job_id, Item.state == state).distinct()).all())
+
+    if phase == Phase.SCORING:
+        pending = chunks(ItemState.PENDING)
+        return [("score", job_id, c) for c in pending] or [("route", job_id, None)]
+    return [("generate", job_id, c) for c in chunks(ItemState.ROUTED)] + [("finalize", job_id, None)]

@@ -16,9 +16,9 @@ from sqlalchemy import case, func, select, update
 
 from jobs.errors import ConfigError, JobFailed, JobNotFound
 from jobs.lifecycle import transitions as lifecycle
-from jobs.pipeline import execution
+from jobs.pipeline import runner
 from jobs.money.budgets import budget_report, create_budget, get_budget
-from jobs.lifecycle.recovery import recover_lost
+from jobs.lifecycle.recovery import open_work, recover_lost
 from routing.registry import validate_spec
 from jobs.datasets import DatasetError, read_rows
 from jobs.datasets.readers import detect_format
@@ -30,7 +30,7 @@ from jobs.ledger.ingest import ingest_rows
 from jobs.money.pricing import PriceVersion, latest_price, micro_to_usd, sync_prices
 from jobs.pipeline.tasks import InlineQueue, TaskQueue
 from jobs.runtime import Runtime
-from jobs.lifecycle.states import ITEM_TERMINAL, ItemState, JobState
+from jobs.lifecycle.states import ITEM_TERMINAL, ItemState, JobState, Phase
 
 
 class JobSpec(BaseModel):
@@ -108,7 +108,7 @@ def submit(rt: Runtime, spec: JobSpec, queue: TaskQueue, on_progress: ProgressFn
                 strong_share=strong_share,
                 state=JobState.VALIDATING,
                 validating_at=now,
-                phase="scoring",
+                phase=Phase.SCORING,
                 budget_id=named,
                 job_budget_id=own,
                 on_exhausted=spec.on_exhausted,
@@ -140,13 +140,13 @@ def drain_inline(rt: Runtime, queue: InlineQueue, job_id: str, on_progress: Prog
     that went away) fails the job with the reason instead of leaving it in progress."""
     after = (lambda: on_progress(status(rt, job_id))) if on_progress else None
     try:
-        queue.drain(lambda task, jid, chunk: execution.run_task(rt, queue, task, jid, chunk), after)
+        queue.drain(lambda task, jid, chunk: runner.run_task(rt, queue, task, jid, chunk), after)
     except Exception as exc:  # noqa: BLE001 - reported on the job and to the caller
         message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         with session_scope(rt.db_url) as s:
             job = s.get(Job, job_id)
             if job is not None and not JobState(job.state).terminal:
-                job.phase = "done"
+                job.phase = Phase.DONE
                 lifecycle.fail(job, message)
         raise JobFailed(f"job {job_id} failed: {message} (fix the cause, then `routebatch resume {job_id}`)") from exc
 
@@ -296,7 +296,7 @@ def cancel(rt: Runtime, job_id: str) -> dict:
             select(func.count()).select_from(Item).where(Item.job_id == job_id, Item.state == ItemState.SENT)
         )
         if not in_flight:
-            job.phase = "done"
+            job.phase = Phase.DONE
             lifecycle.transition(job, JobState.CANCELLED)
     return status(rt, job_id)
 
@@ -332,28 +332,11 @@ def resume(rt: Runtime, job_id: str, queue: TaskQueue, *, retry_failed: bool = F
         open_count = sum(n for st, n in counts.items() if ItemState(st) not in ITEM_TERMINAL)
         if open_count == 0:
             return status(rt, job_id)
-        if job.state != JobState.IN_PROGRESS:
-            if job.state in (JobState.CANCELLING, JobState.VALIDATING):
-                job.state = JobState.IN_PROGRESS  # recovery from a crash mid-transition
-                job.in_progress_at = now
-            else:
-                lifecycle.transition(job, JobState.IN_PROGRESS)
+        lifecycle.transition(job, JobState.IN_PROGRESS)
         job.error = None
         needs_scoring = counts.get(ItemState.PENDING, 0) + counts.get(ItemState.SCORED, 0) > 0
-        job.phase = "scoring" if needs_scoring else "generating"
-        pending_chunks = s.scalars(
-            select(Item.chunk).where(Item.job_id == job_id, Item.state == ItemState.PENDING).distinct()
-        ).all()
-        routed_chunks = s.scalars(
-            select(Item.chunk).where(Item.job_id == job_id, Item.state == ItemState.ROUTED).distinct()
-        ).all()
-    if needs_scoring:
-        for chunk in sorted(pending_chunks):
-            queue.enqueue("score", job_id, chunk)
-        if not pending_chunks:
-            queue.enqueue("route", job_id)
-    else:
-        for chunk in sorted(routed_chunks):
-            queue.enqueue("generate", job_id, chunk)
-        queue.enqueue("finalize", job_id)
+        job.phase = Phase.SCORING if needs_scoring else Phase.GENERATING
+        todo = open_work(s, job_id, job.phase)
+    for step in todo:
+        queue.enqueue(*step)
     return status(rt, job_id)

@@ -30,6 +30,14 @@ JOB_TERMINAL = frozenset(
 )
 
 
+class Phase(StrEnum):
+    """Where the pipeline of an in-progress job is; the reaper re-enqueues work by phase."""
+
+    SCORING = "scoring"
+    GENERATING = "generating"
+    DONE = "done"
+
+
 class ItemState(StrEnum):
     PENDING = "pending"
     SCORED = "scored"
@@ -56,7 +64,7 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
         {JobState.FINALIZING, JobState.FAILED, JobState.CANCELLING, JobState.EXPIRED, JobState.BUDGET_EXHAUSTED}
     ),
     JobState.FINALIZING: frozenset({JobState.COMPLETED, JobState.FAILED, JobState.IN_PROGRESS}),
-    JobState.CANCELLING: frozenset({JobState.CANCELLED}),
+    JobState.CANCELLING: frozenset({JobState.CANCELLED, JobState.IN_PROGRESS}),  # resume after a crash mid-cancel
     JobState.FAILED: frozenset({JobState.IN_PROGRESS}),  # resume
     JobState.CANCELLED: frozenset({JobState.IN_PROGRESS}),  # resume
     JobState.EXPIRED: frozenset({JobState.IN_PROGRESS}),  # resume

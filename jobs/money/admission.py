@@ -14,44 +14,26 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from jobs.config import AppConfig
 from jobs.lifecycle import transitions as lifecycle
 from jobs.money.budgets import Hold, add_event, current_window, open_reservation
 from jobs.ledger.models import Budget, Item, Job
 from jobs.ledger.session import session_scope
 from jobs.ledger.types import utcnow
 from jobs.money.pricing import PriceVersion
+from jobs.money.tokens import input_token_bound
+from jobs.pipeline.request import RequestShape, request_shape
 from jobs.runtime import Runtime
 from jobs.lifecycle.states import ItemState, JobState
 
-PER_MESSAGE_BOUND = 8
-PER_REQUEST_BOUND = 16
-
-
-def input_token_bound(messages: list[dict]) -> int:
-    """An upper bound on input tokens for any byte-level BPE tokenizer: every token is at
-    least one byte, plus framing per message. Loose (about 4x), but a true bound, which is
-    what a reservation needs: the settlement can then never exceed it."""
-    total = PER_REQUEST_BOUND
-    for m in messages:
-        content = m.get("content")
-        if isinstance(content, list):
-            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        total += PER_MESSAGE_BOUND + len(str(content or "").encode("utf-8")) + len(str(m.get("role", "")))
-    return total
-
-
-def worst_case_micro(messages: list[dict], max_tokens: int, model: str, prices: dict[str, PriceVersion], rt: Runtime) -> int:
+def worst_case_micro(shape: RequestShape, model: str, prices: dict[str, PriceVersion], config: AppConfig) -> int:
     """Worst-case cost of one call, over the model and its fallback chain."""
-    tokens_in = input_token_bound(messages)
+    tokens_in = input_token_bound(shape.messages)
     worst = 0
-    seen: set[str] = set()
-    current: str | None = model
-    while current and current not in seen:
-        seen.add(current)
-        price = prices.get(current)
+    for candidate in config.fallback_chain(model):
+        price = prices.get(candidate)
         if price is not None:
-            worst = max(worst, price.cost_micro_usd(tokens_in, max_tokens))
-        current = rt.config.model(current).fallback
+            worst = max(worst, price.cost_micro_usd(tokens_in, shape.max_tokens))
     return worst
 
 
@@ -109,7 +91,7 @@ def admit(
     rows: list,
     plan: BudgetPlan,
     prices: dict[str, PriceVersion],
-    default_max: int,
+    job_max_tokens: int | None,
     final: bool = False,
 ) -> AdmitResult:
     """Reserve money for ``rows`` (claimed 'sent' items) in one transaction.
@@ -119,9 +101,13 @@ def admit(
     the call could not be afforded even if every hold were released, or when ``final``.
     """
     out = AdmitResult()
-    prepared = [(row, *_request_shape(row, default_max, rt)) for row in rows]
+    cfg = rt.config
+    prepared = [
+        (row, request_shape(cfg, row.model, prompt=row.prompt, messages=row.messages, row_max_tokens=row.max_tokens, job_max_tokens=job_max_tokens))
+        for row in rows
+    ]
     if not plan.active:
-        out.admitted = [Admitted(row, row.model, None, mt, msgs) for row, msgs, mt in prepared]
+        out.admitted = [Admitted(row, row.model, None, shape.max_tokens, shape.messages) for row, shape in prepared]
         return out
     with session_scope(rt.db_url) as s:
         job = s.get(Job, job_id)
@@ -133,15 +119,15 @@ def admit(
         skipped: list[tuple[int, str]] = []
         downgraded: list[int] = []
         windows = tuple(w for w in (job_window, named_window) if w is not None)
-        for i, (row, messages, max_tokens) in enumerate(prepared):
+        for i, (row, shape) in enumerate(prepared):
             model = row.model
-            amount = worst_case_micro(messages, max_tokens, model, prices, rt)
+            amount = worst_case_micro(shape, model, prices, cfg)
             hold = open_reservation(s, job_id, row.id, model, amount, job_window, named_window)
             if hold is None and not final and amount <= _room_without_holds(s, windows):
                 out.deferred.append(row)
                 continue
             if hold is None and plan.policy == "downgrade" and model != plan.weak:
-                weak_amount = worst_case_micro(messages, max_tokens, plan.weak, prices, rt)
+                weak_amount = worst_case_micro(shape, plan.weak, prices, cfg)
                 hold = open_reservation(s, job_id, row.id, plan.weak, weak_amount, job_window, named_window)
                 if hold is not None:
                     model = plan.weak
@@ -156,7 +142,7 @@ def admit(
                     break
                 skipped.append((row.id, f"budget: cannot afford {model} (worst case {amount} micro-USD)"))
                 continue
-            out.admitted.append(Admitted(row, model, hold, max_tokens, messages))
+            out.admitted.append(Admitted(row, model, hold, shape.max_tokens, shape.messages))
         now = utcnow()
         if downgraded:
             s.execute(
@@ -191,8 +177,3 @@ def _stop_job(s, job: Job, unsent_ids: list[int], amount: int) -> None:
     job.error = "budget_exhausted"
     add_event(s, "budget_exhausted", f"job {job.id} stopped: next call needed {amount} micro-USD", job_id=job.id)
 
-
-def _request_shape(row, default_max: int, rt: Runtime) -> tuple[list[dict], int]:
-    messages = row.messages if row.messages else [{"role": "user", "content": row.prompt}]
-    max_tokens = row.max_tokens or rt.config.model(row.model).max_tokens or default_max
-    return messages, max_tokens

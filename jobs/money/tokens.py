@@ -90,10 +90,27 @@ def count_message_tokens(messages: Iterable[dict], encoding: str | None = None) 
     return total
 
 
-def worst_case_tokens(req: Any, model_cfg: Any, max_tokens: int | None = None) -> tuple[int, int]:
-    """(input tokens, max output tokens) to reserve budget for before a call.
+PER_MESSAGE_BOUND = 8
+PER_REQUEST_BOUND = 16
 
-    The input is counted as above; the output is the ``max_tokens`` that will be sent
+
+def input_token_bound(messages: Iterable[dict]) -> int:
+    """The one upper bound on input tokens, for any byte-level BPE tokenizer: every token is
+    at least one byte, plus framing per message. Loose (about 4x), but a true bound, which is
+    what money needs: budget holds, ``--allocate budget`` and ``plan``'s worst case use it,
+    so a settlement can never exceed its hold and a plan prices exactly what a hold takes.
+    Rate limits use :func:`count_message_tokens` instead, the estimate providers count by."""
+    total = PER_REQUEST_BOUND
+    for m in messages:
+        total += PER_MESSAGE_BOUND + len(_message_text(m).encode("utf-8", "surrogatepass")) + len(str(m.get("role", "")))
+    return total
+
+
+def rate_limit_tokens(req: Any, model_cfg: Any, max_tokens: int | None = None) -> tuple[int, int]:
+    """(input tokens, max output tokens) a call takes from a tokens-per-minute bucket.
+
+    The input is counted as above (an estimate, as providers count it, not the money
+    bound); the output is the ``max_tokens`` that will be sent
     (``max_tokens`` argument, else the request's, else the model's default), which the
     provider cannot exceed. ``model_cfg`` is a ``ModelConfig`` (its ``encoding`` is used).
     """

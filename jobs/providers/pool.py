@@ -320,7 +320,7 @@ class ProviderPool:
         content = json.dumps(body).encode()
 
         if self.rate_limiter is not None:
-            est_in, est_out = tokens.worst_case_tokens(req, model_cfg, body["max_tokens"])
+            est_in, est_out = tokens.rate_limit_tokens(req, model_cfg, body["max_tokens"])
             await self.rate_limiter.acquire(provider_name, model_key, est_in + est_out)
 
         resp: _Response | None = None

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select, text, update
 
 from jobs.lifecycle import reaper
-from jobs.pipeline import execution
+from jobs.pipeline import generate, record, runner
 from jobs.ledger.models import Attempt, Item, Job
 from jobs.ledger.session import get_engine, session_scope
 from jobs.ledger.types import utcnow
@@ -45,7 +45,7 @@ def _submit_routed(rt, tmp_path, n: int = 60, chunk: int = 20) -> tuple[str, Inl
     job_id = submit(rt, JobSpec(input_file=str(write_prompts(tmp_path / "p.jsonl", n)), router="length", chunk_size=chunk), q)
     while len(q) and q._pending[0][0] == "score":
         task, jid, c = q._pending.popleft()
-        execution.run_task(rt, q, task, jid, c)
+        runner.run_task(rt, q, task, jid, c)
     return job_id, q
 
 
@@ -151,7 +151,7 @@ def test_duplicate_delivery_of_a_chunk_sends_each_item_once(rt, tmp_path, db_url
 
     def deliver():
         barrier.wait()
-        sent.append(execution.generate_chunk(rt, InlineQueue(), job_id, 0))
+        sent.append(generate.generate_chunk(rt, InlineQueue(), job_id, 0))
 
     threads = [threading.Thread(target=deliver) for _ in range(2)]
     for t in threads:
@@ -189,7 +189,7 @@ def test_late_answer_after_the_reaper_resent_is_a_recorded_duplicate(rt, tmp_pat
     late = CallResult(request=request, ok=True, attempts=[attempt], body={"late": True}, model="sim-weak", status_code=200, error=None)
     with session_scope(rt.db_url) as s:
         prices = sync_prices(s, rt.config, ["sim-weak", "sim-strong"])
-    execution.record_results(rt, job_id, [(item_id, late, None)], prices, old_lease)
+    record.record_results(rt, job_id, [(item_id, late, None)], prices, old_lease)
     with session_scope(rt.db_url) as s:
         after = s.execute(select(Item.response, Item.cost_micro_usd, Item.state).where(Item.id == item_id)).one()
         n_attempts = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.item_id == item_id))

@@ -38,10 +38,10 @@ def test_message_overhead_and_parts() -> None:
     assert n == 3 + 2 * 4 + body
 
 
-def test_worst_case_uses_sent_max_tokens() -> None:
+def test_rate_limit_tokens_use_sent_max_tokens() -> None:
     m = ModelConfig(provider="p", input_usd_per_mtok=1, output_usd_per_mtok=1, max_tokens=300, encoding="cl100k_base")
     req = ChatRequest("c", "m", [{"role": "user", "content": "What is 2+2?"}], 0)
-    inp, out = tokens.worst_case_tokens(req, m)
+    inp, out = tokens.rate_limit_tokens(req, m)
     assert out == 300 and inp == tokens.count_message_tokens(req.messages, "cl100k_base")
-    assert tokens.worst_case_tokens(ChatRequest("c", "m", req.messages, 50), m)[1] == 50
-    assert tokens.worst_case_tokens(req, m, 17)[1] == 17
+    assert tokens.rate_limit_tokens(ChatRequest("c", "m", req.messages, 50), m)[1] == 50
+    assert tokens.rate_limit_tokens(req, m, 17)[1] == 17

@@ -1,0 +1,56 @@
+"""Generating a chunk: claim its routed items, fan them out to the providers, record the answers."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from jobs.ledger.models import Item, Job
+from jobs.ledger.session import session_scope
+from jobs.ledger.types import utcnow
+from jobs.lifecycle.states import ItemState, JobState
+from jobs.money.admission import budget_plan
+from jobs.money.pricing import sync_prices
+from jobs.pipeline.fanout import FanOut
+from jobs.pipeline.finalize import maybe_finalize
+from jobs.pipeline.tasks import TaskQueue
+from jobs.runtime import Runtime
+
+
+def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> int:
+    """Send the chunk's routed items to their models; returns how many were sent."""
+    with session_scope(rt.db_url) as s:
+        job = s.get(Job, job_id)
+        if job is None or job.state != JobState.IN_PROGRESS:
+            return 0
+        now = utcnow()
+        rows = s.execute(
+            select(Item.id, Item.custom_id, Item.prompt, Item.messages, Item.params, Item.max_tokens, Item.model)
+            .where(Item.job_id == job_id, Item.chunk == chunk, Item.state == ItemState.ROUTED)
+            .order_by(Item.id)
+        ).all()
+        lease = now + timedelta(seconds=rt.settings.send_lease_s)
+        if rows:
+            # Mark sent before sending: a crash after this leaves a visible, leased 'sent' item.
+            # Only the rows this UPDATE claimed are sent: a duplicate delivery of the same chunk
+            # running at the same time gets the others' ids back from RETURNING, not its own.
+            claimed = set(
+                s.scalars(
+                    update(Item)
+                    .where(Item.id.in_([r.id for r in rows]), Item.state == ItemState.ROUTED)
+                    .values(state=ItemState.SENT, lease_until=lease, updated_at=now)
+                    .returning(Item.id),
+                    execution_options={"synchronize_session": False},
+                )
+            )
+            rows = [r for r in rows if r.id in claimed]
+        models = sorted({r.model for r in rows} | {job.weak_model})
+        prices = sync_prices(s, rt.config, rt.config.models_with_fallbacks(models))
+        job_max = job.spec.get("max_tokens")
+        plan = budget_plan(job)
+    if rows:
+        asyncio.run(FanOut(rt, job_id, rows, prices, job_max, lease, plan).run())
+    maybe_finalize(rt, job_id)
+    return len(rows)

@@ -1,0 +1,119 @@
+"""Recording provider answers: attempts, item outcomes and budget settlement in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from sqlalchemy import select
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
+
+from jobs.ledger.models import Job
+from jobs.ledger.session import session_scope
+from jobs.ledger.transient import is_integrity_error, is_transient_db_error
+from jobs.ledger.types import utcnow
+from jobs.ledger.writer import Outcome, attempt_row, write_outcomes
+from jobs.lifecycle.states import ItemState
+from jobs.money.budgets import Hold, settle
+from jobs.money.pricing import PriceVersion
+from jobs.money.tokens import input_token_bound
+from jobs.providers.types import Attempt, CallResult, ChatRequest
+from jobs.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+RECORD_RETRY_S = 120.0
+"""How long a batch of provider answers is retried against an unreachable database before
+the task gives up (the items then stay 'sent' until the reaper records them as lost)."""
+
+Answer = tuple[int, CallResult, Hold | None]
+
+
+def job_state(rt: Runtime, job_id: str) -> str:
+    with session_scope(rt.db_url) as s:
+        return s.scalar(select(Job.state).where(Job.id == job_id)) or ""
+
+
+async def record_with_retry(
+    rt: Runtime, job_id: str, batch: list[Answer], prices: dict[str, PriceVersion], lease: datetime | None
+) -> str:
+    """Answers already paid for are kept in memory and retried while the database is away
+    (a restart, a failover), instead of being lost and sent again after the lease.
+
+    An integrity error on a retry means the previous try's commit landed but its
+    acknowledgement was lost: the batch is recorded, so it is not written again.
+    """
+    tried = 0
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and is_transient_db_error(exc)),
+        wait=wait_exponential(multiplier=0.2, max=5.0),
+        stop=stop_after_delay(RECORD_RETRY_S),
+        reraise=True,
+        before_sleep=lambda _: log.warning("job %s: database unreachable while recording %d results; retrying", job_id, len(batch)),
+    )
+    async for attempt in retrying:
+        with attempt:
+            tried += 1
+            try:
+                return await asyncio.to_thread(record_results, rt, job_id, batch, prices, lease)
+            except Exception as exc:
+                if tried > 1 and is_integrity_error(exc):
+                    return await asyncio.to_thread(job_state, rt, job_id)
+                raise
+    raise AssertionError("unreachable: tenacity either returns or reraises")
+
+
+def bound_estimated_usage(attempt: Attempt, request: ChatRequest) -> None:
+    """A response without ``usage`` is counted locally; a local count can exceed what the
+    provider could have billed (another tokenizer), so it is bounded by what the request
+    allowed: ``max_tokens`` of output and the byte bound of the input. The attempt stays
+    flagged ``usage_estimated``."""
+    if request.max_tokens and attempt.completion_tokens > request.max_tokens:
+        attempt.completion_tokens = request.max_tokens
+    attempt.prompt_tokens = min(attempt.prompt_tokens, input_token_bound(request.messages))
+
+
+def record_results(
+    rt: Runtime, job_id: str, batch: list[Answer], prices: dict[str, PriceVersion], lease: datetime | None = None
+) -> str:
+    """Write attempts and item outcomes for a batch in one transaction; returns the job state.
+
+    Attempts are always inserted and their cost always added to the item (a call that was
+    made is in the ledger). The item's outcome is written only while the item is still held
+    by this claim (``lease``): if the reaper declared it lost and another worker re-sent it,
+    the late answer is recorded as a duplicate attempt and does not overwrite the outcome.
+    """
+    now = utcnow()
+    with session_scope(rt.db_url) as s:
+        attempt_rows = []
+        outcomes = []
+        for item_id, result, hold in batch:
+            total_cost = 0
+            for a in result.attempts:
+                price = prices.get(a.model)
+                if a.usage_estimated:
+                    bound_estimated_usage(a, result.request)
+                cost = price.cost_micro_usd(a.prompt_tokens, a.completion_tokens, a.cached_tokens) if price else 0
+                total_cost += cost
+                attempt_rows.append(attempt_row(job_id, item_id, a, cost, price.id if price else None))
+            final = result.attempts[-1] if result.attempts else None
+            answered = final is not None and result.ok
+            outcomes.append(
+                Outcome(
+                    item_id=item_id,
+                    state=ItemState.SUCCEEDED if result.ok else ItemState.FAILED,
+                    model=result.model,
+                    response=result.body,
+                    status_code=result.status_code,
+                    error=None if result.ok else (result.error or "failed"),
+                    prompt_tokens=final.prompt_tokens if final and answered else 0,
+                    completion_tokens=final.completion_tokens if final and answered else 0,
+                    cost_micro_usd=total_cost,
+                    attempts=len(result.attempts),
+                )
+            )
+            if hold is not None:
+                settle(s, hold, total_cost, job_id=job_id)
+        write_outcomes(s, attempt_rows, outcomes, now, lease)
+        return s.scalar(select(Job.state).where(Job.id == job_id)) or ""
