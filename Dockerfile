@@ -4,6 +4,7 @@
 FROM python:3.11-slim
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG EXTRAS=all
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     HF_HUB_OFFLINE=1 \
@@ -17,8 +18,12 @@ COPY jobs ./jobs
 COPY worker ./worker
 COPY migrations ./migrations
 # torch first, from the chosen index only (PyPI's default build is the multi-GB CUDA one).
-RUN pip install --index-url "$TORCH_INDEX" "torch==$(sed -n 's/^torch==//p' constraints.txt)" \
-    && pip install -c constraints.txt . \
+# EXTRAS (pyproject.toml): all by default, so one image runs every service; a lean image for
+# generate workers, the CLI and migrations only, without torch: --build-arg EXTRAS=
+RUN if [ -n "$EXTRAS" ]; then \
+        pip install --index-url "$TORCH_INDEX" "torch==$(sed -n 's/^torch==//p' constraints.txt)"; \
+    fi \
+    && pip install -c constraints.txt ".${EXTRAS:+[$EXTRAS]}" \
     && useradd --create-home routebatch
 COPY deploy/compose.toml /etc/routebatch/routebatch.toml
 USER routebatch

@@ -5,14 +5,14 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup run test test-unit test-integration test-chaos services bench clean
+.PHONY: setup run lint test test-unit test-integration test-chaos services bench clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[all,test]"
 	touch $@
 
 run: setup
@@ -21,7 +21,12 @@ run: setup
 services:
 	bash scripts/services.sh
 
-test: setup services
+lint: setup
+	$(BIN)/ruff check jobs routing worker
+	$(BIN)/ruff format --check jobs routing worker
+	$(BIN)/mypy
+
+test: setup services lint
 	$(BIN)/python -m pytest -q
 
 test-unit: setup

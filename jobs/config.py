@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import tomllib
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from jobs.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from jobs.errors import ConfigError
 
 
 class _Strict(BaseModel):
@@ -24,25 +25,25 @@ class _Strict(BaseModel):
 class RetryConfig(_Strict):
     """How a provider's transient failures are retried (tenacity)."""
 
-    max_attempts: int = Field(6, ge=1)
-    max_elapsed_s: float = Field(300.0, gt=0)
-    backoff_base_s: float = Field(0.5, ge=0)
-    backoff_cap_s: float = Field(30.0, ge=0)
+    max_attempts: int = Field(default=6, ge=1)
+    max_elapsed_s: float = Field(default=300.0, gt=0)
+    backoff_base_s: float = Field(default=0.5, ge=0)
+    backoff_cap_s: float = Field(default=30.0, ge=0)
     jitter: bool = True
 
 
 class ProviderConfig(_Strict):
     """An OpenAI-compatible endpoint (``/v1/chat/completions``)."""
 
-    base_url: str = Field("", description="e.g. https://api.openai.com/v1; empty for a simulated provider")
-    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
-    timeout_s: float = Field(60.0, gt=0)
-    concurrency: int = Field(64, ge=1)
-    rpm: int | None = Field(None, ge=1, description="Requests per minute shared by all workers.")
-    tpm: int | None = Field(None, ge=1, description="Tokens per minute shared by all workers.")
+    base_url: str = Field(default="", description="e.g. https://api.openai.com/v1; empty for a simulated provider")
+    api_key_env: str | None = Field(default=None, description="Name of the environment variable holding the API key.")
+    timeout_s: float = Field(default=60.0, gt=0)
+    concurrency: int = Field(default=64, ge=1)
+    rpm: int | None = Field(default=None, ge=1, description="Requests per minute shared by all workers.")
+    tpm: int | None = Field(default=None, ge=1, description="Tokens per minute shared by all workers.")
     retry: RetryConfig = RetryConfig()
     simulated: dict[str, Any] | None = Field(
-        None, description="Options of the built-in simulated provider; when set, routebatch starts it itself."
+        default=None, description="Options of the built-in simulated provider; when set, routebatch starts it itself."
     )
 
     @model_validator(mode="after")
@@ -60,24 +61,24 @@ class ModelConfig(_Strict):
     """A model on a provider, with its prices in USD per million tokens."""
 
     provider: str
-    name: str | None = Field(None, description="Model id sent to the API; defaults to the table key.")
-    context_window: int = Field(8192, ge=1)
+    name: str | None = Field(default=None, description="Model id sent to the API; defaults to the table key.")
+    context_window: int = Field(default=8192, ge=1)
     input_usd_per_mtok: float = Field(..., ge=0)
     output_usd_per_mtok: float = Field(..., ge=0)
-    cached_input_usd_per_mtok: float | None = Field(None, ge=0)
-    max_tokens: int | None = Field(None, ge=1, description="Default max_tokens for this model.")
-    encoding: str | None = Field(None, description="tiktoken encoding name, when known.")
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
-    fallback: str | None = Field(None, description="Model to use when this one fails permanently for an item.")
+    cached_input_usd_per_mtok: float | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=1, description="Default max_tokens for this model.")
+    encoding: str | None = Field(default=None, description="tiktoken encoding name, when known.")
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    fallback: str | None = Field(default=None, description="Model to use when this one fails permanently for an item.")
 
 
 class Defaults(_Strict):
     strong: str
     weak: str
     router: str = "blend"
-    max_tokens: int = Field(256, ge=1)
-    chunk_size: int = Field(500, ge=1)
+    max_tokens: int = Field(default=256, ge=1)
+    chunk_size: int = Field(default=500, ge=1)
 
 
 class AppConfig(_Strict):

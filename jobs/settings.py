@@ -16,20 +16,31 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ROUTEBATCH_", extra="ignore")
 
-    database_url: str = Field("sqlite:///routebatch.db", description="SQLAlchemy URL of the ledger database.")
-    broker_url: str | None = Field(None, description="Redis URL; none means tasks run inline in the CLI process.")
-    config: Path | None = Field(None, description="Path of routebatch.toml; default ./routebatch.toml if present.")
-    log_level: str = "INFO"
+    database_url: str = Field(default="sqlite:///routebatch.db", description="SQLAlchemy URL of the ledger database.")
+    broker_url: str | None = Field(default=None, description="Redis URL; none means tasks run inline in the CLI process.")
+    config: Path | None = Field(default=None, description="Path of routebatch.toml; default ./routebatch.toml if present.")
 
     # Distributed execution (worker/, jobs/lifecycle/reaper.py). The generate task's hard time limit
     # stays below the send lease, so a worker still alive can never record an item that
     # the reaper has already declared lost and handed to another worker.
-    send_lease_s: float = Field(900.0, gt=0, description="How long an item may stay 'sent' before the reaper treats it as lost.")
-    score_time_limit_s: float = Field(600.0, gt=0, description="Hard time limit of a score task (soft limit 30 s before).")
-    generate_time_limit_s: float = Field(840.0, gt=0, description="Hard time limit of a generate task; keep below send_lease_s.")
-    reaper_interval_s: float = Field(30.0, gt=0, description="How often workers run the reaper (one at a time, DB lock).")
-    stall_s: float | None = Field(None, gt=0, description="A job with open work and no progress this long is re-enqueued; default: longest time limit + 60 s.")
-    cancel_poll_s: float = Field(1.0, gt=0, description="How often a generating task checks whether its job was cancelled.")
+    send_lease_s: float = Field(
+        default=900.0, gt=0, description="How long an item may stay 'sent' before the reaper treats it as lost."
+    )
+    score_time_limit_s: float = Field(
+        default=600.0, gt=0, description="Hard time limit of a score task (soft limit 30 s before)."
+    )
+    generate_time_limit_s: float = Field(
+        default=840.0, gt=0, description="Hard time limit of a generate task; keep below send_lease_s."
+    )
+    reaper_interval_s: float = Field(default=30.0, gt=0, description="How often workers run the reaper (one at a time, DB lock).")
+    stall_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="A job with open work and no progress this long is re-enqueued; default: longest time limit + 60 s.",
+    )
+    cancel_poll_s: float = Field(
+        default=1.0, gt=0, description="How often a generating task checks whether its job was cancelled."
+    )
 
     def stall_after_s(self) -> float:
         """No live task can run longer than its hard limit, so silence past it means lost messages."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import op
 import sqlalchemy as sa
-import jobs.ledger.types
+import migrations._types
 ${imports if imports else ""}
 
 revision = ${repr(up_revision)}

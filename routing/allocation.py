@@ -45,7 +45,7 @@ def allocate_budget(p: np.ndarray, strong_cost: np.ndarray, weak_cost: np.ndarra
     # After the prefix, a later (cheaper) prompt may still fit: fill greedily.
     mask[take] = True
     spent = float(extra[take].sum())
-    for idx in order[len(take):]:
+    for idx in order[len(take) :]:
         if spent + extra[idx] <= budget_left:
             mask[idx] = True
             spent += extra[idx]

@@ -39,9 +39,14 @@ def assign_folds(records: Sequence[LabelRecord], k: int, group_by: str | None = 
     return make_folds(prompts, k, groups=groups, seed=seed)
 
 
-def out_of_fold_scores(spec: str, records: Sequence[LabelRecord], folds: np.ndarray,
-                       extra_train: Sequence[LabelRecord] = (), embeddings: np.ndarray | None = None,
-                       **train_options: Any) -> np.ndarray:
+def out_of_fold_scores(
+    spec: str,
+    records: Sequence[LabelRecord],
+    folds: np.ndarray,
+    extra_train: Sequence[LabelRecord] = (),
+    embeddings: np.ndarray | None = None,
+    **train_options: Any,
+) -> np.ndarray:
     """Scores of ``records`` by ``spec``, each from a router that never saw its fold.
 
     ``extra_train`` records are added to every training set and never scored (e.g. MMLU
@@ -97,5 +102,6 @@ def out_of_fold_scores(spec: str, records: Sequence[LabelRecord], folds: np.ndar
                 out[test] = np.asarray(router.score([prompts[i] for i in test]), dtype=np.float64)
         return out
 
-    raise ValueError(f"don't know how to train {name!r} per fold; --folds works with "
-                     f"{', '.join(UNTRAINED + ('blend',) + PREFERENCE)}")
+    raise ValueError(
+        f"don't know how to train {name!r} per fold; --folds works with {', '.join(UNTRAINED + ('blend',) + PREFERENCE)}"
+    )

@@ -127,9 +127,14 @@ class HFEncoderEmbedder(Embedder):
             if self.num_threads:
                 torch.set_num_threads(self.num_threads)
             device = self.device_request or ("cuda" if torch.cuda.is_available() else "cpu")
-            dtype = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-                     "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}.get(
-                self.dtype_request or "", torch.bfloat16 if str(device).startswith("cuda") else torch.float32)
+            dtype = {
+                "bf16": torch.bfloat16,
+                "bfloat16": torch.bfloat16,
+                "fp16": torch.float16,
+                "float16": torch.float16,
+                "fp32": torch.float32,
+                "float32": torch.float32,
+            }.get(self.dtype_request or "", torch.bfloat16 if str(device).startswith("cuda") else torch.float32)
             self._tokenizer = AutoTokenizer.from_pretrained(self.path)
             model = AutoModel.from_pretrained(self.path, dtype=dtype)
             model.eval().to(device)
@@ -160,8 +165,9 @@ class HFEncoderEmbedder(Embedder):
     def tokenize_buckets(self, texts: Sequence[str]) -> list[tuple[np.ndarray, dict[str, Any]]]:
         """Tokenise once, sort by length, pad per batch: [(original indices, tensors)]."""
         self._load()
-        ids = self._tokenizer(list(texts), truncation=True, max_length=self.max_length,
-                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        ids = self._tokenizer(
+            list(texts), truncation=True, max_length=self.max_length, return_attention_mask=False, return_token_type_ids=False
+        )["input_ids"]
         return list(pad_buckets(self._tokenizer, ids, self.batch_size))
 
     def forward(self, batch: dict[str, Any]) -> np.ndarray:
@@ -189,8 +195,9 @@ class HFEncoderEmbedder(Embedder):
         return result
 
 
-def pad_buckets(tokenizer: Any, ids: Sequence[Sequence[int]], batch_size: int, shuffle_seed: int | None = None
-                ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+def pad_buckets(
+    tokenizer: Any, ids: Sequence[Sequence[int]], batch_size: int, shuffle_seed: int | None = None
+) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
     """Length buckets from token id lists: sort by length, right-pad each batch to its longest row.
 
     Builds the tensors with numpy instead of ``tokenizer.pad`` (which costs as much as the
@@ -207,14 +214,16 @@ def pad_buckets(tokenizer: Any, ids: Sequence[Sequence[int]], batch_size: int, s
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
     for start in starts:
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         width = int(lens[idx].max()) if len(idx) else 0
         arr = np.full((len(idx), width), pad, dtype=np.int64)
         for r, i in enumerate(idx):
-            arr[r, :lens[i]] = ids[i]
+            arr[r, : lens[i]] = ids[i]
         input_ids = torch.from_numpy(arr)
-        batch = {"input_ids": input_ids,
-                 "attention_mask": (torch.arange(width)[None, :] < torch.from_numpy(lens[idx])[:, None]).long()}
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": (torch.arange(width)[None, :] < torch.from_numpy(lens[idx])[:, None]).long(),
+        }
         if with_types:
             batch["token_type_ids"] = torch.zeros_like(input_ids)
         yield idx, batch
@@ -279,29 +288,31 @@ class HttpEmbedder(Embedder):
             key = os.environ.get(self.api_key_env)
             if key:
                 headers["Authorization"] = f"Bearer {key}"
-            self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=self.timeout,
-                                        transport=self.transport)
+            self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=self.timeout, transport=self.transport)
         return self._client
 
     def _post(self, payload: dict[str, Any]) -> Any:
-        """POST with a few retries on 429/5xx and transport errors (exponential back-off)."""
-        import time
-
+        """POST with a few retries on 429/5xx and transport errors (exponential back-off, tenacity)."""
         import httpx
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-        for attempt in range(self.retries + 1):
-            try:
-                resp = self._http().post("/embeddings", json=payload)
-                if resp.status_code == 429 or resp.status_code >= 500:
-                    raise httpx.HTTPStatusError(f"HTTP {resp.status_code}", request=resp.request, response=resp)
-                resp.raise_for_status()
-                return resp
-            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
-                retryable = isinstance(exc, httpx.TransportError) or exc.response.status_code in RETRY_STATUS
-                if not retryable or attempt == self.retries:
-                    raise
-                time.sleep(self.backoff * 2**attempt)
-        raise AssertionError("unreachable")
+        def retryable(exc: BaseException) -> bool:
+            if isinstance(exc, httpx.TransportError):
+                return True
+            return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in RETRY_STATUS
+
+        def post_once() -> Any:
+            resp = self._http().post("/embeddings", json=payload)
+            resp.raise_for_status()
+            return resp
+
+        retrying = Retrying(
+            retry=retry_if_exception(retryable),
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential(multiplier=self.backoff, min=self.backoff),
+            reraise=True,
+        )
+        return retrying(post_once)
 
     @property
     def dim(self) -> int:
@@ -312,7 +323,7 @@ class HttpEmbedder(Embedder):
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         rows: list[np.ndarray] = []
         for start in range(0, len(texts), self.batch_size):
-            chunk = list(texts[start:start + self.batch_size])
+            chunk = list(texts[start : start + self.batch_size])
             resp = self._post({"model": self.model, "input": chunk})
             data = sorted(resp.json()["data"], key=lambda d: d["index"])
             if len(data) != len(chunk):
@@ -368,7 +379,7 @@ class EmbeddingCache:
         conn = self._conn()
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), 500):
-            chunk = unique[start:start + 500]
+            chunk = unique[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for key, blob in conn.execute(f"SELECT key, vec FROM emb WHERE key IN ({marks})", chunk):
                 found[bytes(key)] = np.frombuffer(blob, dtype=np.float32)
@@ -380,8 +391,10 @@ class EmbeddingCache:
         conn = self._conn()
         conn.execute("BEGIN")
         try:
-            conn.executemany("INSERT OR IGNORE INTO emb (key, vec) VALUES (?, ?)",
-                             [(k, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in items])
+            conn.executemany(
+                "INSERT OR IGNORE INTO emb (key, vec) VALUES (?, ?)",
+                [(k, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in items],
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -491,6 +504,15 @@ def _shared_inner(spec: str, options: dict[str, Any]) -> Embedder:
 
 
 __all__ = [
-    "CachedEmbedder", "Embedder", "EmbeddingCache", "HFEncoderEmbedder", "HttpEmbedder", "MiniLMEmbedder",
-    "cache_key", "default_cache_dir", "get_embedder", "make_embedder", "minilm_path",
+    "CachedEmbedder",
+    "Embedder",
+    "EmbeddingCache",
+    "HFEncoderEmbedder",
+    "HttpEmbedder",
+    "MiniLMEmbedder",
+    "cache_key",
+    "default_cache_dir",
+    "get_embedder",
+    "make_embedder",
+    "minilm_path",
 ]

@@ -63,8 +63,9 @@ class Metrics:
         return asdict(self)
 
 
-def _as_arrays(scores: Sequence[float] | np.ndarray, strong: Sequence[float] | np.ndarray,
-               weak: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _as_arrays(
+    scores: Sequence[float] | np.ndarray, strong: Sequence[float] | np.ndarray, weak: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     s = np.asarray(scores, dtype=np.float64).ravel()
     a = np.asarray(strong, dtype=np.float64).ravel()
     b = np.asarray(weak, dtype=np.float64).ravel()
@@ -85,8 +86,12 @@ def quantile_thresholds(scores: np.ndarray, num_bins: int = NUM_BINS) -> np.ndar
     return np.quantile(np.asarray(scores, dtype=np.float64), np.linspace(0.0, 1.0, num_bins + 1))
 
 
-def routing_curve(scores: Sequence[float] | np.ndarray, strong: Sequence[float] | np.ndarray,
-                  weak: Sequence[float] | np.ndarray, num_bins: int = NUM_BINS) -> Curve:
+def routing_curve(
+    scores: Sequence[float] | np.ndarray,
+    strong: Sequence[float] | np.ndarray,
+    weak: Sequence[float] | np.ndarray,
+    num_bins: int = NUM_BINS,
+) -> Curve:
     """RouteLLM's (strong share, quality) points at the quantile thresholds of ``scores``."""
     s, a, b = _as_arrays(scores, strong, weak)
     edges = quantile_thresholds(s, num_bins)
@@ -136,21 +141,52 @@ def cpt(curve: Curve, fraction: float) -> float:
     return float((x[i - 1] + t * (x[i] - x[i - 1])) * 100.0)
 
 
-def evaluate(scores: Sequence[float] | np.ndarray, strong: Sequence[float] | np.ndarray,
-             weak: Sequence[float] | np.ndarray, num_bins: int = NUM_BINS) -> Metrics:
+def evaluate(
+    scores: Sequence[float] | np.ndarray,
+    strong: Sequence[float] | np.ndarray,
+    weak: Sequence[float] | np.ndarray,
+    num_bins: int = NUM_BINS,
+) -> Metrics:
     """APGR, CPT(50%), CPT(80%) of one router's scores on labelled prompts."""
     curve = routing_curve(scores, strong, weak, num_bins)
-    return Metrics(apgr_of_curve(curve), cpt(curve, 0.5), cpt(curve, 0.8),
-                   curve.strong_quality, curve.weak_quality, int(np.size(scores)))
+    return Metrics(
+        apgr_of_curve(curve), cpt(curve, 0.5), cpt(curve, 0.8), curve.strong_quality, curve.weak_quality, int(np.size(scores))
+    )
 
 
-def apgr(scores: Sequence[float] | np.ndarray, strong: Sequence[float] | np.ndarray,
-         weak: Sequence[float] | np.ndarray, num_bins: int = NUM_BINS) -> float:
+def apgr(
+    scores: Sequence[float] | np.ndarray,
+    strong: Sequence[float] | np.ndarray,
+    weak: Sequence[float] | np.ndarray,
+    num_bins: int = NUM_BINS,
+) -> float:
     return apgr_of_curve(routing_curve(scores, strong, weak, num_bins))
 
 
-def random_baseline(strong: Sequence[float] | np.ndarray, weak: Sequence[float] | np.ndarray,
-                    draws: int = 50, seed: int = 0, num_bins: int = NUM_BINS) -> Metrics:
+def per_group_metrics(
+    scores: np.ndarray, strong: np.ndarray, weak: np.ndarray, groups: Sequence[str], min_size: int = 10
+) -> dict[str, dict[str, float]]:
+    """APGR and CPT(50%) within each group (e.g. MMLU subject) with at least ``min_size``
+    prompts and a quality gap between the models (APGR is undefined without one)."""
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    out: dict[str, dict[str, float]] = {}
+    for g, idx in sorted(members.items()):
+        ix = np.array(idx)
+        if ix.size >= min_size and strong[ix].mean() != weak[ix].mean():
+            m = evaluate(scores[ix], strong[ix], weak[ix])
+            out[g] = {"n": int(ix.size), "apgr": m.apgr, "cpt50": m.cpt50}
+    return out
+
+
+def random_baseline(
+    strong: Sequence[float] | np.ndarray,
+    weak: Sequence[float] | np.ndarray,
+    draws: int = 50,
+    seed: int = 0,
+    num_bins: int = NUM_BINS,
+) -> Metrics:
     """Mean metrics of uniformly random scores on these labels (APGR about 0.5).
 
     Measured instead of assumed, so the printed baseline carries the same binning
@@ -160,8 +196,14 @@ def random_baseline(strong: Sequence[float] | np.ndarray, weak: Sequence[float] 
     b = np.asarray(weak, dtype=np.float64)
     rng = np.random.default_rng(seed)
     runs = [evaluate(rng.random(a.size), a, b, num_bins) for _ in range(draws)]
-    return Metrics(float(np.mean([m.apgr for m in runs])), float(np.mean([m.cpt50 for m in runs])),
-                   float(np.mean([m.cpt80 for m in runs])), float(a.mean()), float(b.mean()), int(a.size))
+    return Metrics(
+        float(np.mean([m.apgr for m in runs])),
+        float(np.mean([m.cpt50 for m in runs])),
+        float(np.mean([m.cpt80 for m in runs])),
+        float(a.mean()),
+        float(b.mean()),
+        int(a.size),
+    )
 
 
 @dataclass(frozen=True)
@@ -178,9 +220,14 @@ class Spread:
         return asdict(self)
 
 
-def bootstrap_apgr(scores: Sequence[float] | np.ndarray, strong: Sequence[float] | np.ndarray,
-                   weak: Sequence[float] | np.ndarray, draws: int = 200, seed: int = 0,
-                   num_bins: int = NUM_BINS) -> Spread:
+def bootstrap_apgr(
+    scores: Sequence[float] | np.ndarray,
+    strong: Sequence[float] | np.ndarray,
+    weak: Sequence[float] | np.ndarray,
+    draws: int = 200,
+    seed: int = 0,
+    num_bins: int = NUM_BINS,
+) -> Spread:
     """APGR spread over ``draws`` bootstrap resamples of the prompts.
 
     Strong and weak quality are recomputed on each resample, as a new test set would.
@@ -196,16 +243,22 @@ def bootstrap_apgr(scores: Sequence[float] | np.ndarray, strong: Sequence[float]
     arr = np.asarray(vals)
     if arr.size == 0:
         return Spread(float("nan"), float("nan"), float("nan"), float("nan"), 0)
-    return Spread(float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
-                  float(np.percentile(arr, 2.5)), float(np.percentile(arr, 97.5)), int(arr.size))
+    return Spread(
+        float(arr.mean()),
+        float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+        float(np.percentile(arr, 2.5)),
+        float(np.percentile(arr, 97.5)),
+        int(arr.size),
+    )
 
 
 # ---------------------------------------------------------------- cross-fitting
 
 
 def _stable_unit(text: str, seed: int) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8,
-                                          key=str(seed).encode()).digest(), "big")
+    return int.from_bytes(
+        hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8, key=str(seed).encode()).digest(), "big"
+    )
 
 
 def make_folds(prompts: Sequence[str], k: int, groups: Sequence[str] | None = None, seed: int = 0) -> np.ndarray:

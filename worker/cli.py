@@ -19,14 +19,26 @@ def register(app: typer.Typer) -> None:
 
 
 def worker(
-    queue: str = typer.Option(..., "--queue", "-Q", help="score (router models; solo pool, one process per GPU) | generate (provider calls)."),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help="generate: pool processes (default min(4, CPUs))."),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help="score: one process per GPU, e.g. 0,1 or all (default: one process)."),
+    queue: str = typer.Option(
+        ..., "--queue", "-Q", help="score (router models; solo pool, one process per GPU) | generate (provider calls)."
+    ),
+    concurrency: Optional[int] = typer.Option(
+        None, "--concurrency", "-c", help="generate: pool processes (default min(4, CPUs))."
+    ),
+    gpus: Optional[str] = typer.Option(
+        None, "--gpus", help="score: one process per GPU, e.g. 0,1 or all (default: one process)."
+    ),
     loglevel: str = typer.Option("INFO", "--loglevel", "-l"),
     hostname: Optional[str] = typer.Option(None, "--hostname", "-n", help="Celery node name (default queue-PID@host)."),
-    reaper: bool = typer.Option(True, "--reaper/--no-reaper", help="Run the periodic reaper in this worker (one runs at a time)."),
-    imports: list[str] = typer.Option([], "--import", "-I", help="Modules to import first, e.g. one that registers a custom router."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON line describing the worker(s) before starting; errors as JSON."),
+    reaper: bool = typer.Option(
+        True, "--reaper/--no-reaper", help="Run the periodic reaper in this worker (one runs at a time)."
+    ),
+    imports: list[str] = typer.Option(
+        [], "--import", "-I", help="Modules to import first, e.g. one that registers a custom router."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON line describing the worker(s) before starting; errors as JSON."
+    ),
 ) -> None:
     """Start a Celery worker for one queue (needs ROUTEBATCH_BROKER_URL and ROUTEBATCH_DATABASE_URL)."""
     import os
@@ -41,12 +53,20 @@ def worker(
     if not settings.broker_url:
         fail("ROUTEBATCH_BROKER_URL is not set (e.g. redis://localhost:6379/0): workers need a broker", as_json)
     if queue == "score" and concurrency and concurrency > 1:
-        fail("score workers run one process per GPU: use --gpus 0,1,... (or start more workers) instead of --concurrency", as_json)
+        fail(
+            "score workers run one process per GPU: use --gpus 0,1,... (or start more workers) instead of --concurrency", as_json
+        )
     devices = gpu_list(gpus) if queue == "score" else []
     if as_json:
         emit(
-            {"queue": queue, "pool": "solo" if queue == "score" else "prefork", "concurrency": concurrency, "gpus": devices,
-             "reaper": reaper, "pid": os.getpid()},
+            {
+                "queue": queue,
+                "pool": "solo" if queue == "score" else "prefork",
+                "concurrency": concurrency,
+                "gpus": devices,
+                "reaper": reaper,
+                "pid": os.getpid(),
+            },
             True,
         )
     if len(devices) > 1:

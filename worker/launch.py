@@ -28,7 +28,22 @@ def worker_argv(queue: str, concurrency: int | None, loglevel: str, hostname: st
         raise ValueError(f"unknown queue {queue!r}; use one of {', '.join(QUEUES)}")
     pool, n = ("solo", 1) if queue == "score" else ("prefork", concurrency or min(4, os.cpu_count() or 1))
     host = hostname or f"{queue}-{os.getpid()}@{socket.gethostname()}"
-    return ["worker", "-Q", queue, "-P", pool, "-c", str(n), "-n", host, "-l", loglevel, "-E", "--without-gossip", "--without-mingle"]
+    return [
+        "worker",
+        "-Q",
+        queue,
+        "-P",
+        pool,
+        "-c",
+        str(n),
+        "-n",
+        host,
+        "-l",
+        loglevel,
+        "-E",
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 def run_worker(
@@ -68,7 +83,9 @@ def gpu_list(spec: str | None) -> list[str]:
     if visible:
         return [g.strip() for g in visible.split(",") if g.strip()]
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
@@ -82,7 +99,17 @@ def run_per_gpu(gpus: Sequence[str], argv_tail: Sequence[str]) -> int:
     children = []
     for gpu in gpus:
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
-        cmd = [sys.executable, "-m", "jobs.cli", "worker", "--queue", "score", "--hostname", f"score-gpu{gpu}@{socket.gethostname()}", *argv_tail]
+        cmd = [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "worker",
+            "--queue",
+            "score",
+            "--hostname",
+            f"score-gpu{gpu}@{socket.gethostname()}",
+            *argv_tail,
+        ]
         children.append(subprocess.Popen(cmd, env=env))
 
     def forward(signum, _frame) -> None:

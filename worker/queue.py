@@ -31,13 +31,12 @@ class CeleryQueue:
 
     def backlog(self, task: str) -> int:
         """Messages waiting in the task's queue (not counting those a worker holds)."""
-        from worker.app import QUEUE_OF
-
         from kombu.exceptions import ChannelError
+
+        from worker.app import QUEUE_OF
 
         with self.app.connection_for_read() as conn:
             try:
                 return conn.default_channel.queue_declare(QUEUE_OF[task], passive=True).message_count
             except ChannelError:  # never declared (e.g. Redis restarted empty): nothing waits
                 return 0
-

@@ -38,7 +38,7 @@ class ReaperStep(bootsteps.StartStopStep):
 
         try:
             report = tick(reaper_runtime(), process_queue(worker.app))
-        except Exception:  # noqa: BLE001 - Postgres or Redis away: the next tick tries again
+        except Exception:
             log.warning("reaper tick failed", exc_info=True)
             return
         if report.lost_in_flight or report.cancelled or report.rekicked or report.finalized or report.reservations:

@@ -7,8 +7,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from jobs.cli.app import app  # noqa: E402
-from jobs.cli import (  # noqa: E402,F401  (each module registers its commands)
+from jobs.cli import (  # noqa: F401  (each module registers its commands)
     budget_cmds,
     eval_cmds,
     job_cmds,
@@ -17,7 +16,8 @@ from jobs.cli import (  # noqa: E402,F401  (each module registers its commands)
     routing_cmds,
     worker_cmds,
 )
-from jobs.cli.plugins import load_plugins  # noqa: E402
+from jobs.cli.app import app
+from jobs.cli.plugins import load_plugins
 
 load_plugins(app)
 

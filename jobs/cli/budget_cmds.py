@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import typer
 from rich.table import Table
 
@@ -28,15 +27,29 @@ def _render(reports: list[dict]):
         for col in ("name", "window", "window_start", "cap_usd", "spent_usd", "reserved_usd", "available_usd", "used_pct"):
             table.add_column(col)
         for r in reports:
-            table.add_row(*(str(r[c]) for c in ("name", "window", "window_start", "cap_usd", "spent_usd", "reserved_usd", "available_usd", "used_pct")))
+            table.add_row(
+                *(
+                    str(r[c])
+                    for c in (
+                        "name",
+                        "window",
+                        "window_start",
+                        "cap_usd",
+                        "spent_usd",
+                        "reserved_usd",
+                        "available_usd",
+                        "used_pct",
+                    )
+                )
+            )
         con.print(table)
 
     return render
 
 
 def _run(fn):
-    from jobs.money.budgets import BudgetError
     from jobs.ledger.session import session_scope
+    from jobs.money.budgets import BudgetError
 
     try:
         with session_scope(_db_url()) as s:
@@ -66,8 +79,8 @@ def list_budgets(
     """Every named budget with its current window."""
     from sqlalchemy import select
 
-    from jobs.money.budgets import budget_report
     from jobs.ledger.models import Budget
+    from jobs.money.budgets import budget_report
 
     def collect(s):
         q = select(Budget).order_by(Budget.name)
@@ -99,5 +112,3 @@ def raise_cap(
 
     report = _run(lambda s: budget_report(s, raise_budget(s, name, cap_usd)))
     emit(report, as_json, _render([report]))
-
-

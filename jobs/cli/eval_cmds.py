@@ -40,26 +40,40 @@ def _plot(curve: Any, spec: str, out: Path, title: str) -> None:
 @app.command("eval")
 def eval_cmd(
     router: str = typer.Option(..., "--router", help="Router spec: length, blend, mf, mf:DIR, ..."),
-    labels: Path = typer.Option(..., "--labels", help="JSONL {prompt, strong, weak[, subject, ...]}: "
-                                "quality of each model's answer (0/1 or a judge score)."),
-    folds: Optional[int] = typer.Option(None, "--folds", help="Train on K-1 folds and score the held-out one, "
-                                        "so no prompt is scored by a router trained on it."),
-    group_by: Optional[str] = typer.Option(None, "--group-by", help="Record field (e.g. subject): with --folds, "
-                                           "no group is in both train and test; APGR is also given per group."),
+    labels: Path = typer.Option(
+        ...,
+        "--labels",
+        help="JSONL {prompt, strong, weak[, subject, ...]}: quality of each model's answer (0/1 or a judge score).",
+    ),
+    folds: Optional[int] = typer.Option(
+        None, "--folds", help="Train on K-1 folds and score the held-out one, so no prompt is scored by a router trained on it."
+    ),
+    group_by: Optional[str] = typer.Option(
+        None,
+        "--group-by",
+        help="Record field (e.g. subject): with --folds, no group is in both train and test; APGR is also given per group.",
+    ),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write quality vs %% strong calls to this PNG."),
     boot: int = typer.Option(200, "--boot", help="Bootstrap resamples for the APGR spread (0: none)."),
     seed: int = typer.Option(0, "--seed", help="Seed of folds, bootstrap and the random baseline."),
-    budget_share: Optional[str] = typer.Option(None, "--budget-share", help="e.g. 0.2,0.3,0.5: compare --allocate budget "
-                                               "with a fixed threshold at these budgets (fractions of the all-strong cost)."),
-    output_tokens: int = typer.Option(256, "--output-tokens", help="Assumed answer length for the cost estimates "
-                                      "(records with strong_cost/weak_cost use those)."),
+    budget_share: Optional[str] = typer.Option(
+        None,
+        "--budget-share",
+        help="e.g. 0.2,0.3,0.5: compare --allocate budget "
+        "with a fixed threshold at these budgets (fractions of the all-strong cost).",
+    ),
+    output_tokens: int = typer.Option(
+        256,
+        "--output-tokens",
+        help="Assumed answer length for the cost estimates (records with strong_cost/weak_cost use those).",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """APGR, CPT(50%), CPT(80%) and the random baseline, exactly as RouteLLM defines them."""
     import numpy as np
 
     from routing.data.labels import read_labels
-    from routing.evaluation import bootstrap_apgr, evaluate, random_baseline, routing_curve
+    from routing.evaluation import bootstrap_apgr, evaluate, per_group_metrics, random_baseline, routing_curve
 
     if not labels.exists():
         fail(f"{labels}: no such file", as_json)
@@ -80,8 +94,8 @@ def eval_cmd(
             scores = out_of_fold_scores(router, records, fold_ids)
         else:
             import routing
-            import routing.routers  # noqa: F401  (registers the learned routers)
-            import routing.routers.blend  # noqa: F401  (registers blend)
+            import routing.routers
+            import routing.routers.blend
 
             r = routing.get_router(router)
             scores = np.asarray(r.score(prompts), dtype=np.float64)
@@ -91,22 +105,18 @@ def eval_cmd(
     metrics = evaluate(scores, strong, weak)
     base = random_baseline(strong, weak, seed=seed)
     result: dict[str, Any] = {
-        "router": router, "labels": str(labels), "n": len(records), "folds": folds, "group_by": group_by,
-        **metrics.to_dict(), "random": base.to_dict(),
+        "router": router,
+        "labels": str(labels),
+        "n": len(records),
+        "folds": folds,
+        "group_by": group_by,
+        **metrics.to_dict(),
+        "random": base.to_dict(),
     }
     if boot > 0:
         result["apgr_boot"] = bootstrap_apgr(scores, strong, weak, draws=boot, seed=seed).to_dict()
     if group_by:
-        groups: dict[str, list[int]] = {}
-        for i, rec in enumerate(records):
-            groups.setdefault(str(rec.get(group_by, "")), []).append(i)
-        per = {}
-        for g, idx in sorted(groups.items()):
-            ix = np.array(idx)
-            if ix.size >= 10 and strong[ix].mean() != weak[ix].mean():
-                m = evaluate(scores[ix], strong[ix], weak[ix])
-                per[g] = {"n": int(ix.size), "apgr": m.apgr, "cpt50": m.cpt50}
-        result["per_group"] = per
+        result["per_group"] = per_group_metrics(scores, strong, weak, [str(rec.get(group_by, "")) for rec in records])
     if budget_share:
         from jobs.reports.budget_comparison import budget_comparison
 
@@ -139,8 +149,6 @@ def eval_cmd(
                 g.add_row(name, str(m["n"]), f"{m['apgr']:.3f}", f"{m['cpt50']:.1f}%")
             con.print(g)
         if result.get("budget_comparison"):
-            from jobs.reports.budget_comparison import render_comparison
-
             render_comparison(con, result["budget_comparison"])
         if plot is not None:
             con.print(f"plot: {plot}")
@@ -161,5 +169,27 @@ def convert_routellm_cmd(
         counts = convert_routellm(source, out)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc), as_json)
-    emit({"out": str(out), "files": counts}, as_json,
-         lambda con: [con.print(f"{out / name}: {n} lines") for name, n in counts.items()])
+
+    def render(con: Any) -> None:
+        for name, n in counts.items():
+            con.print(f"{out / name}: {n} lines")
+
+    emit({"out": str(out), "files": counts}, as_json, render)
+
+
+def render_comparison(con: Any, rows: list[dict]) -> None:
+    from rich.table import Table
+
+    t = Table(title="budget-optimal allocation vs fixed threshold at the same spend")
+    for col in ("budget (of all-strong)", "threshold quality", "spend", "allocation quality", "spend", "difference"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(
+            f"{100 * r['budget_share']:.0f}%",
+            f"{r['threshold_quality']:.4f}",
+            f"{100 * r['threshold_spend_share']:.1f}%",
+            f"{r['allocation_quality']:.4f}",
+            f"{100 * r['allocation_spend_share']:.1f}%",
+            f"{100 * r['difference']:+.2f} pts",
+        )
+    con.print(t)

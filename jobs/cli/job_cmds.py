@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from jobs.cli.app import app
+
+if TYPE_CHECKING:
+    from jobs.lifecycle.status import JobStatus
 from jobs.cli.output import JsonOption, emit, fail
 
 db_app = typer.Typer(help="Ledger database commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+
 
 def _runtime():
     from jobs.runtime import Runtime
@@ -37,7 +41,9 @@ def _summary_table(st: dict) -> Table:
     table.add_row("all-strong cost", f"${st['all_strong_cost_usd']:.6f}")
     table.add_row("savings", f"{st['savings_pct']:.1f}%")
     for key, b in (st.get("budgets") or {}).items():
-        table.add_row(f"budget ({key})", f"{b['name']}: ${b['spent_usd']:.6f} of ${b['cap_usd']:.6f} spent, ${b['reserved_usd']:.6f} held")
+        table.add_row(
+            f"budget ({key})", f"{b['name']}: ${b['spent_usd']:.6f} of ${b['cap_usd']:.6f} spent, ${b['reserved_usd']:.6f} held"
+        )
     if st.get("skipped_budget"):
         table.add_row("skipped (budget)", str(st["skipped_budget"]))
     if "grade" in st:
@@ -46,7 +52,9 @@ def _summary_table(st: dict) -> Table:
     return table
 
 
-def _print_status(st: dict, as_json: bool) -> None:
+def _print_status(status: JobStatus, as_json: bool) -> None:
+    st = status.to_json()
+
     def render(con) -> None:
         con.print(_summary_table(st))
         if st.get("invalid_rows"):
@@ -66,17 +74,33 @@ SPEC_OPTIONS: list[tuple[str, object, object]] = [
     ("input_file", Path, typer.Argument(..., help="Dataset: .jsonl (prompt/messages or OpenAI Batch lines), .csv or .parquet.")),
     ("fmt", Optional[str], typer.Option(None, "--format", help="jsonl | csv | parquet (default: from the file name).")),
     ("prompt_column", str, typer.Option("prompt", "--prompt-column", help="CSV/Parquet column holding the prompt.")),
-    ("router", Optional[str], typer.Option(None, "--router", help="Router spec, e.g. blend, mf, length, random:seed=1 (default from config).")),
+    (
+        "router",
+        Optional[str],
+        typer.Option(None, "--router", help="Router spec, e.g. blend, mf, length, random:seed=1 (default from config)."),
+    ),
     ("strong", Optional[str], typer.Option(None, "--strong", help="Strong model key from the config.")),
     ("weak", Optional[str], typer.Option(None, "--weak", help="Weak model key from the config.")),
     ("threshold", Optional[float], typer.Option(None, "--threshold", help="Route strong when score >= this.")),
-    ("strong_share", Optional[float], typer.Option(None, "--strong-share", help="Fraction of items for the strong model (default 0.5).")),
+    (
+        "strong_share",
+        Optional[float],
+        typer.Option(None, "--strong-share", help="Fraction of items for the strong model (default 0.5)."),
+    ),
     ("max_tokens", Optional[int], typer.Option(None, "--max-tokens", help="Default max_tokens for items that set none.")),
     ("chunk_size", Optional[int], typer.Option(None, "--chunk-size", help="Items per task chunk.")),
     ("budget_usd", Optional[float], typer.Option(None, "--budget-usd", help="Cap this job's spend (USD); never exceeded.")),
     ("budget", Optional[str], typer.Option(None, "--budget", help="Named budget to draw from (routebatch budget create).")),
-    ("on_exhausted", str, typer.Option("downgrade", "--on-exhausted", help="When the strong call is unaffordable: downgrade | skip | stop.")),
-    ("allocate", str, typer.Option("threshold", "--allocate", help="threshold | budget (budget-optimal strong set under the cap).")),
+    (
+        "on_exhausted",
+        str,
+        typer.Option("downgrade", "--on-exhausted", help="When the strong call is unaffordable: downgrade | skip | stop."),
+    ),
+    (
+        "allocate",
+        str,
+        typer.Option("threshold", "--allocate", help="threshold | budget (budget-optimal strong set under the cap)."),
+    ),
 ]
 
 
@@ -90,14 +114,17 @@ def with_job_spec(command):
     import inspect
 
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "spec"]
-    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann) for name, ann, opt in SPEC_OPTIONS]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann) for name, ann, opt in SPEC_OPTIONS
+    ]
 
     @functools.wraps(command)
     def wrapper(**kwargs):
         options = {name: kwargs.pop(name) for name, _, _ in SPEC_OPTIONS}
         return command(spec=_spec(options, as_json=kwargs.get("as_json", False)), **kwargs)
 
-    wrapper.__signature__ = inspect.Signature(shared + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own])
+    keyword_only = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+    wrapper.__signature__ = inspect.Signature(shared + keyword_only)  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -116,11 +143,14 @@ def _spec(options: dict, as_json: bool = False):
 @app.command()
 @with_job_spec
 def run(
-    spec: object = None,
-    grade: Optional[Path] = typer.Option(None, "--grade", help="Labelled file (e.g. gsm8k_responses.csv): report realised quality."),
+    spec: Any = None,  # a JobSpec: with_job_spec always passes it
+    grade: Optional[Path] = typer.Option(
+        None, "--grade", help="Labelled file (e.g. gsm8k_responses.csv): report realised quality."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Validate, score, route and generate a dataset in this process, then print a summary."""
+    from jobs.lifecycle.service import IngestProgress
     from jobs.lifecycle.service import run as run_job
 
     rt = _runtime()
@@ -133,25 +163,21 @@ def run(
             ) as bar:
                 task = bar.add_task("validating", total=None)
 
-                def progress(p: dict) -> None:
-                    if p.get("stage") == "validating":
-                        bar.update(task, description="validating", completed=p["valid"] + p["invalid"])
+                def progress(p: IngestProgress | JobStatus) -> None:
+                    if isinstance(p, IngestProgress):
+                        bar.update(task, description="validating", completed=p.valid + p.invalid)
                         return
-                    done = sum(p["counts"][k] for k in ("succeeded", "failed", "skipped_budget", "cancelled"))
-                    scored = p["total"] - p["counts"]["pending"]
-                    stage = "scoring" if p["counts"]["pending"] else "generating"
-                    bar.update(task, description=stage, total=p["total"], completed=scored if stage == "scoring" else done)
+                    pending = p.counts.get("pending", 0)
+                    stage = "scoring" if pending else "generating"
+                    bar.update(task, description=stage, total=p.total, completed=p.total - pending if pending else p.done)
 
                 st = run_job(rt, spec, progress)
         if grade is not None:
-            st["grade"] = _grade(rt, st["job_id"], grade)
+            st.grade = _grade(rt, st.job_id, grade)
     finally:
         rt.close()
-    if as_json:
-        emit(st, True)
-    else:
-        _print_status(st, False)
-    if st["status"] == "failed":
+    _print_status(st, as_json)
+    if st.status == "failed":
         raise typer.Exit(1)
 
 
@@ -163,9 +189,10 @@ def _grade(rt, job_id: str, labels: Path) -> dict:
 
 @app.command()
 @with_job_spec
-def submit(spec: object = None, as_json: bool = JsonOption) -> None:
+def submit(spec: Any = None, as_json: bool = JsonOption) -> None:
     """Validate and ingest a dataset and enqueue it for workers (or for `resume` without a broker)."""
-    from jobs.lifecycle.service import status, submit as submit_job
+    from jobs.lifecycle.service import status
+    from jobs.lifecycle.service import submit as submit_job
     from jobs.pipeline.tasks import queue_for
 
     rt = _runtime()
@@ -176,7 +203,9 @@ def submit(spec: object = None, as_json: bool = JsonOption) -> None:
 @app.command("status")
 def status_cmd(
     job_id: str = typer.Argument(...),
-    watch: bool = typer.Option(False, "--watch", "-w", help="Live progress bars per state and the spend so far, until the job ends."),
+    watch: bool = typer.Option(
+        False, "--watch", "-w", help="Live progress bars per state and the spend so far, until the job ends."
+    ),
     interval: float = typer.Option(1.0, "--interval", help="Seconds between refreshes with --watch."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -188,9 +217,10 @@ def status_cmd(
     if watch:
         from jobs.cli.watch import watch as watch_job
 
-        st = watch_job(lambda: status(rt, job_id), interval, as_json)
+        final = watch_job(lambda: status(rt, job_id).to_json(), interval, as_json)
         if as_json:
             return
+        st = status(rt, job_id) if final else st
     _print_status(st, as_json)
 
 
@@ -228,7 +258,8 @@ def resume(
     as_json: bool = JsonOption,
 ) -> None:
     """Re-enqueue every unfinished item; without a broker, run them here."""
-    from jobs.lifecycle.service import drain_inline, resume as resume_job, status
+    from jobs.lifecycle.service import drain_inline, status
+    from jobs.lifecycle.service import resume as resume_job
     from jobs.pipeline.tasks import InlineQueue, queue_for
 
     rt = _runtime()
@@ -236,7 +267,7 @@ def resume(
         queue = queue_for(rt.settings)
         inline = isinstance(queue, InlineQueue)
         st = resume_job(rt, job_id, queue, retry_failed=retry_failed, force=force or inline)
-        if inline:
+        if isinstance(queue, InlineQueue):
             drain_inline(rt, queue, job_id)
             st = status(rt, job_id)
     finally:
@@ -258,7 +289,13 @@ def export(
     rt = _runtime()
     counts = export_job(rt.db_url, job_id, out, errors, fmt)
     data = {"job_id": job_id, "out": str(out), "errors": str(errors) if errors else None, **counts}
-    emit(data, as_json, lambda con: con.print(f"wrote {counts['results']} results to {out}" + (f", {counts['errors']} errors to {errors}" if errors else "")))
+    emit(
+        data,
+        as_json,
+        lambda con: con.print(
+            f"wrote {counts['results']} results to {out}" + (f", {counts['errors']} errors to {errors}" if errors else "")
+        ),
+    )
 
 
 @db_app.command("upgrade")

@@ -40,7 +40,17 @@ def ledger(
         table = Table(title=f"ledger by {by}")
         columns = [c for c in (rows[0].keys() if rows else []) if not c.endswith("micro_usd")]
         if by == "job":
-            columns = ["job_id", "state", "total", "succeeded", "strong_answers", "weak_answers", "cost_usd", "all_strong_usd", "savings_pct"]
+            columns = [
+                "job_id",
+                "state",
+                "total",
+                "succeeded",
+                "strong_answers",
+                "weak_answers",
+                "cost_usd",
+                "all_strong_usd",
+                "savings_pct",
+            ]
         for col in columns:
             table.add_column(col)
         for r in rows:
@@ -72,8 +82,12 @@ def plan(
     fmt: Optional[str] = typer.Option(None, "--format"),
     prompt_column: str = typer.Option("prompt", "--prompt-column"),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="max_tokens for rows that set none."),
-    output_tokens: Optional[int] = typer.Option(None, "--output-tokens", help="Assumed answer length (default: max_tokens, the worst case)."),
-    budget_usd: Optional[float] = typer.Option(None, "--budget-usd", help="Also show the budget-optimal allocation under this cap."),
+    output_tokens: Optional[int] = typer.Option(
+        None, "--output-tokens", help="Assumed answer length (default: max_tokens, the worst case)."
+    ),
+    budget_usd: Optional[float] = typer.Option(
+        None, "--budget-usd", help="Also show the budget-optimal allocation under this cap."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Dry run: estimated cost of all-weak, all-strong, routed at 10..90% strong, and the budget optimum."""
@@ -89,19 +103,40 @@ def plan(
         strong_m, weak_m = strong or cfg.defaults.strong, weak or cfg.defaults.weak
         cfg.model(strong_m), cfg.model(weak_m)
         inp = estimate(
-            cfg, Path(input_file), router or cfg.defaults.router, strong_m, weak_m,
-            fmt=fmt, prompt_column=prompt_column, max_tokens=max_tokens, output_tokens=output_tokens,
+            cfg,
+            Path(input_file),
+            router or cfg.defaults.router,
+            strong_m,
+            weak_m,
+            fmt=fmt,
+            prompt_column=prompt_column,
+            max_tokens=max_tokens,
+            output_tokens=output_tokens,
         )
     except (ConfigError, DatasetError, ValueError) as exc:
         fail(str(exc), as_json)
-    result = {"input_file": input_file, "router": router or cfg.defaults.router, "strong": strong_m, "weak": weak_m, **plan_table(inp, budget_usd)}
+    result = {
+        "input_file": input_file,
+        "router": router or cfg.defaults.router,
+        "strong": strong_m,
+        "weak": weak_m,
+        **plan_table(inp, budget_usd),
+    }
 
     def render(con) -> None:
-        table = Table(title=f"plan for {input_file}: {result['items']} items ({result['invalid']} invalid), {strong_m} vs {weak_m}")
+        table = Table(
+            title=f"plan for {input_file}: {result['items']} items ({result['invalid']} invalid), {strong_m} vs {weak_m}"
+        )
         for col in ("policy", "strong items", "strong share", "est. cost (USD)", "savings vs all-strong"):
             table.add_column(col)
         for r in result["rows"]:
-            table.add_row(r["policy"], str(r["strong_items"]), f"{100 * r['strong_share']:.1f}%", f"{r['cost_usd']:.6f}", f"{r['savings_pct']:.1f}%")
+            table.add_row(
+                r["policy"],
+                str(r["strong_items"]),
+                f"{100 * r['strong_share']:.1f}%",
+                f"{r['cost_usd']:.6f}",
+                f"{r['savings_pct']:.1f}%",
+            )
         con.print(table)
 
     emit(result, as_json, render)

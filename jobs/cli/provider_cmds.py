@@ -28,8 +28,8 @@ def sim_provider(
     as_json: bool = JsonOption,
 ) -> None:
     """Serve /v1/chat/completions and /v1/models until interrupted."""
-    from jobs.providers.sim.server import SimulatedServer, _loop_factory
     from jobs.providers.sim.options import SimOptions
+    from jobs.providers.sim.server import SimulatedServer, _loop_factory
 
     opts: dict = {"latency_ms": latency_ms, "latency": latency, "seed": seed}
     try:

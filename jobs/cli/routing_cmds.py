@@ -20,7 +20,7 @@ from jobs.cli.output import JsonOption, emit, fail
 
 def _router(spec: str, as_json: bool) -> Any:
     import routing
-    import routing.routers  # noqa: F401  (registers mf, sw_ranking, bert, causal_llm)
+    import routing.routers
 
     try:
         return routing.get_router(spec)
@@ -57,8 +57,12 @@ def _prompt(obj: dict[str, Any], where: str, as_json: bool) -> str:
 @app.command()
 def train(
     router: str = typer.Argument(..., help="mf | sw_ranking | bert | causal_llm"),
-    data: Path = typer.Option(..., "--data", help="JSONL of battles {prompt, model_a, model_b, winner}, "
-                              "labels {prompt, scores: {model: value}} or {prompt, strong, weak}."),
+    data: Path = typer.Option(
+        ...,
+        "--data",
+        help="JSONL of battles {prompt, model_a, model_b, winner}, "
+        "labels {prompt, scores: {model: value}} or {prompt, strong, weak}.",
+    ),
     out: Path = typer.Option(..., "--out", help="Checkpoint directory to write."),
     strong: Optional[str] = typer.Option(None, "--strong", help="Strong model name (default: best win rate)."),
     weak: Optional[str] = typer.Option(None, "--weak", help="Weak model name (default: worst win rate)."),
@@ -67,8 +71,9 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Training batch size."),
     seed: int = typer.Option(0, "--seed", help="Random seed (training is deterministic per seed)."),
     dim: Optional[int] = typer.Option(None, "--dim", help="mf: latent dimension (default 128)."),
-    base: Optional[str] = typer.Option(None, "--base", help="bert: local encoder dir (default MiniLM); "
-                                       "causal_llm: local causal LM dir (required)."),
+    base: Optional[str] = typer.Option(
+        None, "--base", help="bert: local encoder dir (default MiniLM); causal_llm: local causal LM dir (required)."
+    ),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="bert/causal_llm: max tokens."),
     embedder: str = typer.Option("minilm", "--embedder", help="mf/sw_ranking: minilm | hf:PATH | http:MODEL@URL."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the on-disk embedding cache."),
@@ -85,8 +90,9 @@ def train(
     if router == "causal_llm" and not base:
         fail("causal_llm needs --base: a local causal LM directory (HF format)", as_json)
     # sw_ranking has nothing to fit: it only embeds and stores the battles
-    options: dict[str, Any] = {} if router == "sw_ranking" else {
-        "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
+    options: dict[str, Any] = (
+        {} if router == "sw_ranking" else {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
+    )
     if router == "mf":
         options["dim"] = dim
     if router in ("bert", "causal_llm"):
@@ -96,16 +102,17 @@ def train(
         kwargs.update(embedder=embedder, cache=not no_cache)
     started = time.perf_counter()
     try:
-        report = train_router(router, data, out, strong=strong, weak=weak, tie_margin=tie_margin, **kwargs,
-                              **options)
+        report = train_router(router, data, out, strong=strong, weak=weak, tie_margin=tie_margin, **kwargs, **options)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc), as_json)
     report["seconds"] = round(time.perf_counter() - started, 2)
 
     def render(con) -> None:
-        con.print(f"[bold]{router}[/] checkpoint written to {report['out']} "
-                  f"(strong={report['strong']}, weak={report['weak']}, battles={report['battles']}, "
-                  f"{report['seconds']} s)")
+        con.print(
+            f"[bold]{router}[/] checkpoint written to {report['out']} "
+            f"(strong={report['strong']}, weak={report['weak']}, battles={report['battles']}, "
+            f"{report['seconds']} s)"
+        )
         con.print(f"use it with --router {router}:{report['out']}")
 
     emit(report, as_json, render)
@@ -135,8 +142,10 @@ def calibrate(
         result["saved_to"] = str(out)
 
     def render(con) -> None:
-        con.print(f"threshold [bold]{result['threshold']:.6f}[/] sends {result['realised_share']:.1%} of "
-                  f"{result['n']} prompts to the strong model (asked {strong_share:.1%})")
+        con.print(
+            f"threshold [bold]{result['threshold']:.6f}[/] sends {result['realised_share']:.1%} of "
+            f"{result['n']} prompts to the strong model (asked {strong_share:.1%})"
+        )
         if out is not None:
             con.print(f"saved to {out}")
 
@@ -148,8 +157,9 @@ def score(
     input_file: Path = typer.Argument(..., help="JSONL with prompt or messages per line (custom_id optional)."),
     router: str = typer.Option(..., "--router", help="Router spec, e.g. mf, mf:DIR, sw_ranking:DIR, length."),
     out: Path = typer.Option(..., "--out", help="Output JSONL: {custom_id, score} per input line, in order."),
-    calibration: Optional[Path] = typer.Option(None, "--calibration",
-                                               help="Calibration JSON: also write route strong|weak per line."),
+    calibration: Optional[Path] = typer.Option(
+        None, "--calibration", help="Calibration JSON: also write route strong|weak per line."
+    ),
     chunk: int = typer.Option(1024, "--chunk", help="Lines scored per router call."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -175,8 +185,13 @@ def score(
     tmp.replace(out)
     count, strong = counts["scored"], counts["strong"]
     seconds = time.perf_counter() - started
-    result: dict[str, Any] = {"router": router, "scored": count, "out": str(out), "seconds": round(seconds, 3),
-                              "prompts_per_s": round(count / seconds, 1) if seconds > 0 else None}
+    result: dict[str, Any] = {
+        "router": router,
+        "scored": count,
+        "out": str(out),
+        "seconds": round(seconds, 3),
+        "prompts_per_s": round(count / seconds, 1) if seconds > 0 else None,
+    }
     if threshold is not None:
         result.update(threshold=threshold, strong=strong, weak=count - strong)
 
@@ -186,8 +201,9 @@ def score(
     emit(result, as_json, render)
 
 
-def _score_file(r: Any, input_file: Path, tmp: Path, chunk: int, threshold: float | None, as_json: bool,
-                counts: dict[str, int]) -> None:
+def _score_file(
+    r: Any, input_file: Path, tmp: Path, chunk: int, threshold: float | None, as_json: bool, counts: dict[str, int]
+) -> None:
     """Stream ``input_file`` through the router ``chunk`` lines at a time into ``tmp``."""
     with open(tmp, "w", encoding="utf-8") as fh:
         ids: list[str] = []

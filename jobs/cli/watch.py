@@ -33,13 +33,20 @@ def is_terminal(st: dict) -> bool:
 def _headline(st: dict) -> Text:
     done = sum(st["counts"].get(k, 0) for k in DONE)
     line = Text.assemble(
-        ("job ", "bold"), st["job_id"], "  ", (st["status"], "bold cyan"), f"  phase={st.get('phase')}",
-        f"  {done}/{st['total']} done", f"  spent ${st['cost_usd']:.6f}",
+        ("job ", "bold"),
+        st["job_id"],
+        "  ",
+        (st["status"], "bold cyan"),
+        f"  phase={st.get('phase')}",
+        f"  {done}/{st['total']} done",
+        f"  spent ${st['cost_usd']:.6f}",
     )
     budgets = st.get("budgets") or {}
-    for role, b in (budgets.items() if isinstance(budgets, dict) else enumerate(budgets)):
+    for role, b in budgets.items() if isinstance(budgets, dict) else enumerate(budgets):
         if isinstance(b, dict) and "cap_usd" in b:
-            line.append(f"  budget[{role}] ${b.get('spent_usd', 0):.4f} spent + ${b.get('reserved_usd', 0):.4f} held of ${b['cap_usd']:.4f}")
+            line.append(
+                f"  budget[{role}] ${b.get('spent_usd', 0):.4f} spent + ${b.get('reserved_usd', 0):.4f} held of ${b['cap_usd']:.4f}"
+            )
     if st.get("error"):
         line.append(f"  ({st['error']})", style="red")
     return line
@@ -73,7 +80,12 @@ def watch(fetch: Callable[[], dict], interval: float = 1.0, as_json: bool = Fals
         while True:
             total = max(st["total"], 1)
             for name, task in tasks.items():
-                bars.update(task, completed=st["counts"].get(name, 0), total=total, visible=bool(st["counts"].get(name, 0)) or name in DONE)
+                bars.update(
+                    task,
+                    completed=st["counts"].get(name, 0),
+                    total=total,
+                    visible=bool(st["counts"].get(name, 0)) or name in DONE,
+                )
             live.update(Group(_headline(st), bars))
             if is_terminal(st) or (deadline and time.monotonic() > deadline):
                 return st

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -14,13 +14,15 @@ from jobs.cli.output import JsonOption, emit
 @app.command()
 def reaper(
     once: bool = typer.Option(False, "--once", help="Run one pass and exit."),
-    interval: Optional[float] = typer.Option(None, "--interval", help="Seconds between passes (default ROUTEBATCH_REAPER_INTERVAL_S)."),
+    interval: Optional[float] = typer.Option(
+        None, "--interval", help="Seconds between passes (default ROUTEBATCH_REAPER_INTERVAL_S)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Re-send items lost in flight and re-enqueue stalled jobs (workers also do this on a timer)."""
     from jobs.lifecycle.reaper import tick
-    from jobs.runtime import Runtime
     from jobs.pipeline.tasks import queue_for
+    from jobs.runtime import Runtime
 
     rt = Runtime.from_settings()
     queue = queue_for(rt.settings)
@@ -33,9 +35,14 @@ def reaper(
             from jobs.pipeline.runner import run_task
 
             queue.drain(lambda task, job_id, chunk: run_task(rt, queue, task, job_id, chunk))
+        data = report.as_dict()
+
+        def render(con: Any, data: dict = data) -> None:  # (default: bind this pass's data)
+            con.print(data)
+
         if once:
-            emit(report.as_dict(), as_json, lambda con: con.print(report.as_dict()))
+            emit(data, as_json, render)
             return
         if report.lost_in_flight or report.rekicked or report.finalized:
-            emit(report.as_dict(), as_json, lambda con: con.print(report.as_dict()))
+            emit(data, as_json, render)
         time.sleep(every)

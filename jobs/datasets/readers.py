@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from jobs.datasets.rows import BadRow, DatasetError, PromptRow, RowError
-from jobs.datasets.validate import check_custom_id, check_max_tokens, check_prompt, row_from_object, routing_text
+from jobs.datasets.validate import check_custom_id, check_max_tokens, check_prompt, routing_text, row_from_object
 
 Row = PromptRow | BadRow
 FORMATS = ("jsonl", "csv", "parquet")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 from jobs.errors import DatasetError, RowError
 
@@ -25,6 +26,4 @@ class BadRow:
     field: str | None
     reason: str
     custom_id: str | None = None
-    raw: str | None = field(default=None, repr=False)
-
-
+    raw: str | None = dataclass_field(default=None, repr=False)

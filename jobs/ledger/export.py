@@ -59,7 +59,11 @@ def openai_line(item: Item, job: Job) -> dict:
         }
     response = None
     if item.status_code is not None:
-        response = {"status_code": item.status_code, "request_id": None, "body": {"error": item.response, "metadata": {"routebatch": meta}}}
+        response = {
+            "status_code": item.status_code,
+            "request_id": None,
+            "body": {"error": item.response, "metadata": {"routebatch": meta}},
+        }
     code = item.state if item.state != "failed" else "provider_error"
     return {
         "id": f"batch_req_{item.id}",
@@ -155,7 +159,13 @@ def _write_errors(db_url: str, job: Job, path: Path) -> int:
         for row in s.scalars(select(InvalidRow).where(InvalidRow.job_id == job.id).order_by(InvalidRow.line_no)):
             fh.write(
                 json.dumps(
-                    {"type": "invalid_input", "line": row.line_no, "custom_id": row.custom_id, "field": row.field, "reason": row.reason},
+                    {
+                        "type": "invalid_input",
+                        "line": row.line_no,
+                        "custom_id": row.custom_id,
+                        "field": row.field,
+                        "reason": row.reason,
+                    },
                     ensure_ascii=False,
                 )
                 + "\n"

@@ -57,7 +57,10 @@ class Job(Base):
     strong_share: Mapped[float | None] = mapped_column(Float, nullable=True)
     state: Mapped[str] = mapped_column(String(20), index=True)
     phase: Mapped[str] = mapped_column(
-        String(20), default="scoring", server_default="scoring", doc="scoring -> generating -> done; advanced by one conditional UPDATE."
+        String(20),
+        default="scoring",
+        server_default="scoring",
+        doc="scoring -> generating -> done; advanced by one conditional UPDATE.",
     )
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

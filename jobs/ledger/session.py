@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -69,3 +70,12 @@ def dispose_all(*, close: bool = True) -> None:
     get_engine.cache_clear()
     _factory.cache_clear()
     _urls_seen.clear()
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The number of rows an UPDATE or DELETE matched.
+
+    ``Session.execute`` is typed as returning a plain ``Result``; for a DML statement without
+    RETURNING it is a ``CursorResult``, which carries the count.
+    """
+    return cast("CursorResult[Any]", result).rowcount

@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import bindparam
+from sqlalchemy import Table, bindparam
 from sqlalchemy.orm import Session
 
 from jobs.ledger.models import Attempt, Item
 
 if TYPE_CHECKING:
+    import psycopg
+
     from jobs.providers.types import Attempt as CallAttempt
 
 ATTEMPT_COLUMNS = tuple(c.name for c in Attempt.__table__.columns)
@@ -71,10 +73,17 @@ class Outcome:
         """Bind parameters of the guarded outcome UPDATE (``b_id`` names the item: a bind
         named like a column would also be added to the unguarded cost UPDATE by Core)."""
         return {
-            "b_id": self.item_id, "state": str(self.state), "model": self.model, "response": self.response,
-            "status_code": self.status_code, "error": self.error, "prompt_tokens": self.prompt_tokens,
+            "b_id": self.item_id,
+            "state": str(self.state),
+            "model": self.model,
+            "response": self.response,
+            "status_code": self.status_code,
+            "error": self.error,
+            "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
         }
+
+
 _STAGE = """CREATE TEMP TABLE IF NOT EXISTS rb_outcome_stage (
     id bigint, state text, model text, response text, status_code integer, error text,
     prompt_tokens integer, completion_tokens integer, cost bigint, n integer
@@ -98,8 +107,11 @@ def write_outcomes(
         _write_portable(s, attempts, outcomes, now, lease)
 
 
-def _write_postgres(s: Session, attempts: list[dict[str, Any]], outcomes: list[Outcome], now: datetime, lease: datetime | None) -> None:
-    raw = s.connection().connection.dbapi_connection
+def _write_postgres(
+    s: Session, attempts: list[dict[str, Any]], outcomes: list[Outcome], now: datetime, lease: datetime | None
+) -> None:
+    # only the postgresql+psycopg dialect comes here: its DB-API connection is psycopg's own
+    raw = cast("psycopg.Connection[Any]", s.connection().connection.dbapi_connection)
     with raw.cursor() as cur:
         if attempts:
             with cur.copy(f"COPY attempts ({', '.join(ATTEMPT_COLUMNS)}) FROM STDIN") as copy:
@@ -112,9 +124,16 @@ def _write_postgres(s: Session, attempts: list[dict[str, Any]], outcomes: list[O
             for o in outcomes:
                 copy.write_row(
                     (
-                        o.item_id, str(o.state), o.model,
+                        o.item_id,
+                        str(o.state),
+                        o.model,
                         json.dumps(o.response, ensure_ascii=False) if o.response is not None else None,
-                        o.status_code, o.error, o.prompt_tokens, o.completion_tokens, o.cost_micro_usd, o.attempts,
+                        o.status_code,
+                        o.error,
+                        o.prompt_tokens,
+                        o.completion_tokens,
+                        o.cost_micro_usd,
+                        o.attempts,
                     )
                 )
         cur.execute(_ADD_COST)
@@ -124,12 +143,14 @@ def _write_postgres(s: Session, attempts: list[dict[str, Any]], outcomes: list[O
             cur.execute(_OUTCOME + " AND i.lease_until = %(lease)s", {"now": now, "lease": lease})
 
 
-def _write_portable(s: Session, attempts: list[dict[str, Any]], outcomes: list[Outcome], now: datetime, lease: datetime | None) -> None:
+def _write_portable(
+    s: Session, attempts: list[dict[str, Any]], outcomes: list[Outcome], now: datetime, lease: datetime | None
+) -> None:
     if attempts:
-        s.execute(Attempt.__table__.insert(), attempts)
+        s.execute(cast(Table, Attempt.__table__).insert(), attempts)
     if not outcomes:
         return
-    items = Item.__table__
+    items = cast(Table, Item.__table__)  # a declarative model's __table__ is a Table (typed FromClause)
     s.execute(
         items.update()
         .where(items.c.id == bindparam("b_id"))
@@ -148,9 +169,15 @@ def _write_portable(s: Session, attempts: list[dict[str, Any]], outcomes: list[O
         items.update()
         .where(*guard)
         .values(
-            state=bindparam("state"), model=bindparam("model"), response=bindparam("response", type_=items.c.response.type),
-            status_code=bindparam("status_code"), error=bindparam("error"), prompt_tokens=bindparam("prompt_tokens"),
-            completion_tokens=bindparam("completion_tokens"), lease_until=None, updated_at=now,
+            state=bindparam("state"),
+            model=bindparam("model"),
+            response=bindparam("response", type_=items.c.response.type),
+            status_code=bindparam("status_code"),
+            error=bindparam("error"),
+            prompt_tokens=bindparam("prompt_tokens"),
+            completion_tokens=bindparam("completion_tokens"),
+            lease_until=None,
+            updated_at=now,
         ),
         [o.guarded_params() for o in outcomes],
     )

@@ -26,19 +26,18 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from jobs.lifecycle import transitions as lifecycle
 from jobs.ledger.models import Item, Job
-from jobs.ledger.session import session_scope
+from jobs.ledger.session import rowcount, session_scope
 from jobs.ledger.types import utcnow
+from jobs.lifecycle import transitions as lifecycle
+from jobs.lifecycle.recovery import Enqueue, LostCounts, open_work, recover_lost
+from jobs.lifecycle.states import ITEM_OPEN, ItemState, JobState, Phase
 from jobs.pipeline.tasks import TaskQueue
 from jobs.runtime import Runtime
-from jobs.lifecycle.recovery import Enqueue, open_work, recover_lost
-from jobs.lifecycle.states import ITEM_OPEN, ItemState, JobState, Phase
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 0x726F_7574_6562_6174 & 0x7FFF_FFFF_FFFF_FFFF  # "routebat": one reaper at a time
-
 
 
 @dataclass
@@ -99,19 +98,18 @@ def reap_expired_leases(s: Session, rt: Runtime, now: datetime, todo: list[Enque
 
     Returns (items lost in flight, items cancelled, reservations settled or released).
     """
-    provider_of = lambda m: rt.config.model(m).provider if m in rt.config.models else ""  # noqa: E731
-    counts = {"lost_items": 0, "settled_at_reserved": 0, "released": 0, "jobs": set()}
+    provider_of = lambda m: rt.config.model(m).provider if m in rt.config.models else ""
+    counts: LostCounts = {"lost_items": 0, "settled_at_reserved": 0, "released": 0, "jobs": set()}
     for job_id in _active_job_ids(s):  # per job: the (job_id, state) index, not a table scan
         got = recover_lost(s, job_id=job_id, now=now, provider_of=provider_of)
-        for key in ("lost_items", "settled_at_reserved", "released"):
-            counts[key] += got[key]
+        counts["lost_items"] += got["lost_items"]
+        counts["settled_at_reserved"] += got["settled_at_reserved"]
+        counts["released"] += got["released"]
         counts["jobs"] |= got["jobs"]
     cancelled = 0
     for job_id in sorted(counts["jobs"]):
         if s.scalar(select(Job.state).where(Job.id == job_id)) == JobState.IN_PROGRESS:
-            chunks = s.scalars(
-                select(Item.chunk).where(Item.job_id == job_id, Item.state == ItemState.ROUTED).distinct()
-            ).all()
+            chunks = s.scalars(select(Item.chunk).where(Item.job_id == job_id, Item.state == ItemState.ROUTED).distinct()).all()
             todo.extend(("generate", job_id, c) for c in sorted(chunks))
         else:
             cancelled += _cancel_leftovers(s, job_id, now)
@@ -132,9 +130,7 @@ def rekick_stalled(
     """Enqueue again the open work of jobs that stopped moving (their messages were lost)."""
     stall = timedelta(seconds=rt.settings.stall_after_s())
     active = s.execute(
-        select(Job.id, Job.state, Job.phase, Job.in_progress_at).where(
-            Job.state.in_([JobState.IN_PROGRESS, JobState.CANCELLING])
-        )
+        select(Job.id, Job.state, Job.phase, Job.in_progress_at).where(Job.state.in_([JobState.IN_PROGRESS, JobState.CANCELLING]))
     ).all()
     if not active:
         return []
@@ -168,7 +164,7 @@ def rekick_stalled(
             try:
                 if backlog(step) > 0:
                     continue  # its messages may still be waiting behind other jobs' work
-            except Exception:  # noqa: BLE001 - broker away: retry on the next tick
+            except Exception:
                 log.warning("reaper: cannot read the %s queue length", step, exc_info=True)
                 continue
         kicked.append(job.id)
@@ -176,7 +172,9 @@ def rekick_stalled(
         # Touch one open item: the job counts as moving again, so the next tick waits a full
         # stall period before kicking it a second time (cheap even for a million items).
         first_open = select(func.min(Item.id)).where(Item.job_id == job.id, Item.state.in_(open_states)).scalar_subquery()
-        s.execute(update(Item).where(Item.id == first_open).values(updated_at=now), execution_options={"synchronize_session": False})
+        s.execute(
+            update(Item).where(Item.id == first_open).values(updated_at=now), execution_options={"synchronize_session": False}
+        )
     if kicked:
         log.warning("reaper: re-enqueued stalled jobs %s", ", ".join(kicked))
     return kicked
@@ -197,11 +195,13 @@ def _stall_check_due(rt: Runtime, now: datetime, stall: timedelta) -> bool:
 
 def _cancel_leftovers(s: Session, job_id: str, now: datetime) -> int:
     """A cancelling job whose workers are gone: its unsent items end cancelled."""
-    n = s.execute(
-        update(Item)
-        .where(Item.job_id == job_id, Item.state.in_(lifecycle.UNSENT_STATES))
-        .values(state=ItemState.CANCELLED, lease_until=None, updated_at=now)
-    ).rowcount
+    n = rowcount(
+        s.execute(
+            update(Item)
+            .where(Item.job_id == job_id, Item.state.in_(lifecycle.UNSENT_STATES))
+            .values(state=ItemState.CANCELLED, lease_until=None, updated_at=now)
+        )
+    )
     job = s.get(Job, job_id)
     if job is not None and job.phase == Phase.SCORING:
         job.phase = Phase.GENERATING  # so that maybe_finalize may close it

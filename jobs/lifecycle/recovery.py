@@ -10,15 +10,17 @@ sent again. A hold on an item that was never sent is released to zero.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobs.money.budgets import add_event, hold_of, release, settle
 from jobs.ledger.models import Attempt, Item, Reservation
 from jobs.ledger.types import utcnow
 from jobs.lifecycle.states import ItemState, Phase
+from jobs.money.budgets import add_event, hold_of, release, settle
 
 Enqueue = tuple[str, str, int | None]
 """(step, job id, chunk) to put on the queue."""
@@ -26,14 +28,30 @@ Enqueue = tuple[str, str, int | None]
 LOST_MESSAGE = "worker stopped after marking the item sent; outcome unknown, sent again"
 
 
-def recover_lost(s: Session, *, job_id: str | None = None, force: bool = False, now: datetime | None = None, provider_of=None) -> dict:
+class LostCounts(TypedDict):
+    """What ``recover_lost`` did: items requeued, holds settled or released, jobs touched."""
+
+    lost_items: int
+    settled_at_reserved: int
+    released: int
+    jobs: set[str]
+
+
+def recover_lost(
+    s: Session,
+    *,
+    job_id: str | None = None,
+    force: bool = False,
+    now: datetime | None = None,
+    provider_of: Callable[[str], str] | None = None,
+) -> LostCounts:
     """Requeue lost items and close dead holds; returns counts and the affected job ids.
 
     ``force`` treats every sent item as lost (only safe when no worker is running).
     ``provider_of(model) -> str`` names the provider for the recorded attempt.
     """
     now = now or utcnow()
-    counts = {"lost_items": 0, "settled_at_reserved": 0, "released": 0, "jobs": set()}
+    counts: LostCounts = {"lost_items": 0, "settled_at_reserved": 0, "released": 0, "jobs": set()}
     lost_q = select(Item).where(Item.state == ItemState.SENT)
     if job_id is not None:
         lost_q = lost_q.where(Item.job_id == job_id)
@@ -42,10 +60,18 @@ def recover_lost(s: Session, *, job_id: str | None = None, force: bool = False, 
     for item in s.scalars(lost_q.with_for_update(skip_locked=True)).all():
         cost = 0
         for res in s.scalars(select(Reservation).where(Reservation.item_id == item.id, Reservation.state == "open")):
-            settle(s, hold_of(res), res.amount_micro_usd, note="lost in flight: settled at the reserved amount", job_id=item.job_id)
+            settle(
+                s, hold_of(res), res.amount_micro_usd, note="lost in flight: settled at the reserved amount", job_id=item.job_id
+            )
             cost += res.amount_micro_usd
             counts["settled_at_reserved"] += 1
-            add_event(s, "reaper_settled", f"item {item.custom_id}: hold settled at the reserved amount (call may have been sent)", job_id=item.job_id, data={"amount_micro_usd": res.amount_micro_usd})
+            add_event(
+                s,
+                "reaper_settled",
+                f"item {item.custom_id}: hold settled at the reserved amount (call may have been sent)",
+                job_id=item.job_id,
+                data={"amount_micro_usd": res.amount_micro_usd},
+            )
         s.add(
             Attempt(
                 id=uuid.uuid4().hex,
@@ -66,8 +92,10 @@ def recover_lost(s: Session, *, job_id: str | None = None, force: bool = False, 
         item.lease_until = None
         counts["lost_items"] += 1
         counts["jobs"].add(item.job_id)
-    dead = select(Reservation, Item.state).join(Item, Item.id == Reservation.item_id).where(
-        Reservation.state == "open", Item.state != ItemState.SENT
+    dead = (
+        select(Reservation, Item.state)
+        .join(Item, Item.id == Reservation.item_id)
+        .where(Reservation.state == "open", Item.state != ItemState.SENT)
     )
     if job_id is not None:
         dead = dead.where(Reservation.job_id == job_id)

@@ -1,6 +1,6 @@
 """The job lifecycle service: submit, run, status, list, cancel, resume.
 
-Used by the CLI and importable as a small Python API (``jobs.api``). Every function takes
+Used by the CLI and exported as the Python API (``jobs.__all__``). Every function takes
 a ``Runtime`` so that tests and workers choose the database and config explicitly.
 """
 
@@ -8,29 +8,31 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Literal
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import case, func, select, update
 
-from jobs.errors import ConfigError, JobFailed, JobNotFound
-from jobs.lifecycle import transitions as lifecycle
-from jobs.pipeline import runner
-from jobs.money.budgets import budget_report, create_budget, get_budget
-from jobs.lifecycle.recovery import open_work, recover_lost
-from routing.registry import validate_spec
 from jobs.datasets import DatasetError, read_rows
 from jobs.datasets.readers import detect_format
+from jobs.errors import ConfigError, JobFailed
+from jobs.ledger.ingest import ingest_rows
 from jobs.ledger.migrate import ensure_schema
-from jobs.ledger.models import Attempt, Budget, InvalidRow, Item, Job
+from jobs.ledger.models import Item, Job
 from jobs.ledger.session import get_engine, session_scope
 from jobs.ledger.types import utcnow
-from jobs.ledger.ingest import ingest_rows
-from jobs.money.pricing import PriceVersion, latest_price, micro_to_usd, sync_prices
+from jobs.lifecycle import transitions as lifecycle
+from jobs.lifecycle.recovery import open_work, recover_lost
+from jobs.lifecycle.states import ITEM_TERMINAL, ItemState, JobState, Phase
+from jobs.lifecycle.status import JobStatus, get_job, read_status
+from jobs.money.budgets import create_budget, get_budget
+from jobs.money.pricing import sync_prices
+from jobs.pipeline import runner
 from jobs.pipeline.tasks import InlineQueue, TaskQueue
 from jobs.runtime import Runtime
-from jobs.lifecycle.states import ITEM_TERMINAL, ItemState, JobState, Phase
+from routing.registry import validate_spec
 
 
 class JobSpec(BaseModel):
@@ -60,7 +62,15 @@ class JobSpec(BaseModel):
         return self
 
 
-ProgressFn = Callable[[dict], None]
+@dataclass(frozen=True)
+class IngestProgress:
+    """Rows read so far while a job is validating (before it has a status worth showing)."""
+
+    valid: int
+    invalid: int
+
+
+ProgressFn = Callable[[IngestProgress | JobStatus], None]
 
 
 def new_job_id() -> str:
@@ -116,15 +126,15 @@ def submit(rt: Runtime, spec: JobSpec, queue: TaskQueue, on_progress: ProgressFn
             )
         )
         sync_prices(s, cfg, [strong, weak])
-    progress = (lambda v, i: on_progress({"stage": "validating", "valid": v, "invalid": i})) if on_progress else None
+    progress = (lambda v, i: on_progress(IngestProgress(v, i))) if on_progress else None
     try:
         report = ingest_rows(get_engine(rt.db_url), job_id, rows, chunk_size=chunk_size, on_progress=progress)
     except DatasetError as exc:
         with session_scope(rt.db_url) as s:
-            lifecycle.fail(s.get(Job, job_id), str(exc))
+            lifecycle.fail(get_job(s, job_id), str(exc))
         raise
     with session_scope(rt.db_url) as s:
-        job = s.get(Job, job_id)
+        job = get_job(s, job_id)
         job.total, job.invalid, job.chunks = report.valid, report.invalid, report.chunks
         if report.valid == 0:
             lifecycle.fail(job, "no valid rows in the input")
@@ -141,7 +151,7 @@ def drain_inline(rt: Runtime, queue: InlineQueue, job_id: str, on_progress: Prog
     after = (lambda: on_progress(status(rt, job_id))) if on_progress else None
     try:
         queue.drain(lambda task, jid, chunk: runner.run_task(rt, queue, task, jid, chunk), after)
-    except Exception as exc:  # noqa: BLE001 - reported on the job and to the caller
+    except Exception as exc:
         message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         with session_scope(rt.db_url) as s:
             job = s.get(Job, job_id)
@@ -151,7 +161,7 @@ def drain_inline(rt: Runtime, queue: InlineQueue, job_id: str, on_progress: Prog
         raise JobFailed(f"job {job_id} failed: {message} (fix the cause, then `routebatch resume {job_id}`)") from exc
 
 
-def run(rt: Runtime, spec: JobSpec, on_progress: ProgressFn | None = None) -> dict:
+def run(rt: Runtime, spec: JobSpec, on_progress: ProgressFn | None = None) -> JobStatus:
     """Submit and execute inline in this process (the embedded default). Returns the status."""
     queue = InlineQueue()
     job_id = submit(rt, spec, queue, on_progress)
@@ -163,103 +173,11 @@ def _provider_name(rt: Runtime, model: str) -> str:
     return rt.config.model(model).provider if model in rt.config.models else ""
 
 
-def _get_job(s, job_id: str) -> Job:
-    job = s.get(Job, job_id)
-    if job is None:
-        raise JobNotFound(f"no job {job_id!r}")
-    return job
-
-
-def status(rt: Runtime, job_id: str) -> dict:
+def status(rt: Runtime, job_id: str) -> JobStatus:
     """The job's state, timestamps, item counts, calls, cost and savings."""
     ensure_schema(rt.db_url)
     with session_scope(rt.db_url) as s:
-        job = _get_job(s, job_id)
-        counts = dict(
-            s.execute(select(Item.state, func.count()).where(Item.job_id == job_id).group_by(Item.state)).all()
-        )
-        by_model = s.execute(
-            select(
-                Item.model,
-                func.count(),
-                func.coalesce(func.sum(Item.prompt_tokens), 0),
-                func.coalesce(func.sum(Item.completion_tokens), 0),
-                func.coalesce(func.sum(Item.cost_micro_usd), 0),
-            )
-            .where(Item.job_id == job_id, Item.state == ItemState.SUCCEEDED)
-            .group_by(Item.model)
-        ).all()
-        routed = dict(
-            s.execute(
-                select(Item.route, func.count()).where(Item.job_id == job_id, Item.route.is_not(None)).group_by(Item.route)
-            ).all()
-        )
-        spent = int(s.scalar(select(func.coalesce(func.sum(Attempt.cost_micro_usd), 0)).where(Attempt.job_id == job_id)))
-        attempts = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.job_id == job_id))
-        invalid_sample = [
-            {"line": r.line_no, "field": r.field, "reason": r.reason, "custom_id": r.custom_id}
-            for r in s.scalars(select(InvalidRow).where(InvalidRow.job_id == job_id).order_by(InvalidRow.line_no).limit(20))
-        ]
-        budgets = {}
-        for key, bid in (("job", job.job_budget_id), ("named", job.budget_id)):
-            if bid is not None:
-                budgets[key] = budget_report(s, s.get(Budget, bid))
-        strong_price = latest_price(s, job.strong_model)
-        all_strong = _all_strong_cost(job, by_model, strong_price)
-        strong_calls = sum(n for model, n, *_ in by_model if model == job.strong_model)
-        weak_calls = sum(n for model, n, *_ in by_model if model != job.strong_model)
-        out = {
-            "job_id": job.id,
-            "status": job.state,
-            "phase": job.phase,
-            "input_file": job.input_file,
-            "router": job.router,
-            "strong_model": job.strong_model,
-            "weak_model": job.weak_model,
-            "threshold": job.threshold,
-            "strong_share_requested": job.strong_share,
-            "total": job.total,
-            "invalid": job.invalid,
-            "counts": {st.value: counts.get(st.value, 0) for st in ItemState},
-            "succeeded": counts.get(ItemState.SUCCEEDED, 0),
-            "failed": counts.get(ItemState.FAILED, 0),
-            "routed_strong": routed.get("strong", 0),
-            "routed_weak": routed.get("weak", 0),
-            "strong_calls": strong_calls,
-            "weak_calls": weak_calls,
-            "attempts": attempts,
-            "cost_usd": micro_to_usd(spent),
-            "cost_micro_usd": spent,
-            "all_strong_cost_usd": micro_to_usd(all_strong),
-            "savings_pct": round(100.0 * (1 - spent / all_strong), 2) if all_strong else 0.0,
-            "error": job.error,
-            "skipped_budget": counts.get(ItemState.SKIPPED_BUDGET, 0),
-            "on_exhausted": job.on_exhausted,
-            "allocate": job.allocate,
-            "budgets": budgets,
-            "invalid_rows": invalid_sample,
-            "timestamps": {
-                st.value: (getattr(job, f"{st.value}_at").isoformat() if getattr(job, f"{st.value}_at") else None)
-                for st in JobState
-            },
-            "created_at": job.created_at.isoformat(),
-        }
-    return out
-
-
-def _all_strong_cost(job: Job, by_model, strong_price: PriceVersion | None) -> int:
-    """What the succeeded items would have cost on the strong model.
-
-    Items answered by the strong model count at their real cost; the others at the
-    strong model's current price for the same prompt and completion token counts.
-    """
-    total = 0
-    for model, _n, prompt_toks, completion_toks, cost in by_model:
-        if model == job.strong_model or strong_price is None:
-            total += int(cost)
-        else:
-            total += strong_price.cost_micro_usd(int(prompt_toks), int(completion_toks))
-    return total
+        return read_status(s, job_id)
 
 
 def list_jobs(rt: Runtime, limit: int = 20) -> list[dict]:
@@ -280,10 +198,10 @@ def list_jobs(rt: Runtime, limit: int = 20) -> list[dict]:
         ]
 
 
-def cancel(rt: Runtime, job_id: str) -> dict:
+def cancel(rt: Runtime, job_id: str) -> JobStatus:
     """Stop new provider calls: unsent items end cancelled; in-flight calls finish and are recorded."""
     with session_scope(rt.db_url) as s:
-        job = _get_job(s, job_id)
+        job = get_job(s, job_id)
         if JobState(job.state).terminal:
             return status(rt, job_id)
         lifecycle.transition(job, JobState.CANCELLING)
@@ -292,16 +210,14 @@ def cancel(rt: Runtime, job_id: str) -> dict:
             .where(Item.job_id == job_id, Item.state.in_(lifecycle.UNSENT_STATES))
             .values(state=ItemState.CANCELLED, updated_at=utcnow())
         )
-        in_flight = s.scalar(
-            select(func.count()).select_from(Item).where(Item.job_id == job_id, Item.state == ItemState.SENT)
-        )
+        in_flight = s.scalar(select(func.count()).select_from(Item).where(Item.job_id == job_id, Item.state == ItemState.SENT))
         if not in_flight:
             job.phase = Phase.DONE
             lifecycle.transition(job, JobState.CANCELLED)
     return status(rt, job_id)
 
 
-def resume(rt: Runtime, job_id: str, queue: TaskQueue, *, retry_failed: bool = False, force: bool = False) -> dict:
+def resume(rt: Runtime, job_id: str, queue: TaskQueue, *, retry_failed: bool = False, force: bool = False) -> JobStatus:
     """Re-enqueue every non-terminal item (after a crash, a cancel or an expiry).
 
     Items marked sent whose lease has expired (or all of them with ``force``) may or may
@@ -310,13 +226,15 @@ def resume(rt: Runtime, job_id: str, queue: TaskQueue, *, retry_failed: bool = F
     """
     now = utcnow()
     with session_scope(rt.db_url) as s:
-        job = _get_job(s, job_id)
+        job = get_job(s, job_id)
         reopen = [ItemState.CANCELLED] + ([ItemState.FAILED] if retry_failed else [])
         s.execute(
             update(Item)
             .where(Item.job_id == job_id, Item.state.in_(reopen))
             .values(
-                state=case((Item.score.is_(None), ItemState.PENDING), (Item.route.is_(None), ItemState.SCORED), else_=ItemState.ROUTED),
+                state=case(
+                    (Item.score.is_(None), ItemState.PENDING), (Item.route.is_(None), ItemState.SCORED), else_=ItemState.ROUTED
+                ),
                 error=None,
                 updated_at=now,
             )
@@ -340,3 +258,10 @@ def resume(rt: Runtime, job_id: str, queue: TaskQueue, *, retry_failed: bool = F
     for step in todo:
         queue.enqueue(*step)
     return status(rt, job_id)
+
+
+def export(rt: Runtime, job_id: str, out: Path, errors: Path | None = None, fmt: str = "openai") -> dict[str, int]:
+    """Write the job's results (and optionally its errors file); returns line counts."""
+    from jobs.ledger.export import export_job
+
+    return export_job(rt.db_url, job_id, out, errors, fmt)

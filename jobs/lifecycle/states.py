@@ -25,9 +25,7 @@ class JobState(StrEnum):
         return self in JOB_TERMINAL
 
 
-JOB_TERMINAL = frozenset(
-    {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED, JobState.BUDGET_EXHAUSTED}
-)
+JOB_TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED, JobState.BUDGET_EXHAUSTED})
 
 
 class Phase(StrEnum):

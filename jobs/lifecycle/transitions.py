@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from jobs.errors import IllegalTransition
 from jobs.ledger.models import Item, Job
-from jobs.ledger.session import session_scope
+from jobs.ledger.session import rowcount, session_scope
 from jobs.ledger.types import utcnow
 from jobs.lifecycle.states import JOB_TRANSITIONS, ItemState, JobState
 
@@ -45,11 +45,13 @@ def cancel_unsent_items(db_url: str, job_id: str, item_ids: list[int], holds: li
             return 0
         job_state = s.scalar(select(Job.state).where(Job.id == job_id))
         target = ItemState.SKIPPED_BUDGET if job_state == JobState.BUDGET_EXHAUSTED else ItemState.CANCELLED
-        return s.execute(
-            update(Item)
-            .where(Item.id.in_(item_ids), Item.state == ItemState.SENT)
-            .values(state=target, lease_until=None, updated_at=utcnow())
-        ).rowcount
+        return rowcount(
+            s.execute(
+                update(Item)
+                .where(Item.id.in_(item_ids), Item.state == ItemState.SENT)
+                .values(state=target, lease_until=None, updated_at=utcnow())
+            )
+        )
 
 
 UNSENT_STATES = (ItemState.PENDING, ItemState.SCORED, ItemState.ROUTED, ItemState.RESERVED)

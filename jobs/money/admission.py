@@ -15,16 +15,17 @@ from typing import Any
 from sqlalchemy import select, update
 
 from jobs.config import AppConfig
-from jobs.lifecycle import transitions as lifecycle
-from jobs.money.budgets import Hold, add_event, current_window, open_reservation
 from jobs.ledger.models import Budget, Item, Job
 from jobs.ledger.session import session_scope
 from jobs.ledger.types import utcnow
+from jobs.lifecycle import transitions as lifecycle
+from jobs.lifecycle.states import ItemState, JobState
+from jobs.money.budgets import Hold, add_event, current_window, open_reservation
 from jobs.money.pricing import PriceVersion
 from jobs.money.tokens import input_token_bound
 from jobs.pipeline.request import RequestShape, request_shape
 from jobs.runtime import Runtime
-from jobs.lifecycle.states import ItemState, JobState
+
 
 def worst_case_micro(shape: RequestShape, model: str, prices: dict[str, PriceVersion], config: AppConfig) -> int:
     """Worst-case cost of one call, over the model and its fallback chain."""
@@ -81,7 +82,9 @@ def _room_without_holds(s, window_ids: tuple[int, ...]) -> int:
     if not window_ids:
         return 2**62
     return int(
-        s.scalar(select(func.min(BudgetWindow.cap_micro_usd - BudgetWindow.spent_micro_usd)).where(BudgetWindow.id.in_(window_ids)))
+        s.scalar(
+            select(func.min(BudgetWindow.cap_micro_usd - BudgetWindow.spent_micro_usd)).where(BudgetWindow.id.in_(window_ids))
+        )
     )
 
 
@@ -103,7 +106,17 @@ def admit(
     out = AdmitResult()
     cfg = rt.config
     prepared = [
-        (row, request_shape(cfg, row.model, prompt=row.prompt, messages=row.messages, row_max_tokens=row.max_tokens, job_max_tokens=job_max_tokens))
+        (
+            row,
+            request_shape(
+                cfg,
+                row.model,
+                prompt=row.prompt,
+                messages=row.messages,
+                row_max_tokens=row.max_tokens,
+                job_max_tokens=job_max_tokens,
+            ),
+        )
         for row in rows
     ]
     if not plan.active:
@@ -114,8 +127,8 @@ def admit(
         if job is None or job.state != JobState.IN_PROGRESS:
             out.stop = True
             return out
-        job_window = current_window(s, s.get(Budget, plan.job_budget_id)).id if plan.job_budget_id else None
-        named_window = current_window(s, s.get(Budget, plan.named_budget_id)).id if plan.named_budget_id else None
+        job_window = current_window(s, s.get_one(Budget, plan.job_budget_id)).id if plan.job_budget_id else None
+        named_window = current_window(s, s.get_one(Budget, plan.named_budget_id)).id if plan.named_budget_id else None
         skipped: list[tuple[int, str]] = []
         downgraded: list[int] = []
         windows = tuple(w for w in (job_window, named_window) if w is not None)
@@ -176,4 +189,3 @@ def _stop_job(s, job: Job, unsent_ids: list[int], amount: int) -> None:
     lifecycle.transition(job, JobState.BUDGET_EXHAUSTED)
     job.error = "budget_exhausted"
     add_event(s, "budget_exhausted", f"job {job.id} stopped: next call needed {amount} micro-USD", job_id=job.id)
-

@@ -15,11 +15,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, text, update
+from sqlalchemy import Insert, select, text, update
 from sqlalchemy.orm import Session
 
 from jobs.errors import BudgetError
 from jobs.ledger.models import Budget, BudgetWindow, LedgerEvent, Reservation
+from jobs.ledger.session import rowcount
 from jobs.ledger.types import utcnow
 from jobs.money.pricing import micro_to_usd, usd_to_micro
 
@@ -48,11 +49,16 @@ def window_start(window: str, now: datetime | None = None) -> datetime:
 
 def _insert_ignore(s: Session, table, values: dict) -> None:
     """INSERT ... ON CONFLICT DO NOTHING on Postgres and SQLite alike."""
+    stmt: Insert
     if s.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(table).values(**values).on_conflict_do_nothing()
     else:
-        from sqlalchemy.dialects.sqlite import insert
-    s.execute(insert(table).values(**values).on_conflict_do_nothing())
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing()
+    s.execute(stmt)
 
 
 # ---------------------------------------------------------------- budgets
@@ -82,10 +88,10 @@ def get_budget(s: Session, name: str) -> Budget:
 def current_window(s: Session, budget: Budget, now: datetime | None = None) -> BudgetWindow:
     """The window row for ``now``, created on first use (concurrently safe)."""
     start = window_start(budget.window, now)
-    _insert_ignore(s, BudgetWindow.__table__, {"budget_id": budget.id, "window_start": start, "cap_micro_usd": budget.cap_micro_usd})
-    return s.scalars(
-        select(BudgetWindow).where(BudgetWindow.budget_id == budget.id, BudgetWindow.window_start == start)
-    ).one()
+    _insert_ignore(
+        s, BudgetWindow.__table__, {"budget_id": budget.id, "window_start": start, "cap_micro_usd": budget.cap_micro_usd}
+    )
+    return s.scalars(select(BudgetWindow).where(BudgetWindow.budget_id == budget.id, BudgetWindow.window_start == start)).one()
 
 
 def raise_budget(s: Session, name: str, cap_usd: float) -> Budget:
@@ -142,13 +148,15 @@ def try_reserve(s: Session, window_ids: tuple[int, ...], amount: int) -> bool:
         raise BudgetError("a reservation cannot be negative")
     savepoint = s.begin_nested()
     for wid in window_ids:
-        won = s.execute(
-            text(
-                "UPDATE budget_windows SET reserved_micro_usd = reserved_micro_usd + :a "
-                "WHERE id = :w AND spent_micro_usd + reserved_micro_usd + :a <= cap_micro_usd"
-            ),
-            {"a": amount, "w": wid},
-        ).rowcount
+        won = rowcount(
+            s.execute(
+                text(
+                    "UPDATE budget_windows SET reserved_micro_usd = reserved_micro_usd + :a "
+                    "WHERE id = :w AND spent_micro_usd + reserved_micro_usd + :a <= cap_micro_usd"
+                ),
+                {"a": amount, "w": wid},
+            )
+        )
         if won != 1:
             savepoint.rollback()
             return False
@@ -189,11 +197,13 @@ def settle(s: Session, hold: Hold, actual: int, note: str | None = None, job_id:
     provider ever bills more, the part that does not fit the cap is recorded as overdraft
     (and an event) rather than lost, so the ledger stays complete.
     """
-    won = s.execute(
-        update(Reservation)
-        .where(Reservation.id == hold.reservation_id, Reservation.state == "open")
-        .values(state="settled", settled_micro_usd=actual, settled_at=utcnow(), note=note)
-    ).rowcount
+    won = rowcount(
+        s.execute(
+            update(Reservation)
+            .where(Reservation.id == hold.reservation_id, Reservation.state == "open")
+            .values(state="settled", settled_micro_usd=actual, settled_at=utcnow(), note=note)
+        )
+    )
     if not won:  # already settled by the reaper: the money moved then
         return
     for wid in hold.window_ids:
@@ -202,24 +212,28 @@ def settle(s: Session, hold: Hold, actual: int, note: str | None = None, job_id:
 
 def release(s: Session, hold: Hold, note: str) -> None:
     """Give a hold back untouched: the call provably was not made."""
-    won = s.execute(
-        update(Reservation)
-        .where(Reservation.id == hold.reservation_id, Reservation.state == "open")
-        .values(state="released", settled_micro_usd=0, settled_at=utcnow(), note=note)
-    ).rowcount
+    won = rowcount(
+        s.execute(
+            update(Reservation)
+            .where(Reservation.id == hold.reservation_id, Reservation.state == "open")
+            .values(state="released", settled_micro_usd=0, settled_at=utcnow(), note=note)
+        )
+    )
     if won:
         for wid in hold.window_ids:
             _move(s, wid, hold.amount, 0, None)
 
 
 def _move(s: Session, window_id: int, held: int, actual: int, job_id: str | None) -> None:
-    fits = s.execute(
-        text(
-            "UPDATE budget_windows SET reserved_micro_usd = reserved_micro_usd - :h, spent_micro_usd = spent_micro_usd + :a "
-            "WHERE id = :w AND spent_micro_usd + reserved_micro_usd - :h + :a <= cap_micro_usd"
-        ),
-        {"h": held, "a": actual, "w": window_id},
-    ).rowcount
+    fits = rowcount(
+        s.execute(
+            text(
+                "UPDATE budget_windows SET reserved_micro_usd = reserved_micro_usd - :h, spent_micro_usd = spent_micro_usd + :a "
+                "WHERE id = :w AND spent_micro_usd + reserved_micro_usd - :h + :a <= cap_micro_usd"
+            ),
+            {"h": held, "a": actual, "w": window_id},
+        )
+    )
     if not fits:
         row = s.execute(
             text("SELECT cap_micro_usd, spent_micro_usd, reserved_micro_usd FROM budget_windows WHERE id = :w"),
@@ -254,7 +268,9 @@ def check_alerts(s: Session, window_id: int, job_id: str | None) -> None:
             if s.scalar(select(LedgerEvent.id).where(LedgerEvent.dedupe_key == key)) is None:
                 name = s.scalar(select(Budget.name).where(Budget.id == budget_id))
                 message = f"budget {name} at {used:.1f}% of ${micro_to_usd(cap):.2f} (alert {level}%)"
-                add_event(s, f"budget_alert_{level}", message, job_id=job_id, budget_id=budget_id, window_id=window_id, dedupe_key=key)
+                add_event(
+                    s, f"budget_alert_{level}", message, job_id=job_id, budget_id=budget_id, window_id=window_id, dedupe_key=key
+                )
                 log.warning(message)
 
 

@@ -65,9 +65,7 @@ class PriceVersion:
 
 
 def _row_to_version(row: Price) -> PriceVersion:
-    return PriceVersion(
-        row.id, row.model, row.input_micro_per_mtok, row.cached_input_micro_per_mtok, row.output_micro_per_mtok
-    )
+    return PriceVersion(row.id, row.model, row.input_micro_per_mtok, row.cached_input_micro_per_mtok, row.output_micro_per_mtok)
 
 
 def latest_price(session: Session, model: str, at: datetime | None = None) -> PriceVersion | None:

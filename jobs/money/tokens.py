@@ -40,7 +40,7 @@ def _encoding(name: str) -> Any | None:
         import tiktoken
 
         return tiktoken.get_encoding(name)
-    except Exception:  # noqa: BLE001 - no tiktoken, or the plugin missing: fall back to the bound
+    except Exception:
         return None
 
 

@@ -53,7 +53,7 @@ class CancelWatch:
             await asyncio.sleep(self._every_s)
             try:
                 state = await self._read_state()
-            except Exception:  # noqa: BLE001 - a DB blip must not kill the sends; the next poll retries
+            except Exception:
                 log.warning("cannot read the job state to check for a cancel", exc_info=True)
                 continue
             if state != JobState.IN_PROGRESS:
@@ -80,6 +80,7 @@ class LedgerFlusher:
         self._flushed = asyncio.Event()
         self._finishing = False
         self.failure: BaseException | None = None
+        self._done = False
 
     @property
     def pending(self) -> int:
@@ -91,7 +92,9 @@ class LedgerFlusher:
             self._wanted.set()
 
     async def flush_now(self) -> None:
-        """Wait until what is pending now has been written (or the writer failed)."""
+        """Wait until what is pending now has been written (or the writer failed or stopped)."""
+        if self._done:
+            return
         self._flushed.clear()
         self._wanted.set()
         await self._flushed.wait()
@@ -102,6 +105,13 @@ class LedgerFlusher:
         self._wanted.set()
 
     async def run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            self._done = True
+            self._flushed.set()
+
+    async def _loop(self) -> None:
         while True:
             try:
                 await asyncio.wait_for(self._wanted.wait(), self._flush_seconds)
@@ -113,7 +123,7 @@ class LedgerFlusher:
                 self._pending.clear()
                 try:
                     state = await self._record(batch)
-                except BaseException as exc:  # noqa: BLE001 - surfaced by FanOut after the senders stop
+                except BaseException as exc:
                     self.failure = exc
                     self._stop.set()
                     self._flushed.set()
@@ -183,6 +193,10 @@ class AdmissionGate:
                 self._ready.extend(outcome.admitted)
                 self._deferred.extend(outcome.deferred)
                 if outcome.stop:
+                    # Rows neither admitted nor deferred were refused because the job
+                    # stopped: they go back to the unsent pile, so the cancel finds them.
+                    handled = {a.row.id for a in outcome.admitted} | {r.id for r in outcome.deferred}
+                    self._todo.extendleft(reversed([r for r in batch if r.id not in handled]))
                     self._stop.set()
             if not self._ready or self._stop.is_set():
                 return None
@@ -217,7 +231,7 @@ class FanOut:
         job_id: str,
         rows: Sequence[Any],
         prices: dict[str, PriceVersion],
-        default_max: int,
+        job_max_tokens: int | None,
         lease: datetime | None = None,
         plan: BudgetPlan | None = None,
     ) -> None:
@@ -225,13 +239,13 @@ class FanOut:
         self.job_id = job_id
         self.rows = rows
         self.prices = prices
-        self.default_max = default_max
+        self.job_max_tokens = job_max_tokens
         self.lease = lease
         self.plan = plan or BudgetPlan(None, None, "downgrade", "", "")
         self.stop = asyncio.Event()
 
     async def _admit(self, batch: list[Any], final: bool) -> AdmitResult:
-        args = (self.rt, self.job_id, batch, self.plan, self.prices, self.default_max, final)
+        args = (self.rt, self.job_id, batch, self.plan, self.prices, self.job_max_tokens, final)
         if self.plan.active:
             return await asyncio.to_thread(admit, *args)
         return admit(*args)  # no budget: admission is pure bookkeeping, no database
@@ -255,7 +269,9 @@ class FanOut:
         from jobs.providers import ProviderPool
         from jobs.providers.ratelimit import limiter_for
 
-        pool = ProviderPool(self.rt.config, base_urls=self.rt.base_urls(), rate_limiter=limiter_for(self.rt.config, self.rt.settings.broker_url))
+        pool = ProviderPool(
+            self.rt.config, base_urls=self.rt.base_urls(), rate_limiter=limiter_for(self.rt.config, self.rt.settings.broker_url)
+        )
         flusher = LedgerFlusher(self._record, self.stop)
         gate = AdmissionGate(self.rows, self._admit, flusher, self.stop)
         watch = CancelWatch(self._read_state, self.rt.settings.cancel_poll_s, self.stop)

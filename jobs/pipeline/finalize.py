@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import update
 
 from jobs.ledger.models import Job
-from jobs.ledger.session import session_scope
+from jobs.ledger.session import rowcount, session_scope
 from jobs.lifecycle import transitions
 from jobs.lifecycle.states import ITEM_OPEN, JobState, Phase
 from jobs.runtime import Runtime
@@ -18,10 +18,10 @@ def maybe_finalize(rt: Runtime, job_id: str) -> bool:
     if count_items(rt, job_id, ITEM_OPEN):
         return False
     with session_scope(rt.db_url) as s:
-        won = s.execute(update(Job).where(Job.id == job_id, Job.phase == Phase.GENERATING).values(phase=Phase.DONE)).rowcount
+        won = rowcount(s.execute(update(Job).where(Job.id == job_id, Job.phase == Phase.GENERATING).values(phase=Phase.DONE)))
         if not won:
             return False
-        job = s.get(Job, job_id)
+        job = s.get_one(Job, job_id)  # the UPDATE above just matched it
         if job.state == JobState.CANCELLING:
             transitions.transition(job, JobState.CANCELLED)
         elif job.state == JobState.IN_PROGRESS:

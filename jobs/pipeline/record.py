@@ -50,7 +50,9 @@ async def record_with_retry(
         wait=wait_exponential(multiplier=0.2, max=5.0),
         stop=stop_after_delay(RECORD_RETRY_S),
         reraise=True,
-        before_sleep=lambda _: log.warning("job %s: database unreachable while recording %d results; retrying", job_id, len(batch)),
+        before_sleep=lambda _: log.warning(
+            "job %s: database unreachable while recording %d results; retrying", job_id, len(batch)
+        ),
     )
     async for attempt in retrying:
         with attempt:

@@ -7,7 +7,7 @@ from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from jobs.ledger.models import Budget, Item, Job
-from jobs.ledger.session import session_scope
+from jobs.ledger.session import rowcount, session_scope
 from jobs.ledger.types import utcnow
 from jobs.lifecycle.states import ItemState, Phase
 from jobs.money.admission import worst_case_micro
@@ -24,12 +24,10 @@ def route_job(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     Returns True for the one caller that made the transition.
     """
     with session_scope(rt.db_url) as s:
-        won = s.execute(
-            update(Job).where(Job.id == job_id, Job.phase == Phase.SCORING).values(phase=Phase.GENERATING)
-        ).rowcount
+        won = rowcount(s.execute(update(Job).where(Job.id == job_id, Job.phase == Phase.SCORING).values(phase=Phase.GENERATING)))
         if not won:
             return False
-        job = s.get(Job, job_id)
+        job = s.get_one(Job, job_id)  # the UPDATE above just matched it
         if job.allocate == "budget":
             allocate_items(rt, s, job)
         else:
@@ -67,7 +65,7 @@ def allocate_items(rt: Runtime, s: Session, job: Job) -> None:
     cap = None
     for bid in (job.job_budget_id, job.budget_id):
         if bid is not None:
-            w = current_window(s, s.get(Budget, bid))
+            w = current_window(s, s.get_one(Budget, bid))
             room = w.cap_micro_usd - w.spent_micro_usd - w.reserved_micro_usd
             cap = room if cap is None else min(cap, room)
     n = len(rows)
@@ -77,7 +75,9 @@ def allocate_items(rt: Runtime, s: Session, job: Job) -> None:
     job_max = job.spec.get("max_tokens")
     for i, r in enumerate(rows):
         for costs, model in ((cs, job.strong_model), (cw, job.weak_model)):
-            shape = request_shape(rt.config, model, prompt=r.prompt, messages=r.messages, row_max_tokens=r.max_tokens, job_max_tokens=job_max)
+            shape = request_shape(
+                rt.config, model, prompt=r.prompt, messages=r.messages, row_max_tokens=r.max_tokens, job_max_tokens=job_max
+            )
             costs[i] = worst_case_micro(shape, model, prices, rt.config)
     alloc = allocate_budget(p, cs, cw, float(cap if cap is not None else np.inf))
     now = utcnow()

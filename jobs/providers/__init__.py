@@ -2,7 +2,8 @@
 
 The public surface is small and re-exported here; modules behind it each do one thing:
 ``types`` (values), ``pool`` (sending), ``errors`` (retryability), ``redact`` (secrets),
-``ratelimit`` (shared buckets), ``simulated`` (the built-in server), ``replay`` (labelled
+``ratelimit`` (shared buckets), ``transport`` (the keep-alive HTTP/1.1 transport), and
+``sim/`` (the built-in simulated server: ``server``, ``options``, ``replay`` of labelled
 answer files).
 """
 

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 
 import httpx
 
-NON_RETRYABLE_STATUS = frozenset({400, 401, 403, 404, 422})
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 
 _STATUS_CLASS = {

@@ -22,7 +22,7 @@ import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -38,8 +38,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from jobs.money import tokens
 from jobs.config import AppConfig, ModelConfig, ProviderConfig, RetryConfig
+from jobs.money import tokens
 from jobs.providers.errors import (
     exception_error_class,
     exception_is_retryable,
@@ -107,7 +107,7 @@ class _LoopState:
             self.client = httpx.AsyncClient(limits=lim, trust_env=True)
         self.transport = transport if transport is not None else FastTransport()
 
-    async def post(self, url: httpx.URL, headers: dict[str, str], content: bytes, timeout: dict[str, float]) -> _Response:
+    async def post(self, url: httpx.URL, headers: dict[str, str], content: bytes, timeout: dict[str, float | None]) -> _Response:
         if self.client is None and isinstance(self.transport, FastTransport):
             raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
             status, resp_headers, body = await self.transport.exchange(b"POST", url, raw_headers, content, timeout)
@@ -134,7 +134,13 @@ def _proxy_in_env() -> bool:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
+
+
+def _last_outcome(state: RetryCallState) -> _Outcome:
+    """The result of the last try (tenacity calls ``retry_error_callback`` only after one)."""
+    assert state.outcome is not None
+    return state.outcome.result()
 
 
 def _wait_strategy(cfg: RetryConfig) -> Callable[[RetryCallState], float]:
@@ -179,7 +185,7 @@ class ProviderPool:
         # One state per event loop: a pool shared by threads (each with its own loop) or
         # reused across ``asyncio.run`` calls never touches another loop's connections.
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
-        self._endpoints: dict[str, tuple[httpx.URL, dict[str, float]]] = {}
+        self._endpoints: dict[str, tuple[httpx.URL, dict[str, float | None]]] = {}
         self._policies: dict[str, Retrying] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -225,29 +231,26 @@ class ProviderPool:
             nxt = self.config.model(model_key).fallback
             if nxt is None or nxt in tried:
                 log.warning("%s failed on %s: %s", req.custom_id, model_key, outcome.error)
-                return CallResult(
-                    req, False, attempts, outcome.body, model_key, outcome.attempt.status_code, outcome.error
-                )
+                return CallResult(req, False, attempts, outcome.body, model_key, outcome.attempt.status_code, outcome.error)
             log.info("%s failed on %s (%s); falling back to %s", req.custom_id, model_key, outcome.error, nxt)
             model_key, is_fallback = nxt, True
 
     # -- internals -----------------------------------------------------------------------
-    def _endpoint(self, provider_name: str, prov: ProviderConfig) -> tuple[httpx.URL, dict[str, float]]:
+    def _endpoint(self, provider_name: str, prov: ProviderConfig) -> tuple[httpx.URL, dict[str, float | None]]:
         """The parsed chat-completions URL and timeouts of a provider, cached: parsing a URL
         costs about 30 µs, which matters at thousands of requests per second."""
         ep = self._endpoints.get(provider_name)
         if ep is None:
             base = (self.base_urls.get(provider_name) or prov.base_url).rstrip("/")
             if not base:
-                raise ValueError(f"provider {provider_name!r} has no base_url (a simulated provider must be started "
-                                 "and its URL passed in base_urls)")
-            ep = self._endpoints[provider_name] = (httpx.URL(base + "/chat/completions"),
-                                                   httpx.Timeout(prov.timeout_s).as_dict())
+                raise ValueError(
+                    f"provider {provider_name!r} has no base_url (a simulated provider must be started "
+                    "and its URL passed in base_urls)"
+                )
+            ep = self._endpoints[provider_name] = (httpx.URL(base + "/chat/completions"), httpx.Timeout(prov.timeout_s).as_dict())
         return ep
 
-    async def _run_with_retries(
-        self, req: ChatRequest, model_key: str, attempts: list[Attempt], is_fallback: bool
-    ) -> _Outcome:
+    async def _run_with_retries(self, req: ChatRequest, model_key: str, attempts: list[Attempt], is_fallback: bool) -> _Outcome:
         """Try until success, a permanent failure, or the provider's retry policy gives up.
 
         tenacity decides (stop, wait, retry); this loop only performs its actions. It drives
@@ -267,9 +270,16 @@ class ProviderPool:
                 attempts.append(outcome.attempt)
                 state.set_result(outcome)
             elif isinstance(action, DoSleep):
+                assert state.outcome is not None  # tenacity sleeps only after a try's set_result
                 last = state.outcome.result()
-                log.info("retrying %s on %s (try %d failed: %s) in %.2fs",
-                         req.custom_id, model_key, state.attempt_number, last.error, float(action))
+                log.info(
+                    "retrying %s on %s (try %d failed: %s) in %.2fs",
+                    req.custom_id,
+                    model_key,
+                    state.attempt_number,
+                    last.error,
+                    float(action),
+                )
                 state.prepare_for_next_attempt()
                 await self._sleep(float(action))
             else:
@@ -284,7 +294,7 @@ class ProviderPool:
                 stop=stop_after_attempt(cfg.max_attempts) | stop_before_delay(cfg.max_elapsed_s),
                 wait=_wait_strategy(cfg),
                 retry=retry_if_result(lambda o: not o.ok and o.retryable),
-                retry_error_callback=lambda st: st.outcome.result(),  # give up: return the last failure
+                retry_error_callback=_last_outcome,  # give up: return the last failure
                 sleep=lambda _: None,  # never called: this loop sleeps, asynchronously
             )
         return r
@@ -335,14 +345,29 @@ class ProviderPool:
             latency_ms = int((time.perf_counter() - t0) * 1000)
             finished = _utcnow()
 
-        def attempt(error_class: str | None, message: str | None, rid: str | None = None,
-                    usage: tuple[int, int, int, bool] = (0, 0, 0, False)) -> Attempt:
+        def attempt(
+            error_class: str | None,
+            message: str | None,
+            rid: str | None = None,
+            usage: tuple[int, int, int, bool] = (0, 0, 0, False),
+        ) -> Attempt:
             return Attempt(
-                attempt_id=attempt_id, model=model_key, provider=provider_name, attempt_no=attempt_no,
-                status_code=resp.status_code if resp is not None else None, error_class=error_class,
-                error_message=redact(message, [api_key]), request_id=rid, latency_ms=latency_ms,
-                prompt_tokens=usage[0], completion_tokens=usage[1], cached_tokens=usage[2], usage_estimated=usage[3],
-                started_at=started, finished_at=finished, is_fallback=is_fallback,
+                attempt_id=attempt_id,
+                model=model_key,
+                provider=provider_name,
+                attempt_no=attempt_no,
+                status_code=resp.status_code if resp is not None else None,
+                error_class=error_class,
+                error_message=redact(message, [api_key]),
+                request_id=rid,
+                latency_ms=latency_ms,
+                prompt_tokens=usage[0],
+                completion_tokens=usage[1],
+                cached_tokens=usage[2],
+                usage_estimated=usage[3],
+                started_at=started,
+                finished_at=finished,
+                is_fallback=is_fallback,
             )
 
         if resp is None:
@@ -356,8 +381,9 @@ class ProviderPool:
         return outcome
 
     @staticmethod
-    def _interpret(resp: _Response, req: ChatRequest, model_cfg: ModelConfig, api_key: str | None,
-                   attempt: Callable[..., Attempt]) -> _Outcome:
+    def _interpret(
+        resp: _Response, req: ChatRequest, model_cfg: ModelConfig, api_key: str | None, attempt: Callable[..., Attempt]
+    ) -> _Outcome:
         """What a response means: success with usage, or a transient/permanent failure."""
         status, raw = resp.status_code, resp.content
         rid = resp.headers.get("x-request-id")
@@ -370,8 +396,13 @@ class ProviderPool:
         if not 200 <= status < 300:
             cls = status_error_class(status)
             a = attempt(cls, f"HTTP {status}: {_provider_message(parsed, raw) or cls}", rid)
-            return _Outcome(a, parsed if isinstance(parsed, dict) else None, a.error_message,
-                            status_is_retryable(status), parse_retry_after(resp.headers))
+            return _Outcome(
+                a,
+                parsed if isinstance(parsed, dict) else None,
+                a.error_message,
+                status_is_retryable(status),
+                parse_retry_after(resp.headers),
+            )
         if not _is_completion(parsed):
             a = attempt("malformed_response", f"HTTP {status}: body is not a chat.completion JSON object", rid)
             return _Outcome(a, None, a.error_message, True)

@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from redis.commands.core import AsyncScript
+
     from jobs.config import AppConfig
 
 log = logging.getLogger("jobs.providers.ratelimit")
@@ -40,7 +43,9 @@ KEY_PREFIX = "routebatch:rl:"
 class RateLimiter(Protocol):
     """What the pool needs: wait for capacity before a call, report a 429 after one."""
 
-    async def acquire(self, provider: str, model: str, tokens: int) -> None: ...
+    async def acquire(self, provider: str, model: str, tokens: int) -> float | None:
+        """Returns the grant time where the limiter knows it (the pool does not use it)."""
+        ...
 
     async def penalize(self, provider: str, model: str, retry_after_s: float | None) -> None: ...
 
@@ -86,6 +91,7 @@ class Buckets:
 
 
 # --- in-process ------------------------------------------------------------------------------
+
 
 @dataclass
 class _State:
@@ -259,21 +265,23 @@ class RedisRateLimiter:
         self.buckets = Buckets(config)
         self.url = url
         self.prefix = prefix
-        self._client = None
+        self._client: aioredis.Redis | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._take = None
-        self._pause = None
+        self._take: AsyncScript | None = None
+        self._pause: AsyncScript | None = None
         self._waiting = _Waiting()
 
-    def _scripts(self):
+    def _scripts(self) -> tuple[AsyncScript, AsyncScript]:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             import redis.asyncio as aioredis
 
-            self._client = aioredis.Redis.from_url(self.url)
+            client = aioredis.Redis.from_url(self.url)
+            self._client = client
             self._loop = loop
-            self._take = self._client.register_script(_TAKE_LUA)
-            self._pause = self._client.register_script(_PAUSE_LUA)
+            self._take = client.register_script(_TAKE_LUA)
+            self._pause = client.register_script(_PAUSE_LUA)
+        assert self._take is not None and self._pause is not None  # set together with _client
         return self._take, self._pause
 
     @staticmethod
@@ -288,7 +296,7 @@ class RedisRateLimiter:
             return time.time()
         take, _ = self._scripts()
         keys = [self.prefix + s.key for s, _ in items]
-        args: list[float | int] = []
+        args: list[str | int] = []
         for s, cost in items:
             args += [repr(s.rate), repr(s.capacity), repr(cost)]
         args.append(self._ttl_ms(items))
@@ -307,12 +315,14 @@ class RedisRateLimiter:
             return
         _, pause = self._scripts()
         keys = [self.prefix + s.key for s, _ in items]
-        args: list[float | int] = []
+        args: list[str | int] = []
         for s, _ in items:
             args += [repr(s.rate), repr(s.capacity)]
         args += [repr(retry_after_s or DEFAULT_PAUSE_S), self._ttl_ms(items)]
         await pause(keys=keys, args=args)
-        log.info("429 from %s/%s: buckets %s paused %.2fs for all workers", provider, model, keys, retry_after_s or DEFAULT_PAUSE_S)
+        log.info(
+            "429 from %s/%s: buckets %s paused %.2fs for all workers", provider, model, keys, retry_after_s or DEFAULT_PAUSE_S
+        )
 
     async def aclose(self) -> None:
         if self._client is not None and self._loop is asyncio.get_running_loop():

@@ -89,8 +89,7 @@ class _Conn(asyncio.Protocol):
         self._complete = True
         w = self._waiter
         if w is not None and not w.done():
-            w.set_result((self.parser.get_status_code(), self._headers, b"".join(self._body),
-                          self.parser.should_keep_alive()))
+            w.set_result((self.parser.get_status_code(), self._headers, b"".join(self._body), self.parser.should_keep_alive()))
 
     # use -----------------------------------------------------------------------------------
     def _fail(self, exc: Exception) -> None:
@@ -156,10 +155,12 @@ class FastTransport(httpx.AsyncBaseTransport):
     async def _connect(self, origin: tuple[str, str, int], timeout: float | None) -> _Conn:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
-        kwargs = {"ssl": self._ssl_context(), "server_hostname": host} if scheme == "https" else {}
+        tls = self._ssl_context() if scheme == "https" else None
         try:
             async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(lambda: _Conn(origin), host, port, **kwargs)
+                _, conn = await loop.create_connection(
+                    lambda: _Conn(origin), host, port, ssl=tls, server_hostname=host if tls is not None else None
+                )
         except TimeoutError:
             raise httpx.ConnectTimeout(f"connect to {host}:{port} timed out") from None
         except (OSError, ssl.SSLError) as exc:
@@ -189,8 +190,9 @@ class FastTransport(httpx.AsyncBaseTransport):
         status, resp_headers, content = await self.exchange(
             request.method.encode("ascii"), request.url, headers, body, request.extensions.get("timeout", {})
         )
-        return httpx.Response(status, headers=resp_headers, content=content, request=request,
-                              extensions={"http_version": b"HTTP/1.1"})
+        return httpx.Response(
+            status, headers=resp_headers, content=content, request=request, extensions={"http_version": b"HTTP/1.1"}
+        )
 
     async def exchange(
         self,

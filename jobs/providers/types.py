@@ -82,7 +82,3 @@ class CallResult:
             return self.body["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
             return None
-
-    @property
-    def last_attempt(self) -> Attempt | None:
-        return self.attempts[-1] if self.attempts else None

@@ -12,8 +12,8 @@ def label_costs(records: list[Any], output_tokens: int) -> tuple[np.ndarray, np.
     when it has them, else the config's prices for the prompt's tokens plus ``output_tokens``."""
     from jobs.config import load_config
     from jobs.money.pricing import PriceVersion
-    from jobs.settings import get_settings
     from jobs.money.tokens import count_text_tokens
+    from jobs.settings import get_settings
 
     cfg = load_config(get_settings().config_file())
     ps = PriceVersion.from_config(cfg.defaults.strong, cfg.model(cfg.defaults.strong))
@@ -27,22 +27,10 @@ def label_costs(records: list[Any], output_tokens: int) -> tuple[np.ndarray, np.
     return np.asarray(cs), np.asarray(cw)
 
 
-def budget_comparison(records: list[Any], scores: np.ndarray, strong: np.ndarray, weak: np.ndarray, shares: str, output_tokens: int) -> list[dict]:
+def budget_comparison(
+    records: list[Any], scores: np.ndarray, strong: np.ndarray, weak: np.ndarray, shares: str, output_tokens: int
+) -> list[dict]:
     from routing.allocation import compare_at_spend
 
     cs, cw = label_costs(records, output_tokens)
     return compare_at_spend(scores, strong, weak, cs, cw, [float(x) for x in shares.split(",") if x.strip()])
-
-
-def render_comparison(con: Any, rows: list[dict]) -> None:
-    from rich.table import Table
-
-    t = Table(title="budget-optimal allocation vs fixed threshold at the same spend")
-    for col in ("budget (of all-strong)", "threshold quality", "spend", "allocation quality", "spend", "difference"):
-        t.add_column(col, justify="right")
-    for r in rows:
-        t.add_row(
-            f"{100 * r['budget_share']:.0f}%", f"{r['threshold_quality']:.4f}", f"{100 * r['threshold_spend_share']:.1f}%",
-            f"{r['allocation_quality']:.4f}", f"{100 * r['allocation_spend_share']:.1f}%", f"{100 * r['difference']:+.2f} pts",
-        )
-    con.print(t)

@@ -1,8 +1,9 @@
 """``routebatch plan``: what a dataset would cost, before any provider call.
 
-Reads and scores the file (no ingestion, no calls), estimates each prompt's input tokens
-with the model's tokenizer where known (a conservative bound otherwise) and assumes
-``output_tokens`` per answer (default: ``max_tokens``, the worst case), then prices
+Reads and scores the file (no ingestion, no calls) and prices each prompt exactly as a
+budget hold would (``jobs.money.admission.worst_case_micro``: the one input-token bound, the
+request's ``max_tokens``, the dearest model of the fallback chain), or with ``output_tokens``
+in place of ``max_tokens`` when given; then prices
 all-weak, all-strong, routing at strong shares 10..90%, and, with a budget, the
 budget-optimal allocation.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +32,8 @@ class PlanInput:
     invalid: int
 
 
-def _prices(config: AppConfig, model: str) -> PriceVersion:
-    return PriceVersion.from_config(model, config.model(model))
+def _prices(config: AppConfig, models: list[str]) -> dict[str, PriceVersion]:
+    return {m: PriceVersion.from_config(m, config.model(m)) for m in config.models_with_fallbacks(models)}
 
 
 def estimate(
@@ -46,11 +48,20 @@ def estimate(
     max_tokens: int | None = None,
     output_tokens: int | None = None,
 ) -> PlanInput:
-    from jobs.money.tokens import count_message_tokens
+    from jobs.money.admission import worst_case_micro
+    from jobs.pipeline.request import RequestShape, request_shape
 
     router = get_router(router_spec)
-    ps, pw = _prices(config, strong), _prices(config, weak)
-    enc_s, enc_w = config.model(strong).encoding, config.model(weak).encoding
+    prices = _prices(config, [strong, weak])
+
+    def cost(row: Any, model: str) -> int:
+        shape = request_shape(
+            config, model, prompt=row.prompt, messages=row.messages, row_max_tokens=row.max_tokens, job_max_tokens=max_tokens
+        )
+        if output_tokens:
+            shape = RequestShape(shape.messages, output_tokens)
+        return worst_case_micro(shape, model, prices, config)
+
     scores: list[np.ndarray] = []
     cs: list[int] = []
     cw: list[int] = []
@@ -60,11 +71,8 @@ def estimate(
         if isinstance(row, BadRow):
             invalid += 1
             continue
-        messages = row.messages or [{"role": "user", "content": row.prompt}]
-        out_s = output_tokens or row.max_tokens or config.model(strong).max_tokens or max_tokens or config.defaults.max_tokens
-        out_w = output_tokens or row.max_tokens or config.model(weak).max_tokens or max_tokens or config.defaults.max_tokens
-        cs.append(ps.cost_micro_usd(count_message_tokens(messages, enc_s), out_s))
-        cw.append(pw.cost_micro_usd(count_message_tokens(messages, enc_w), out_w))
+        cs.append(cost(row, strong))
+        cw.append(cost(row, weak))
         batch.append(row.prompt)
         if len(batch) >= SCORE_BATCH:
             scores.append(np.asarray(router.score(batch), dtype=np.float64))
@@ -79,12 +87,22 @@ def estimate(
 def plan_table(inp: PlanInput, budget_usd: float | None = None) -> dict:
     n = inp.scores.size
     all_strong = int(inp.strong_micro.sum())
-    rows = [{"policy": "all weak", "strong_share": 0.0, "strong_items": 0, "cost_micro_usd": int(inp.weak_micro.sum())}]
+    rows: list[dict[str, Any]] = [
+        {"policy": "all weak", "strong_share": 0.0, "strong_items": 0, "cost_micro_usd": int(inp.weak_micro.sum())}
+    ]
     for pct in range(10, 100, 10):
         t = threshold_for_strong_share(inp.scores, pct / 100)
         mask = route_strong(inp.scores, t)
         cost = int(np.where(mask, inp.strong_micro, inp.weak_micro).sum())
-        rows.append({"policy": f"routed {pct}%", "strong_share": round(mask.mean(), 4) if n else 0.0, "strong_items": int(mask.sum()), "threshold": t, "cost_micro_usd": cost})
+        rows.append(
+            {
+                "policy": f"routed {pct}%",
+                "strong_share": round(mask.mean(), 4) if n else 0.0,
+                "strong_items": int(mask.sum()),
+                "threshold": t,
+                "cost_micro_usd": cost,
+            }
+        )
     rows.append({"policy": "all strong", "strong_share": 1.0, "strong_items": n, "cost_micro_usd": all_strong})
     if budget_usd is not None:
         from routing.allocation import allocate_budget

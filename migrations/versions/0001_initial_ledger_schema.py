@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import op
 import sqlalchemy as sa
-import jobs.ledger.types
+import migrations._types
 
 
 revision = '0001'
@@ -20,7 +20,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table('jobs',
     sa.Column('id', sa.String(length=40), nullable=False),
-    sa.Column('created_at', jobs.ledger.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', migrations._types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('input_file', sa.Text(), nullable=False),
     sa.Column('input_format', sa.String(length=16), nullable=False),
     sa.Column('spec', sa.JSON(), nullable=False),
@@ -35,14 +35,14 @@ def upgrade() -> None:
     sa.Column('total', sa.Integer(), server_default='0', nullable=False),
     sa.Column('invalid', sa.Integer(), server_default='0', nullable=False),
     sa.Column('chunks', sa.Integer(), server_default='0', nullable=False),
-    sa.Column('validating_at', jobs.ledger.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('in_progress_at', jobs.ledger.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('finalizing_at', jobs.ledger.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('completed_at', jobs.ledger.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('failed_at', jobs.ledger.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('cancelling_at', jobs.ledger.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('cancelled_at', jobs.ledger.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('expired_at', jobs.ledger.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('validating_at', migrations._types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('in_progress_at', migrations._types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finalizing_at', migrations._types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('completed_at', migrations._types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('failed_at', migrations._types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('cancelling_at', migrations._types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('cancelled_at', migrations._types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('expired_at', migrations._types.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_jobs'))
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
@@ -51,7 +51,7 @@ def upgrade() -> None:
     op.create_table('prices',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('model', sa.String(length=200), nullable=False),
-    sa.Column('valid_from', jobs.ledger.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('valid_from', migrations._types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('input_micro_per_mtok', sa.BigInteger(), nullable=False),
     sa.Column('cached_input_micro_per_mtok', sa.BigInteger(), nullable=False),
     sa.Column('output_micro_per_mtok', sa.BigInteger(), nullable=False),
@@ -95,8 +95,8 @@ def upgrade() -> None:
     sa.Column('completion_tokens', sa.Integer(), server_default='0', nullable=False),
     sa.Column('cost_micro_usd', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('attempts_count', sa.Integer(), server_default='0', nullable=False),
-    sa.Column('lease_until', jobs.ledger.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('updated_at', jobs.ledger.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('lease_until', migrations._types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', migrations._types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_items_job_id_jobs'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_items')),
     sa.UniqueConstraint('job_id', 'custom_id', name=op.f('uq_items_job_id_custom_id'))
@@ -124,8 +124,8 @@ def upgrade() -> None:
     sa.Column('usage_estimated', sa.Boolean(), server_default=sa.false(), nullable=False),
     sa.Column('cost_micro_usd', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('price_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
-    sa.Column('started_at', jobs.ledger.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('finished_at', jobs.ledger.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('started_at', migrations._types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', migrations._types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['item_id'], ['items.id'], name=op.f('fk_attempts_item_id_items'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_attempts_job_id_jobs'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['price_id'], ['prices.id'], name=op.f('fk_attempts_price_id_prices')),

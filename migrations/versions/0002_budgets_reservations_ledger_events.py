@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import op
 import sqlalchemy as sa
-import jobs.ledger.types
+import migrations._types
 
 
 revision = '0002'
@@ -24,14 +24,14 @@ def upgrade() -> None:
     sa.Column('kind', sa.String(length=10), nullable=False),
     sa.Column('cap_micro_usd', sa.BigInteger(), nullable=False),
     sa.Column('period', sa.String(length=10), nullable=False),
-    sa.Column('created_at', jobs.ledger.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', migrations._types.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_budgets')),
     sa.UniqueConstraint('name', name=op.f('uq_budgets_name'))
     )
     op.create_table('budget_windows',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('budget_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('window_start', jobs.ledger.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('window_start', migrations._types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('cap_micro_usd', sa.BigInteger(), nullable=False),
     sa.Column('spent_micro_usd', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('reserved_micro_usd', sa.BigInteger(), server_default='0', nullable=False),
@@ -44,7 +44,7 @@ def upgrade() -> None:
     )
     op.create_table('ledger_events',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
-    sa.Column('at', jobs.ledger.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', migrations._types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('kind', sa.String(length=40), nullable=False),
     sa.Column('job_id', sa.String(length=40), nullable=True),
     sa.Column('budget_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
@@ -72,9 +72,9 @@ def upgrade() -> None:
     sa.Column('state', sa.String(length=10), nullable=False),
     sa.Column('settled_micro_usd', sa.BigInteger(), nullable=True),
     sa.Column('note', sa.Text(), nullable=True),
-    sa.Column('created_at', jobs.ledger.types.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('lease_until', jobs.ledger.types.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('settled_at', jobs.ledger.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', migrations._types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('lease_until', migrations._types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('settled_at', migrations._types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['item_id'], ['items.id'], name=op.f('fk_reservations_item_id_items'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_reservations_job_id_jobs'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['job_window_id'], ['budget_windows.id'], name=op.f('fk_reservations_job_window_id_budget_windows')),
@@ -91,7 +91,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('job_budget_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True))
         batch_op.add_column(sa.Column('on_exhausted', sa.String(length=20), server_default='downgrade', nullable=False))
         batch_op.add_column(sa.Column('allocate', sa.String(length=20), server_default='threshold', nullable=False))
-        batch_op.add_column(sa.Column('budget_exhausted_at', jobs.ledger.types.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('budget_exhausted_at', migrations._types.UTCDateTime(timezone=True), nullable=True))
         batch_op.create_foreign_key(batch_op.f('fk_jobs_job_budget_id_budgets'), 'budgets', ['job_budget_id'], ['id'])
         batch_op.create_foreign_key(batch_op.f('fk_jobs_budget_id_budgets'), 'budgets', ['budget_id'], ['id'])
 

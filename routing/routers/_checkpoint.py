@@ -31,7 +31,8 @@ def resolve(name: str, path: str | Path | None) -> Path:
         if path is None:
             raise FileNotFoundError(
                 f"no shipped {name} checkpoint at {p}; train one with `routebatch train {name} --data FILE --out DIR` "
-                f"and use the spec {name}:DIR")
+                f"and use the spec {name}:DIR"
+            )
         raise FileNotFoundError(f"{p} is not a {name} checkpoint (no {CONFIG_NAME})")
     return p
 
@@ -54,7 +55,7 @@ def write_config(directory: str | Path, cfg: dict[str, Any]) -> Path:
 
 def save_arrays(directory: str | Path, **arrays: np.ndarray) -> Path:
     path = Path(directory) / WEIGHTS_NAME
-    np.savez_compressed(path, **arrays)
+    np.savez_compressed(path, allow_pickle=True, **arrays)  # numpy's default, explicit so ** cannot fill it
     return path
 
 

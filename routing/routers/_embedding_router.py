@@ -27,13 +27,16 @@ class EmbedderHolder:
     all load, cache and override the embedder the same way.
     """
 
-    def _init_embedder(self, embedder_spec: str, *, cache: Any = True, batch_size: Any = None,
-                       device: str | None = None, num_threads: Any = None) -> None:
+    def _init_embedder(
+        self, embedder_spec: str, *, cache: Any = True, batch_size: Any = None, device: str | None = None, num_threads: Any = None
+    ) -> None:
         self.embedder_spec = embedder_spec
         self._cache = _flag(cache)
-        self._embedder_options = {k: v for k, v in
-                                  {"batch_size": batch_size, "device": device, "num_threads": num_threads}.items()
-                                  if v not in (None, "")}
+        self._embedder_options = {
+            k: v
+            for k, v in {"batch_size": batch_size, "device": device, "num_threads": num_threads}.items()
+            if v not in (None, "")
+        }
         self._embedder: Any = None
 
     @property
@@ -42,8 +45,11 @@ class EmbedderHolder:
         if self._embedder is None:
             from routing.embeddings import get_embedder
 
-            opts = self._embedder_options if not self.embedder_spec.startswith("http:") else {
-                k: v for k, v in self._embedder_options.items() if k == "batch_size"}
+            opts = (
+                self._embedder_options
+                if not self.embedder_spec.startswith("http:")
+                else {k: v for k, v in self._embedder_options.items() if k == "batch_size"}
+            )
             self._embedder = get_embedder(self.embedder_spec, cache=self._cache, **opts)
         return self._embedder
 
@@ -58,10 +64,17 @@ class EmbedderHolder:
 class EmbeddingRouter(EmbedderHolder, Router):
     """A router whose input is the L2-normalised prompt embedding."""
 
-    def __init__(self, embedder_spec: str, *, embedder: str | None = None, cache: Any = True,
-                 batch_size: Any = None, device: str | None = None, num_threads: Any = None) -> None:
-        self._init_embedder(embedder or embedder_spec, cache=cache, batch_size=batch_size, device=device,
-                            num_threads=num_threads)
+    def __init__(
+        self,
+        embedder_spec: str,
+        *,
+        embedder: str | None = None,
+        cache: Any = True,
+        batch_size: Any = None,
+        device: str | None = None,
+        num_threads: Any = None,
+    ) -> None:
+        self._init_embedder(embedder or embedder_spec, cache=cache, batch_size=batch_size, device=device, num_threads=num_threads)
 
     def score(self, prompts: Sequence[str]) -> np.ndarray:
         if len(prompts) == 0:

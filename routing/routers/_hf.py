@@ -33,15 +33,22 @@ def pick_device(request: str | None = None) -> str:
 def pick_dtype(device: str, request: str | None = None) -> Any:
     import torch
 
-    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-             "fp32": torch.float32, "float32": torch.float32}
+    table = {
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "fp32": torch.float32,
+        "float32": torch.float32,
+    }
     if request:
         return table[request]
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
-def length_buckets(tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int,
-                   shuffle_seed: int | None = None) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+def length_buckets(
+    tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int, shuffle_seed: int | None = None
+) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
     """Tokenise once, sort by length, pad per batch (right padding): yields (indices, tensors).
 
     With ``shuffle_seed`` the batch order is shuffled (for training) while each batch keeps
@@ -49,8 +56,9 @@ def length_buckets(tokenizer: Any, texts: Sequence[str], max_length: int, batch_
     """
     from routing.embeddings import pad_buckets
 
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length, return_attention_mask=False,
-                    return_token_type_ids=False)["input_ids"]
+    ids = tokenizer(
+        list(texts), truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False
+    )["input_ids"]
     return pad_buckets(tokenizer, ids, batch_size, shuffle_seed)
 
 

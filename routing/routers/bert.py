@@ -26,9 +26,17 @@ LABELS = ["weak_better", "tie", "strong_better"]
 class BertRouter(Router):
     name = "bert"
 
-    def __init__(self, path: str | None = None, strong: str | None = None, weak: str | None = None,
-                 batch_size: Any = 32, max_length: Any = None, device: str | None = None,
-                 num_threads: Any = None, dtype: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | None = None,
+        strong: str | None = None,
+        weak: str | None = None,
+        batch_size: Any = 32,
+        max_length: Any = None,
+        device: str | None = None,
+        num_threads: Any = None,
+        dtype: str | None = None,
+    ) -> None:
         self.path = ckpt.resolve("bert", path)
         self.config = ckpt.read_config(self.path, expect="bert")
         self.strong, self.weak = ckpt.pick_pair(self.config, strong, weak)
@@ -53,7 +61,8 @@ class BertRouter(Router):
         model_dir = self.path / "model"
         self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, dtype=_hf.pick_dtype(self.device, self.dtype_request))
+            model_dir, dtype=_hf.pick_dtype(self.device, self.dtype_request)
+        )
         self._model = model.eval().to(self.device)
 
     def probabilities(self, prompts: Sequence[str]) -> np.ndarray:
@@ -75,11 +84,27 @@ class BertRouter(Router):
         return self.probabilities(prompts)[:, self._column]
 
     def describe(self) -> dict:
-        return {"name": self.name, "checkpoint": str(self.path), "fingerprint": ckpt.fingerprint(self.path),
-                "strong": self.strong, "weak": self.weak,
-                "base": self.config.get("base")}
+        return {
+            "name": self.name,
+            "checkpoint": str(self.path),
+            "fingerprint": ckpt.fingerprint(self.path),
+            "strong": self.strong,
+            "weak": self.weak,
+            "base": self.config.get("base"),
+        }
 
 
 def write_bert_config(out: Path, *, strong: str, weak: str, base: str, max_length: int, **extra: Any) -> None:
-    ckpt.write_config(out, {"router": "bert", "strong": strong, "weak": weak, "models": [strong, weak],
-                            "labels": LABELS, "base": base, "max_length": max_length, **extra})
+    ckpt.write_config(
+        out,
+        {
+            "router": "bert",
+            "strong": strong,
+            "weak": weak,
+            "models": [strong, weak],
+            "labels": LABELS,
+            "base": base,
+            "max_length": max_length,
+            **extra,
+        },
+    )

@@ -75,7 +75,8 @@ class BlendModel:
     def part_features(self, F: np.ndarray) -> np.ndarray:
         X = (feature_design(F) - self.a["f_mean"]) / self.a["f_scale"]
         return _sigmoid(X @ self.a["coef_strong"] + self.a["b_strong"][0]) - _sigmoid(
-            X @ self.a["coef_weak"] + self.a["b_weak"][0])
+            X @ self.a["coef_weak"] + self.a["b_weak"][0]
+        )
 
     def part_embedding(self, E: np.ndarray, F: np.ndarray) -> np.ndarray:
         return embedding_design(E, F) @ self.a["coef_emb"] + self.a["b_emb"][0]
@@ -85,8 +86,10 @@ class BlendModel:
         if E.shape[0] == 0:
             return np.zeros(0)
         if E.shape[1] * 2 != self.a["coef_emb"].size:
-            raise ValueError(f"embedding width {E.shape[1]} does not match this checkpoint "
-                             f"({self.a['coef_emb'].size // 2}); use the embedder it was trained with")
+            raise ValueError(
+                f"embedding width {E.shape[1]} does not match this checkpoint "
+                f"({self.a['coef_emb'].size // 2}); use the embedder it was trained with"
+            )
         levels = np.linspace(0.0, 1.0, GRID)
         u_f = np.interp(self.part_features(F), self.a["grid_features"], levels)
         u_e = np.interp(self.part_embedding(E, F), self.a["grid_embedding"], levels)
@@ -94,8 +97,7 @@ class BlendModel:
         return (wf * u_f + we * u_e) / (wf + we)
 
 
-def fit_blend(E: np.ndarray, F: np.ndarray, strong: np.ndarray, weak: np.ndarray,
-              **options: Any) -> BlendModel:
+def fit_blend(E: np.ndarray, F: np.ndarray, strong: np.ndarray, weak: np.ndarray, **options: Any) -> BlendModel:
     """Fit both parts on training prompts (embeddings ``E``, features ``F``, 0/1 or graded labels).
 
     Graded labels (judge scores) are fine for the embedding part; the feature part's
@@ -170,21 +172,41 @@ class BlendRouter(EmbedderHolder, Router):
 
     name = NAME
 
-    def __init__(self, path: str | None = None, *, embedder: str | None = None, cache: Any = True,
-                 model: BlendModel | None = None, strong: str | None = None, weak: str | None = None,
-                 batch_size: Any = None, device: str | None = None, num_threads: Any = None) -> None:
+    def __init__(
+        self,
+        path: str | None = None,
+        *,
+        embedder: str | None = None,
+        cache: Any = True,
+        model: BlendModel | None = None,
+        strong: str | None = None,
+        weak: str | None = None,
+        batch_size: Any = None,
+        device: str | None = None,
+        num_threads: Any = None,
+    ) -> None:
         from routing.routers._checkpoint import resolve
 
-        self.path = None if model is not None else resolve(NAME, path)
-        self.model = model if model is not None else load_blend(self.path)
+        self.path: Path | None
+        if model is not None:
+            self.path, self.model = None, model
+        else:
+            self.path = resolve(NAME, path)
+            self.model = load_blend(self.path)
         # a blend checkpoint scores one pair; refuse a request for another one it knows nothing of
         for side, asked in (("strong", strong), ("weak", weak)):
             known = self.model.config.get(side)
             if asked and known and asked != known:
-                raise ValueError(f"this blend checkpoint was trained for {side}={known!r}, not {asked!r}; "
-                                 f"train one on labels for your pair")
-        self._init_embedder(embedder or str(self.model.config.get("embedder", "minilm")), cache=cache,
-                            batch_size=batch_size, device=device, num_threads=num_threads)
+                raise ValueError(
+                    f"this blend checkpoint was trained for {side}={known!r}, not {asked!r}; train one on labels for your pair"
+                )
+        self._init_embedder(
+            embedder or str(self.model.config.get("embedder", "minilm")),
+            cache=cache,
+            batch_size=batch_size,
+            device=device,
+            num_threads=num_threads,
+        )
 
     def score(self, prompts: Sequence[str]) -> np.ndarray:
         if len(prompts) == 0:
@@ -198,18 +220,32 @@ class BlendRouter(EmbedderHolder, Router):
     def describe(self) -> dict:
         from routing.routers import _checkpoint
 
-        out = {"name": NAME, "checkpoint": str(self.path) if self.path else None,
-               "embedder": self.embedder_spec, "trained_on": self.model.config.get("trained_on"),
-               "strong": self.model.config.get("strong"), "weak": self.model.config.get("weak")}
+        out = {
+            "name": NAME,
+            "checkpoint": str(self.path) if self.path else None,
+            "embedder": self.embedder_spec,
+            "trained_on": self.model.config.get("trained_on"),
+            "strong": self.model.config.get("strong"),
+            "weak": self.model.config.get("weak"),
+        }
         fingerprint = getattr(_checkpoint, "fingerprint", None)
         if self.path is not None and fingerprint is not None:
             out["fingerprint"] = fingerprint(self.path)
         return out
 
 
-def train_blend(prompts: Sequence[str], strong: np.ndarray, weak: np.ndarray, out: str | Path | None = None, *,
-                embedder: str = "minilm", cache: bool = True, embeddings: np.ndarray | None = None,
-                meta: dict[str, Any] | None = None, **options: Any) -> BlendModel:
+def train_blend(
+    prompts: Sequence[str],
+    strong: np.ndarray,
+    weak: np.ndarray,
+    out: str | Path | None = None,
+    *,
+    embedder: str = "minilm",
+    cache: bool = True,
+    embeddings: np.ndarray | None = None,
+    meta: dict[str, Any] | None = None,
+    **options: Any,
+) -> BlendModel:
     """Embed (through the shared cache), fit, and optionally save a checkpoint."""
     if embeddings is None:
         from routing.embeddings import get_embedder
@@ -261,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
 
         pair = {"strong": STRONG_MODEL, "weak": WEAK_MODEL}
         records += load_mmlu(args.routellm) + load_gsm8k(args.routellm)
-        sources.append("RouteLLM routellm/evals MMLU + GSM8K (commit 0b64fdafe049e596a3f5657c219329f24af24198), "
-                       "contaminated prompts dropped")
+        sources.append(
+            "RouteLLM routellm/evals MMLU + GSM8K (commit 0b64fdafe049e596a3f5657c219329f24af24198), contaminated prompts dropped"
+        )
     prompts, strong, weak = label_arrays(records)
     opts = {k: getattr(args, k) for k in DEFAULTS}
     train_blend(prompts, strong, weak, args.out, embedder=args.embedder, meta={"trained_on": sources, **pair}, **opts)

@@ -29,18 +29,49 @@ _NEG = re.compile(r"\b(NOT|EXCEPT|LEAST|FALSE|incorrect)\b")
 _QWORDS = ("how many", "how much", "what is", "which of", "what", "why", "who", "when", "where", "how")
 _TIME = re.compile(r"\b(hours?|minutes?|days?|weeks?|months?|years?)\b", re.I)
 _UNITS = re.compile(r"\b(miles?|km|meters?|feet|inches|pounds?|kg|grams?|liters?|gallons?|cups?)\b", re.I)
-_MULTISTEP = re.compile(r"\b(each|every|per|twice|half|third|quarter|times|remaining|rest|left|total|altogether|more than|less than)\b", re.I)
+_MULTISTEP = re.compile(
+    r"\b(each|every|per|twice|half|third|quarter|times|remaining|rest|left|total|altogether|more than|less than)\b", re.I
+)
 _PASSAGE = re.compile(r"This question refers to the following information|following (passage|information|excerpt)", re.I)
 _STATEMENT = re.compile(r"Statement 1\s*\|", re.I)
 _SCENARIO = re.compile(r"Scenario 1\s*\|", re.I)
 _CODE = re.compile(r"(def |return |print\(|for\s*\(|while\s*\(|\{|\};|==|!=|int |void )")
 
 FEATURE_NAMES: tuple[str, ...] = (
-    "log_chars", "log_words", "log_lines", "log_sentences", "mean_word_len", "log_numbers", "log_distinct_numbers",
-    "big_numbers", "decimals", "fractions", "percents", "money", "has_options", "log_option_chars",
-    "log_stem_chars", "math_symbols", "uppercase_ratio", "digit_ratio", "negation", "q_how_many", "q_how_much",
-    "q_what", "q_which", "q_why", "time_words", "unit_words", "multistep_words", "passage", "statement_pair",
-    "scenario_pair", "code_like", "question_marks", "max_number_log", "answer_suffix",
+    "log_chars",
+    "log_words",
+    "log_lines",
+    "log_sentences",
+    "mean_word_len",
+    "log_numbers",
+    "log_distinct_numbers",
+    "big_numbers",
+    "decimals",
+    "fractions",
+    "percents",
+    "money",
+    "has_options",
+    "log_option_chars",
+    "log_stem_chars",
+    "math_symbols",
+    "uppercase_ratio",
+    "digit_ratio",
+    "negation",
+    "q_how_many",
+    "q_how_much",
+    "q_what",
+    "q_which",
+    "q_why",
+    "time_words",
+    "unit_words",
+    "multistep_words",
+    "passage",
+    "statement_pair",
+    "scenario_pair",
+    "code_like",
+    "question_marks",
+    "max_number_log",
+    "answer_suffix",
 )
 
 

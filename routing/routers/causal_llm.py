@@ -38,16 +38,29 @@ DEFAULT_TEMPLATE = (
 class CausalLLMRouter(Router):
     name = "causal_llm"
 
-    def __init__(self, path: str | None = None, strong: str | None = None, weak: str | None = None,
-                 batch_size: Any = 8, max_length: Any = None, device: str | None = None,
-                 num_threads: Any = None, dtype: str | None = None, template: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | None = None,
+        strong: str | None = None,
+        weak: str | None = None,
+        batch_size: Any = 8,
+        max_length: Any = None,
+        device: str | None = None,
+        num_threads: Any = None,
+        dtype: str | None = None,
+        template: str | None = None,
+    ) -> None:
         p = Path(path).expanduser() if path else None
         if p is not None and not (p / ckpt.CONFIG_NAME).exists() and (p / "config.json").exists():
             # a plain HF model directory: zero-shot with the default template
             self.path = p
             self.model_dir = p
-            self.config: dict[str, Any] = {"router": "causal_llm", "strong": strong or "strong",
-                                           "weak": weak or "weak", "base": str(p)}
+            self.config: dict[str, Any] = {
+                "router": "causal_llm",
+                "strong": strong or "strong",
+                "weak": weak or "weak",
+                "base": str(p),
+            }
         else:
             self.path = ckpt.resolve("causal_llm", path)
             self.config = ckpt.read_config(self.path, expect="causal_llm")
@@ -83,7 +96,8 @@ class CausalLLMRouter(Router):
         self.tokenizer.padding_side = "right"
         if model is None:
             model = AutoModelForCausalLM.from_pretrained(
-                self.model_dir, dtype=_hf.pick_dtype(self.device, self.dtype_request)).eval()
+                self.model_dir, dtype=_hf.pick_dtype(self.device, self.dtype_request)
+            ).eval()
         self._model = model.to(self.device)
         self.label_ids, self._cue = label_tokens_and_cue(self.tokenizer, self.label_tokens)
 
@@ -105,8 +119,7 @@ class CausalLLMRouter(Router):
         bodies = tok(list(prompts), add_special_tokens=False)["input_ids"]
         return [pre + head_ids + body[:budget] + tail_ids + post for body in bodies]
 
-    def batches(self, ids: list[list[int]], shuffle_seed: int | None = None
-                ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    def batches(self, ids: list[list[int]], shuffle_seed: int | None = None) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
         """Length-bucketed, right-padded batches: (row indices, {input_ids, attention_mask})."""
         from routing.embeddings import pad_buckets
 
@@ -149,9 +162,15 @@ class CausalLLMRouter(Router):
         return self.probabilities(prompts)[:, self._column]
 
     def describe(self) -> dict:
-        return {"name": self.name, "checkpoint": str(self.path), "fingerprint": ckpt.fingerprint(self.path),
-                "strong": self.strong, "weak": self.weak,
-                "base": self.config.get("base"), "label_tokens": self.label_tokens}
+        return {
+            "name": self.name,
+            "checkpoint": str(self.path),
+            "fingerprint": ckpt.fingerprint(self.path),
+            "strong": self.strong,
+            "weak": self.weak,
+            "base": self.config.get("base"),
+            "label_tokens": self.label_tokens,
+        }
 
 
 def special_wrapping(tokenizer: Any) -> tuple[list[int], list[int]]:
@@ -160,8 +179,8 @@ def special_wrapping(tokenizer: Any) -> tuple[list[int], list[int]]:
     bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
     full = tokenizer(probe, add_special_tokens=True)["input_ids"]
     for start in range(len(full) - len(bare) + 1):
-        if full[start:start + len(bare)] == bare:
-            return list(full[:start]), list(full[start + len(bare):])
+        if full[start : start + len(bare)] == bare:
+            return list(full[:start]), list(full[start + len(bare) :])
     return [], []
 
 
@@ -201,8 +220,21 @@ def label_tokens_and_cue(tokenizer: Any, labels: Sequence[str]) -> tuple[list[in
     return ids, list(cues.pop())
 
 
-def write_causal_config(out: Path, *, strong: str, weak: str, base: str, max_length: int, template: str,
-                        label_tokens: Sequence[str], **extra: Any) -> None:
-    ckpt.write_config(out, {"router": "causal_llm", "strong": strong, "weak": weak, "models": [strong, weak],
-                            "labels": LABELS, "label_tokens": list(label_tokens), "template": template,
-                            "base": base, "max_length": max_length, **extra})
+def write_causal_config(
+    out: Path, *, strong: str, weak: str, base: str, max_length: int, template: str, label_tokens: Sequence[str], **extra: Any
+) -> None:
+    ckpt.write_config(
+        out,
+        {
+            "router": "causal_llm",
+            "strong": strong,
+            "weak": weak,
+            "models": [strong, weak],
+            "labels": LABELS,
+            "label_tokens": list(label_tokens),
+            "template": template,
+            "base": base,
+            "max_length": max_length,
+            **extra,
+        },
+    )

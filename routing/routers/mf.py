@@ -26,8 +26,7 @@ from routing.routers._embedding_router import EmbeddingRouter
 class MFRouter(EmbeddingRouter):
     name = "mf"
 
-    def __init__(self, path: str | None = None, strong: str | None = None, weak: str | None = None,
-                 **options: Any) -> None:
+    def __init__(self, path: str | None = None, strong: str | None = None, weak: str | None = None, **options: Any) -> None:
         self.path = ckpt.resolve("mf", path)
         self.config = ckpt.read_config(self.path, expect="mf")
         super().__init__(self.config.get("embedder", "minilm"), **options)
@@ -47,17 +46,44 @@ class MFRouter(EmbeddingRouter):
         return ckpt.sigmoid(logits.astype(np.float64) + self.c)
 
     def describe(self) -> dict:
-        return {"name": self.name, "checkpoint": str(self.path), "fingerprint": ckpt.fingerprint(self.path),
-                "strong": self.strong, "weak": self.weak,
-                "embedder": self.embedder_spec, "trained_on": self.config.get("trained_on")}
+        return {
+            "name": self.name,
+            "checkpoint": str(self.path),
+            "fingerprint": ckpt.fingerprint(self.path),
+            "strong": self.strong,
+            "weak": self.weak,
+            "embedder": self.embedder_spec,
+            "trained_on": self.config.get("trained_on"),
+        }
 
 
-def save_mf(out: str | Path, *, models: list[str], strong: str, weak: str, P: np.ndarray, W: np.ndarray,
-            w: np.ndarray, b: np.ndarray, embedder: str, **extra: Any) -> Path:
+def save_mf(
+    out: str | Path,
+    *,
+    models: list[str],
+    strong: str,
+    weak: str,
+    P: np.ndarray,
+    W: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    embedder: str,
+    **extra: Any,
+) -> Path:
     """Write an MF checkpoint (float32 arrays; well under 1 MB at dim 128 x 384)."""
     out = Path(out)
-    ckpt.write_config(out, {"router": "mf", "models": models, "strong": strong, "weak": weak,
-                            "embedder": embedder, "dim": int(P.shape[1]), "embedding_dim": int(W.shape[1]), **extra})
-    ckpt.save_arrays(out, P=P.astype(np.float32), W=W.astype(np.float32), w=w.astype(np.float32),
-                     b=b.astype(np.float32))
+    ckpt.write_config(
+        out,
+        {
+            "router": "mf",
+            "models": models,
+            "strong": strong,
+            "weak": weak,
+            "embedder": embedder,
+            "dim": int(P.shape[1]),
+            "embedding_dim": int(W.shape[1]),
+            **extra,
+        },
+    )
+    ckpt.save_arrays(out, P=P.astype(np.float32), W=W.astype(np.float32), w=w.astype(np.float32), b=b.astype(np.float32))
     return out

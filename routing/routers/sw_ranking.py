@@ -30,8 +30,9 @@ from routing.routers import _checkpoint as ckpt
 from routing.routers._embedding_router import EmbeddingRouter
 
 
-def pairwise_outcomes(prompt_idx: np.ndarray, a_idx: np.ndarray, b_idx: np.ndarray, outcome: np.ndarray,
-                      n_prompts: int, n_models: int) -> Any:
+def pairwise_outcomes(
+    prompt_idx: np.ndarray, a_idx: np.ndarray, b_idx: np.ndarray, outcome: np.ndarray, n_prompts: int, n_models: int
+) -> Any:
     """Sparse ``O`` (prompts, M*M): O[u, i*M+j] = wins of model i over j on prompt u (ties half each).
 
     Sparse because a prompt usually has one battle while M*M grows fast: 50k arena
@@ -79,9 +80,17 @@ def bradley_terry_batch(wins: np.ndarray, iters: int = 500, tol: float = 1e-10) 
 class SWRankingRouter(EmbeddingRouter):
     name = "sw_ranking"
 
-    def __init__(self, path: str | None = None, strong: str | None = None, weak: str | None = None,
-                 gamma: Any = None, prior: Any = None, chunk: Any = 256, head: str = "auto",
-                 **options: Any) -> None:
+    def __init__(
+        self,
+        path: str | None = None,
+        strong: str | None = None,
+        weak: str | None = None,
+        gamma: Any = None,
+        prior: Any = None,
+        chunk: Any = 256,
+        head: str = "auto",
+        **options: Any,
+    ) -> None:
         self.path = ckpt.resolve("sw_ranking", path)
         self.config = ckpt.read_config(self.path, expect="sw_ranking")
         super().__init__(self.config.get("embedder", "minilm"), **options)
@@ -136,11 +145,11 @@ class SWRankingRouter(EmbeddingRouter):
         device = self._head_device()
         chunk = self.chunk if device is None or device == "cpu" else max(self.chunk, 4096)
         for start in range(0, len(E), chunk):  # bounds the (batch, N) weight matrix
-            part = E[start:start + chunk]
+            part = E[start : start + chunk]
             if device is None:
-                out[start:start + chunk] = self._score_chunk(part)
+                out[start : start + chunk] = self._score_chunk(part)
             else:
-                out[start:start + chunk] = self._score_chunk_torch(part, device)
+                out[start : start + chunk] = self._score_chunk_torch(part, device)
         return out
 
     def _score_chunk_torch(self, E: np.ndarray, device: str) -> np.ndarray:
@@ -148,14 +157,20 @@ class SWRankingRouter(EmbeddingRouter):
         import torch
 
         if self._tensors is None or self._tensors["device"] != device:
-            t = {"device": device, "train": torch.as_tensor(self.train_embeddings, device=device)}
+            t: dict[str, Any] = {"device": device, "train": torch.as_tensor(self.train_embeddings, device=device)}
             if self._two_model:
                 t["wins"] = torch.as_tensor(self._wins, device=device)
                 t["games"] = torch.as_tensor(self._games, device=device)
             else:
                 coo = self._O.T.tocoo()  # (M*M, prompts): sparse x dense on the device
-                t["Ot"] = torch.sparse_coo_tensor(np.vstack([coo.row, coo.col]), coo.data, coo.shape,
-                                                  device=device, check_invariants=True).coalesce()
+                t["Ot"] = torch.sparse_coo_tensor(
+                    # torch's stub wants a Tensor; the constructor takes any array-like (made int64)
+                    np.vstack([coo.row, coo.col]),  # type: ignore[arg-type]
+                    coo.data,
+                    coo.shape,
+                    device=device,
+                    check_invariants=True,
+                ).coalesce()
             self._tensors = t
         t = self._tensors
         with torch.inference_mode():
@@ -185,20 +200,56 @@ class SWRankingRouter(EmbeddingRouter):
         return ckpt.sigmoid(r[:, self._s] - r[:, self._w])
 
     def describe(self) -> dict:
-        return {"name": self.name, "checkpoint": str(self.path), "fingerprint": ckpt.fingerprint(self.path),
-                "strong": self.strong, "weak": self.weak,
-                "embedder": self.embedder_spec, "battles": int(self.config.get("battles", 0))}
+        return {
+            "name": self.name,
+            "checkpoint": str(self.path),
+            "fingerprint": ckpt.fingerprint(self.path),
+            "strong": self.strong,
+            "weak": self.weak,
+            "embedder": self.embedder_spec,
+            "battles": int(self.config.get("battles", 0)),
+        }
 
 
-def save_sw(out: str | Path, *, models: list[str], strong: str, weak: str, embeddings: np.ndarray,
-            prompt_idx: np.ndarray, a_idx: np.ndarray, b_idx: np.ndarray, outcome: np.ndarray, embedder: str,
-            gamma: float = 1.0, prior: float = 0.0, half: bool = True, **extra: Any) -> Path:
+def save_sw(
+    out: str | Path,
+    *,
+    models: list[str],
+    strong: str,
+    weak: str,
+    embeddings: np.ndarray,
+    prompt_idx: np.ndarray,
+    a_idx: np.ndarray,
+    b_idx: np.ndarray,
+    outcome: np.ndarray,
+    embedder: str,
+    gamma: float = 1.0,
+    prior: float = 0.0,
+    half: bool = True,
+    **extra: Any,
+) -> Path:
     """Write an SW checkpoint; embeddings stored as float16 by default (half the size, same ranking)."""
     out = Path(out)
-    ckpt.write_config(out, {"router": "sw_ranking", "models": models, "strong": strong, "weak": weak,
-                            "embedder": embedder, "gamma": gamma, "prior": prior, "battles": int(outcome.size),
-                            **extra})
-    ckpt.save_arrays(out, embeddings=embeddings.astype(np.float16 if half else np.float32),
-                     prompt_idx=prompt_idx.astype(np.int32), a_idx=a_idx.astype(np.int16),
-                     b_idx=b_idx.astype(np.int16), outcome=outcome.astype(np.float32))
+    ckpt.write_config(
+        out,
+        {
+            "router": "sw_ranking",
+            "models": models,
+            "strong": strong,
+            "weak": weak,
+            "embedder": embedder,
+            "gamma": gamma,
+            "prior": prior,
+            "battles": int(outcome.size),
+            **extra,
+        },
+    )
+    ckpt.save_arrays(
+        out,
+        embeddings=embeddings.astype(np.float16 if half else np.float32),
+        prompt_idx=prompt_idx.astype(np.int32),
+        a_idx=a_idx.astype(np.int16),
+        b_idx=b_idx.astype(np.int16),
+        outcome=outcome.astype(np.float32),
+    )
     return out

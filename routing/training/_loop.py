@@ -13,10 +13,20 @@ from typing import Any
 import numpy as np
 
 
-def fit_classifier(model: Any, batches: Callable[[int], Iterator[tuple[np.ndarray, dict[str, Any]]]],
-                   labels: np.ndarray, logits_fn: Callable[[Any, dict[str, Any]], Any], *, epochs: int = 1,
-                   lr: float = 3e-5, batch_size: int = 16, seed: int = 0, device: str = "cpu",
-                   weight_decay: float = 0.01, warmup: float = 0.1) -> list[dict[str, float]]:
+def fit_classifier(
+    model: Any,
+    batches: Callable[[int], Iterator[tuple[np.ndarray, dict[str, Any]]]],
+    labels: np.ndarray,
+    logits_fn: Callable[[Any, dict[str, Any]], Any],
+    *,
+    epochs: int = 1,
+    lr: float = 3e-5,
+    batch_size: int = 16,
+    seed: int = 0,
+    device: str = "cpu",
+    weight_decay: float = 0.01,
+    warmup: float = 0.1,
+) -> list[dict[str, float]]:
     """Train in place; returns one ``{"epoch", "loss"}`` per epoch.
 
     ``batches(shuffle_seed)`` yields (row indices into ``labels``, padded tensors) batches
@@ -31,7 +41,8 @@ def fit_classifier(model: Any, batches: Callable[[int], Iterator[tuple[np.ndarra
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     n_warm = max(1, int(warmup * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / n_warm, max(0.0, (steps - s) / max(1, steps - n_warm))))
+        opt, lambda s: min((s + 1) / n_warm, max(0.0, (steps - s) / max(1, steps - n_warm)))
+    )
     history = []
     for epoch in range(epochs):
         total, count = 0.0, 0

@@ -17,7 +17,7 @@ models, which is what the vectorised trainers want.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -64,8 +64,9 @@ class Battles:
         return idx, y
 
 
-def record_to_battles(obj: Mapping[str, Any], strong: str = "strong", weak: str = "weak",
-                      tie_margin: float = 0.0, where: str = "record") -> list[tuple[str, str, str, float]]:
+def record_to_battles(
+    obj: Mapping[str, Any], strong: str = "strong", weak: str = "weak", tie_margin: float = 0.0, where: str = "record"
+) -> list[tuple[str, str, str, float]]:
     """One input line -> [(prompt, model_a, model_b, outcome)]."""
     prompt = obj.get("prompt")
     if not isinstance(prompt, str):
@@ -75,8 +76,9 @@ def record_to_battles(obj: Mapping[str, Any], strong: str = "strong", weak: str 
             outcome = WINNERS[str(obj["winner"])]
             return [(prompt, str(obj["model_a"]), str(obj["model_b"]), outcome)]
         except KeyError as exc:
-            raise ValueError(f"{where}: battle needs model_a, model_b and winner in {sorted(WINNERS)}; "
-                             f"bad or missing {exc.args[0]!r}") from None
+            raise ValueError(
+                f"{where}: battle needs model_a, model_b and winner in {sorted(WINNERS)}; bad or missing {exc.args[0]!r}"
+            ) from None
     if "scores" in obj:
         scores = obj["scores"]
         if not isinstance(scores, Mapping) or len(scores) < 2:
@@ -92,8 +94,9 @@ def record_to_battles(obj: Mapping[str, Any], strong: str = "strong", weak: str 
     return out
 
 
-def battles_from_records(records: Iterable[Mapping[str, Any]], strong: str = "strong", weak: str = "weak",
-                         tie_margin: float = 0.0) -> Battles:
+def battles_from_records(
+    records: Iterable[Mapping[str, Any]], strong: str = "strong", weak: str = "weak", tie_margin: float = 0.0
+) -> Battles:
     """Build a :class:`Battles` table from decoded JSON objects (any mix of the formats)."""
     prompt_ix: dict[str, int] = {}
     model_ix: dict[str, int] = {}
@@ -106,8 +109,14 @@ def battles_from_records(records: Iterable[Mapping[str, Any]], strong: str = "st
             y.append(outcome)
     if not y:
         raise ValueError("no training records")
-    return Battles(list(prompt_ix), list(model_ix), np.asarray(p, np.int64), np.asarray(a, np.int64),
-                   np.asarray(b, np.int64), np.asarray(y, np.float64))
+    return Battles(
+        list(prompt_ix),
+        list(model_ix),
+        np.asarray(p, np.int64),
+        np.asarray(a, np.int64),
+        np.asarray(b, np.int64),
+        np.asarray(y, np.float64),
+    )
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -143,14 +152,6 @@ def choose_pair(battles: Battles, strong: str | None = None, weak: str | None = 
     return strong, weak
 
 
-def prompts_of(lines: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Prompt text of input lines with ``prompt`` or chat ``messages`` (user turns joined)."""
-    out = []
-    for n, obj in enumerate(lines, 1):
-        out.append(prompt_text(obj, where=f"line {n}"))
-    return out
-
-
 def prompt_text(obj: Mapping[str, Any], where: str = "record") -> str:
     """The text a router sees for one input line: ``prompt``, or the ``messages`` contents.
 
@@ -158,7 +159,8 @@ def prompt_text(obj: Mapping[str, Any], where: str = "record") -> str:
     """
     if isinstance(obj.get("prompt"), str):
         return obj["prompt"]
-    body = obj.get("body") if isinstance(obj.get("body"), Mapping) else obj
+    nested = obj.get("body")
+    body: Mapping[str, Any] = nested if isinstance(nested, Mapping) else obj
     messages = body.get("messages")
     if isinstance(messages, list) and messages:
         parts = []

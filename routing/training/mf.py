@@ -45,15 +45,46 @@ def train_mf(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _fit(battles, embeddings, out, strong, weak, dim, epochs, lr, batch_size, weight_decay, noise, ties,
-                    val_fraction, seed, embedder, extra_config)
+        return _fit(
+            battles,
+            embeddings,
+            out,
+            strong,
+            weak,
+            dim,
+            epochs,
+            lr,
+            batch_size,
+            weight_decay,
+            noise,
+            ties,
+            val_fraction,
+            seed,
+            embedder,
+            extra_config,
+        )
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(battles: Battles, embeddings: np.ndarray, out: str | Path, strong: str, weak: str, dim: int, epochs: int,
-         lr: float, batch_size: int, weight_decay: float, noise: float, ties: str, val_fraction: float, seed: int,
-         embedder: str, extra_config: dict[str, Any] | None) -> dict[str, Any]:
+def _fit(
+    battles: Battles,
+    embeddings: np.ndarray,
+    out: str | Path,
+    strong: str,
+    weak: str,
+    dim: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    weight_decay: float,
+    noise: float,
+    ties: str,
+    val_fraction: float,
+    seed: int,
+    embedder: str,
+    extra_config: dict[str, Any] | None,
+) -> dict[str, Any]:
     import torch
 
     from routing.routers.mf import save_mf
@@ -95,8 +126,12 @@ def _fit(battles: Battles, embeddings: np.ndarray, out: str | Path, strong: str,
         return sa - sb
 
     def snapshot() -> dict[str, np.ndarray]:
-        return {"P": P.detach().numpy().copy(), "W": W.weight.detach().numpy().copy(),
-                "w": w.weight.detach().numpy()[0].copy(), "b": b.detach().numpy().copy()}
+        return {
+            "P": P.detach().numpy().copy(),
+            "W": W.weight.detach().numpy().copy(),
+            "w": w.weight.detach().numpy()[0].copy(),
+            "b": b.detach().numpy().copy(),
+        }
 
     best: tuple[float, int, dict[str, np.ndarray]] | None = None
     history = []
@@ -105,7 +140,7 @@ def _fit(battles: Battles, embeddings: np.ndarray, out: str | Path, strong: str,
         perm = tr_t[torch.randperm(len(tr_t))]
         total = 0.0
         for start in range(0, len(perm), batch_size):
-            rows = perm[start:start + batch_size]
+            rows = perm[start : start + batch_size]
             loss = loss_fn(logits(rows, True), y[rows])
             opt.zero_grad()
             loss.backward()
@@ -118,10 +153,33 @@ def _fit(battles: Battles, embeddings: np.ndarray, out: str | Path, strong: str,
         if best is None or val_loss < best[0]:
             best = (val_loss, epoch, snapshot())
     assert best is not None
-    save_mf(out, models=list(battles.models), strong=strong, weak=weak, embedder=embedder,
-            trained_on={"battles": len(battles), "prompts": n_prompts, "best_epoch": best[1], "seed": seed,
-                        "dim": dim, "epochs": epochs, "lr": lr, "ties": ties},
-            **(extra_config or {}), **best[2])
-    return {"router": "mf", "out": str(out), "strong": strong, "weak": weak, "battles": len(battles),
-            "prompts": n_prompts, "best_epoch": best[1], "val_loss": round(best[0], 5),
-            "final_train_loss": history[-1]["train_loss"] if history else None}
+    save_mf(
+        out,
+        models=list(battles.models),
+        strong=strong,
+        weak=weak,
+        embedder=embedder,
+        trained_on={
+            "battles": len(battles),
+            "prompts": n_prompts,
+            "best_epoch": best[1],
+            "seed": seed,
+            "dim": dim,
+            "epochs": epochs,
+            "lr": lr,
+            "ties": ties,
+        },
+        **(extra_config or {}),
+        **best[2],
+    )
+    return {
+        "router": "mf",
+        "out": str(out),
+        "strong": strong,
+        "weak": weak,
+        "battles": len(battles),
+        "prompts": n_prompts,
+        "best_epoch": best[1],
+        "val_loss": round(best[0], 5),
+        "final_train_loss": history[-1]["train_loss"] if history else None,
+    }

@@ -10,9 +10,18 @@ from routing.training.data import Battles, read_battles
 TRAINABLE = ("mf", "sw_ranking", "bert", "causal_llm")
 
 
-def train_router(router: str, battles: Battles | str | Path, out: str | Path, *, strong: str | None = None,
-                 weak: str | None = None, embedder: str = "minilm", cache: bool = True,
-                 tie_margin: float = 0.0, **options: Any) -> dict[str, Any]:
+def train_router(
+    router: str,
+    battles: Battles | str | Path,
+    out: str | Path,
+    *,
+    strong: str | None = None,
+    weak: str | None = None,
+    embedder: str = "minilm",
+    cache: bool = True,
+    tie_margin: float = 0.0,
+    **options: Any,
+) -> dict[str, Any]:
     """Train ``router`` on battles (a :class:`Battles` or a JSONL path) and write a checkpoint to ``out``.
 
     ``options`` go to the router's trainer (epochs, lr, batch_size, seed, base, ...).

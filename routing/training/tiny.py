@@ -26,8 +26,14 @@ def make_tiny_encoder(out: str | Path, seed: int = 0, hidden: int = 32, layers: 
 
     torch.manual_seed(seed)
     tok = _tokenizer()
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                     num_attention_heads=2, intermediate_size=hidden * 2, max_position_embeddings=512)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=512,
+    )
     out = Path(out)
     BertModel(cfg).save_pretrained(out)
     tok.save_pretrained(out)
@@ -41,10 +47,19 @@ def make_tiny_llama(out: str | Path, seed: int = 0, hidden: int = 32, layers: in
 
     torch.manual_seed(seed)
     tok = _tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2,
-                      num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
-                      max_position_embeddings=512, pad_token_id=tok.pad_token_id,
-                      bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+        tie_word_embeddings=False,
+    )
     out = Path(out)
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)

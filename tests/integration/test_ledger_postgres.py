@@ -67,12 +67,12 @@ def test_embedded_run_on_postgres(tmp_path: Path, pg_url: str, runtime_factory) 
                 fh.write('{"prompt": null}\n')
     rt = runtime_factory(pg_url)
     st = run(rt, JobSpec(input_file=str(data), router="length", strong_share=0.25, chunk_size=64))
-    assert st["status"] == "completed"
-    assert (st["total"], st["succeeded"], st["invalid"]) == (300, 300, 3)
+    assert st.status == "completed"
+    assert (st.total, st.succeeded, st.invalid) == (300, 300, 3)
     with session_scope(pg_url) as s:
-        at_or_above = s.scalar(select(func.count()).select_from(Item).where(Item.score >= st["threshold"]))
-        assert st["strong_calls"] == at_or_above >= 75  # ties at the threshold all go strong
-        assert s.scalar(select(func.sum(Attempt.cost_micro_usd))) == st["cost_micro_usd"]
+        at_or_above = s.scalar(select(func.count()).select_from(Item).where(Item.score >= st.threshold))
+        assert st.strong_calls == at_or_above >= 75  # ties at the threshold all go strong
+        assert s.scalar(select(func.sum(Attempt.cost_micro_usd))) == st.cost_micro_usd
         assert s.scalar(select(func.count()).select_from(Attempt).where(Attempt.price_id.is_(None))) == 0
-    again = status(rt, st["job_id"])
-    assert again["timestamps"]["validating"] <= again["timestamps"]["in_progress"] <= again["timestamps"]["completed"]
+    again = status(rt, st.job_id)
+    assert again.timestamps["validating"] <= again.timestamps["in_progress"] <= again.timestamps["completed"]

@@ -42,7 +42,7 @@ def test_twenty_percent_faults_of_every_kind_all_items_succeed(tmp_path: Path, p
     })
     st = run(rt, JobSpec(input_file=str(write_prompts(tmp_path / "in.jsonl", n)), router="random", strong_share=0.5,
                          chunk_size=1000))
-    assert st["status"] == "completed" and (st["total"], st["succeeded"], st["failed"]) == (n, n, 0)
+    assert st.status == "completed" and (st.total, st.succeeded, st.failed) == (n, n, 0)
 
     with session_scope(pg_url) as s:
         per_class = dict(s.execute(text(
@@ -78,8 +78,8 @@ def test_401_fails_items_at_once_with_the_message_and_the_job_ends(
         "providers.sim.api_key_env": "RB_TEST_WRONG_KEY",
     })
     st = run(rt, JobSpec(input_file=str(write_prompts(tmp_path / "in.jsonl", 40)), router="random", strong_share=0.5))
-    assert st["status"] in ("completed", "failed")
-    assert (st["total"], st["succeeded"], st["failed"]) == (40, 0, 40)
+    assert st.status in ("completed", "failed")
+    assert (st.total, st.succeeded, st.failed) == (40, 0, 40)
     with session_scope(pg_url) as s:
         rows = s.execute(text("SELECT item_id, count(*), min(status_code), min(error_message) FROM attempts GROUP BY item_id")).all()
         assert len(rows) == 40 and {(r[1], r[2]) for r in rows} == {(1, 401)}  # no retries
@@ -91,7 +91,7 @@ def test_401_fails_items_at_once_with_the_message_and_the_job_ends(
             dump = s.execute(text(f'SELECT coalesce(string_agg(row_to_json(x)::text, chr(10)), \'\') FROM "{t}" x')).scalar()
             assert KEY not in dump, f"planted key found in table {t}"
     out, errs = tmp_path / "out.jsonl", tmp_path / "errors.jsonl"
-    export_job(pg_url, st["job_id"], out, errs)
+    export_job(pg_url, st.job_id, out, errs)
     assert KEY not in out.read_text() and (not errs.exists() or KEY not in errs.read_text())
     assert "Incorrect API key provided" in out.read_text()
     assert KEY not in caplog.text

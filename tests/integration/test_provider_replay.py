@@ -34,10 +34,10 @@ def test_replayed_gsm8k_random_half_strong(tmp_path: Path, pg_url: str, runtime_
         "providers.sim.concurrency": 64,
     })
     st = run(rt, JobSpec(input_file=str(data), router="random", strong_share=0.5, max_tokens=1024, chunk_size=500))
-    assert st["status"] == "completed" and st["succeeded"] == len(table.rows) == 1319
-    g = grade_job(rt, st["job_id"], GSM8K)
+    assert st.status == "completed" and st.succeeded == len(table.rows) == 1319
+    g = grade_job(rt, st.job_id, GSM8K)
     assert g["graded"] == 1319 and g["all_exact"], g["mismatched_examples"]
     weak, strong = g["reference"]["sim-weak"], g["reference"]["sim-strong"]
     assert weak == pytest.approx(0.638, abs=0.002) and strong == pytest.approx(0.857, abs=0.002)
     assert weak < g["accuracy"] < strong
-    assert 0.4 < st["strong_calls"] / 1319 < 0.6
+    assert 0.4 < st.strong_calls / 1319 < 0.6

@@ -27,7 +27,7 @@ def test_run_respects_provider_rpm_through_redis(tmp_path: Path, pg_url: str, re
         st = run(rt, JobSpec(input_file=str(data), router="random", strong_share=0.5))
     finally:
         rt.close()
-    assert st["succeeded"] == 200
+    assert st.succeeded == 200
     import redis
 
     client = redis.Redis.from_url(redis_url)

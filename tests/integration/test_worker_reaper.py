@@ -75,7 +75,7 @@ def test_expired_lease_of_a_cancelling_job_ends_cancelled(rt, tmp_path):
     job_id, q = _submit_routed(rt, tmp_path)
     q._pending.clear()
     _lose_chunk_in_flight(rt, job_id, 0)
-    assert cancel(rt, job_id)["status"] == "cancelling"  # 20 items still 'sent'
+    assert cancel(rt, job_id).status == "cancelling"  # 20 items still 'sent'
     report = reaper.tick(rt, q)
     assert report.lost_in_flight == 20 and report.cancelled == 20 and report.finalized == [job_id]
     check_ledger(rt.db_url, job_id, expect_state="cancelled")

@@ -31,8 +31,8 @@ from typing import Any
 
 import httptools
 
-from jobs.providers.sim.replay import ReplayTable, load_replay_table, prompt_of
 from jobs.providers.sim.options import FAULT_KINDS, SimOptions
+from jobs.providers.sim.replay import ReplayTable, load_replay_table, prompt_of
 
 _WORD_RE = re.compile(r"\w+|[^\w\s]")
 _VOCAB = (
@@ -41,10 +41,20 @@ _VOCAB = (
     "therefore final check simple clear reason model output token plan"
 ).split()
 _REASONS = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 422: "Unprocessable Entity",
-    429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-    503: "Service Unavailable", 504: "Gateway Timeout",
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    409: "Conflict",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
 }
 
 
@@ -164,8 +174,12 @@ class SimulatedApp:
             return r
         if fault == "429":
             ra = self.options.retry_after_s
-            r = _error(429, "Rate limit reached (simulated).", "rate_limit_error",
-                       [("Retry-After", f"{ra:g}"), ("retry-after-ms", str(int(ra * 1000)))])
+            r = _error(
+                429,
+                "Rate limit reached (simulated).",
+                "rate_limit_error",
+                [("Retry-After", f"{ra:g}"), ("retry-after-ms", str(int(ra * 1000)))],
+            )
             return r
         if fault in ("500", "503"):
             r = _error(int(fault), "The server had an error (simulated).", "server_error")
@@ -210,9 +224,12 @@ class SimulatedApp:
 
 
 def _encode(reply: _Reply, keep_alive: bool) -> bytes:
-    head = [f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Status')}",
-            "content-type: application/json", f"content-length: {len(reply.body)}",
-            "connection: " + ("keep-alive" if keep_alive else "close")]
+    head = [
+        f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Status')}",
+        "content-type: application/json",
+        f"content-length: {len(reply.body)}",
+        "connection: " + ("keep-alive" if keep_alive else "close"),
+    ]
     head += [f"{k}: {v}" for k, v in reply.headers]
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + reply.body
 

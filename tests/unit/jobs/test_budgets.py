@@ -59,7 +59,7 @@ def test_reservations_stop_at_the_cap_and_the_check_constraint_holds(sqlite_url:
 
 def _all_strong_cost(tmp_path: Path, sqlite_url: str, runtime_factory, data: Path) -> float:
     rt = runtime_factory(f"sqlite:///{tmp_path / 'probe.db'}")
-    return run(rt, JobSpec(input_file=str(data), router="length", threshold=0.0))["cost_usd"]
+    return run(rt, JobSpec(input_file=str(data), router="length", threshold=0.0)).cost_usd
 
 
 @pytest.mark.parametrize("policy", ["downgrade", "skip", "stop"])
@@ -69,23 +69,23 @@ def test_job_cap_at_30_percent_of_all_strong(tmp_path: Path, sqlite_url: str, ru
     cap = round(0.3 * all_strong, 6)
     rt = runtime_factory(sqlite_url)
     st = run(rt, JobSpec(input_file=str(data), router="length", strong_share=0.8, budget_usd=cap, on_exhausted=policy, max_tokens=64))
-    assert st["cost_usd"] <= cap
-    budget = st["budgets"]["job"]
-    assert budget["spent_usd"] == pytest.approx(st["cost_usd"]) and budget["reserved_usd"] == 0
+    assert st.cost_usd <= cap
+    budget = st.budgets["job"]
+    assert budget["spent_usd"] == pytest.approx(st.cost_usd) and budget["reserved_usd"] == 0
     with session_scope(sqlite_url) as s:
         assert s.scalar(select(func.count()).select_from(Reservation).where(Reservation.state == "open")) == 0
         reasons = dict(s.execute(select(Item.route_reason, func.count()).group_by(Item.route_reason)).all())
     if policy == "downgrade":
-        assert st["status"] == "completed"
+        assert st.status == "completed"
         assert reasons.get("budget_downgrade", 0) > 0
-        assert st["succeeded"] + st["skipped_budget"] == 200
+        assert st.succeeded + st.skipped_budget == 200
     elif policy == "skip":
-        assert st["status"] == "completed" and st["skipped_budget"] > 0
-        assert st["succeeded"] + st["skipped_budget"] == 200
+        assert st.status == "completed" and st.skipped_budget > 0
+        assert st.succeeded + st.skipped_budget == 200
     else:
-        assert st["status"] == "budget_exhausted" and st["error"] == "budget_exhausted"
-        assert st["skipped_budget"] > 0 and st["succeeded"] + st["skipped_budget"] == 200
-    assert st["cost_usd"] >= 0.5 * cap, "the cap should be used, not left idle"
+        assert st.status == "budget_exhausted" and st.error == "budget_exhausted"
+        assert st.skipped_budget > 0 and st.succeeded + st.skipped_budget == 200
+    assert st.cost_usd >= 0.5 * cap, "the cap should be used, not left idle"
 
 
 def test_named_budget_shared_by_two_jobs_and_alerts(tmp_path: Path, sqlite_url: str, runtime_factory) -> None:
@@ -99,7 +99,7 @@ def test_named_budget_shared_by_two_jobs_and_alerts(tmp_path: Path, sqlite_url: 
     with session_scope(sqlite_url) as s:
         w = s.scalars(select(BudgetWindow)).one()
         kinds = set(s.scalars(select(LedgerEvent.kind)))
-    assert w.spent_micro_usd == first["cost_micro_usd"] + second["cost_micro_usd"] <= w.cap_micro_usd
+    assert w.spent_micro_usd == first.cost_micro_usd + second.cost_micro_usd <= w.cap_micro_usd
     assert {"budget_alert_50", "budget_alert_80"} <= kinds
 
 
@@ -108,9 +108,9 @@ def test_allocate_budget_spends_under_the_cap(tmp_path: Path, sqlite_url: str, r
     all_strong = _all_strong_cost(tmp_path, sqlite_url, runtime_factory, data)
     rt = runtime_factory(sqlite_url)
     st = run(rt, JobSpec(input_file=str(data), router="length", budget_usd=round(0.4 * all_strong, 6), allocate="budget", max_tokens=64))
-    assert st["status"] == "completed" and st["succeeded"] == 100
-    assert st["cost_usd"] <= 0.4 * all_strong
-    assert 0 < st["strong_calls"] < 100
+    assert st.status == "completed" and st.succeeded == 100
+    assert st.cost_usd <= 0.4 * all_strong
+    assert 0 < st.strong_calls < 100
     with session_scope(sqlite_url) as s:
         assert set(s.scalars(select(Item.route_reason))) == {"budget_allocation"}
         strong_scores = s.scalars(select(Item.score).where(Item.route == "strong")).all()
@@ -125,7 +125,7 @@ def test_lost_hold_is_settled_conservatively_and_attempts_add_up(tmp_path: Path,
     data = write_prompts(tmp_path / "in.jsonl", 20)
     rt = runtime_factory(sqlite_url)
     st = run(rt, JobSpec(input_file=str(data), router="length", budget_usd=1.0))
-    job_id = st["job_id"]
+    job_id = st.job_id
     with session_scope(sqlite_url) as s:  # a worker that reserved, marked sent and died
         item = s.scalars(select(Item).where(Item.job_id == job_id).limit(1)).one()
         job_window = s.scalar(select(BudgetWindow.id))
@@ -140,7 +140,7 @@ def test_lost_hold_is_settled_conservatively_and_attempts_add_up(tmp_path: Path,
     resume(rt, job_id, queue)
     drain_inline(rt, queue, job_id)
     st = status(rt, job_id)
-    assert st["status"] == "completed" and st["succeeded"] == 20
+    assert st.status == "completed" and st.succeeded == 20
     with session_scope(sqlite_url) as s:
         dead = s.get(Reservation, "dead")
         lost = s.scalars(select(Attempt).where(Attempt.error_class == "LostInFlight")).one()
@@ -150,7 +150,7 @@ def test_lost_hold_is_settled_conservatively_and_attempts_add_up(tmp_path: Path,
         assert s.scalar(select(func.count()).select_from(LedgerEvent).where(LedgerEvent.kind == "reaper_settled")) == 1
     assert dead.state == "settled" and dead.settled_micro_usd == 5000
     assert lost.cost_micro_usd == 5000
-    assert spent == attempt_sum == item_sum == st["cost_micro_usd"]
+    assert spent == attempt_sum == item_sum == st.cost_micro_usd
 
 
 def test_allocation_beats_threshold_at_equal_spend() -> None:
@@ -183,12 +183,12 @@ def test_cap_holds_under_twenty_percent_faults(tmp_path: Path, sqlite_url: str, 
     }
     rt = runtime_factory(sqlite_url, faults)
     st = run(rt, JobSpec(input_file=str(data), router="length", strong_share=0.8, budget_usd=cap, max_tokens=64))
-    assert st["status"] == "completed"
-    assert st["failed"] == 0 and st["succeeded"] + st["skipped_budget"] == 200
-    assert st["attempts"] > st["succeeded"], "faults were injected and retried"
-    budget = st["budgets"]["job"]
+    assert st.status == "completed"
+    assert st.failed == 0 and st.succeeded + st.skipped_budget == 200
+    assert st.attempts > st.succeeded, "faults were injected and retried"
+    budget = st.budgets["job"]
     assert budget["spent_usd"] <= cap and budget["overdraft_usd"] == 0
-    assert st["cost_usd"] == pytest.approx(budget["spent_usd"])
+    assert st.cost_usd == pytest.approx(budget["spent_usd"])
     with session_scope(sqlite_url) as s:
         errors = set(s.scalars(select(Attempt.error_class).where(Attempt.error_class.is_not(None))))
         assert s.scalar(select(func.count()).select_from(Reservation).where(Reservation.state == "open")) == 0
@@ -202,7 +202,7 @@ def test_locally_counted_usage_never_exceeds_the_hold(tmp_path: Path, sqlite_url
     all_strong = _all_strong_cost(tmp_path, sqlite_url, runtime_factory, data)
     rt = runtime_factory(sqlite_url, {"providers.sim.simulated.faults": {"no_usage": 0.6}})
     st = run(rt, JobSpec(input_file=str(data), router="length", strong_share=0.8, budget_usd=round(0.3 * all_strong, 6), max_tokens=64))
-    assert st["budgets"]["job"]["overdraft_usd"] == 0
+    assert st.budgets["job"]["overdraft_usd"] == 0
     with session_scope(sqlite_url) as s:
         estimated = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.usage_estimated.is_(True)))
         over = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.completion_tokens > 64))

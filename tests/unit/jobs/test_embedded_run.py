@@ -53,30 +53,30 @@ def test_run_with_bad_lines_keeps_every_valid_row(tmp_path: Path, sqlite_url: st
 
     st = run(rt, JobSpec(input_file=str(data), router="length", strong_share=0.3, chunk_size=250))
 
-    assert st["status"] == "completed"
-    assert st["total"] == 1000 and st["succeeded"] == 1000 and st["failed"] == 0
-    assert st["invalid"] == 10
-    assert sorted(r["line"] for r in st["invalid_rows"]) == bad_lines
-    assert st["strong_calls"] == 300 and st["weak_calls"] == 700
+    assert st.status == "completed"
+    assert st.total == 1000 and st.succeeded == 1000 and st.failed == 0
+    assert st.invalid == 10
+    assert sorted(r.line for r in st.invalid_rows) == bad_lines
+    assert st.strong_calls == 300 and st.weak_calls == 700
     with session_scope(sqlite_url) as s:
         attempt_cost = s.scalar(select(func.sum(Attempt.cost_micro_usd)))
         item_cost = s.scalar(select(func.sum(Item.cost_micro_usd)))
         assert s.scalar(select(func.count()).select_from(InvalidRow)) == 10
         dup = s.scalars(select(InvalidRow).where(InvalidRow.field == "custom_id")).all()
-    assert attempt_cost == item_cost == st["cost_micro_usd"] > 0
-    assert 0 < st["cost_usd"] < st["all_strong_cost_usd"]
-    assert st["savings_pct"] > 0
+    assert attempt_cost == item_cost == st.cost_micro_usd > 0
+    assert 0 < st.cost_usd < st.all_strong_cost_usd
+    assert st.savings_pct > 0
     assert any("duplicate custom_id 'c-0005'" in d.reason for d in dup)
 
     out, errors = tmp_path / "results.jsonl", tmp_path / "errors.jsonl"
-    counts = export_job(sqlite_url, st["job_id"], out, errors)
+    counts = export_job(sqlite_url, st.job_id, out, errors)
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert counts["results"] == len(lines) == 1000
     assert [x["custom_id"] for x in lines] == [f"c-{i:04d}" for i in range(1000)]
     first = lines[0]
     assert first["error"] is None and first["response"]["status_code"] == 200
     meta = first["response"]["body"]["metadata"]["routebatch"]
-    assert meta["route"] in ("strong", "weak") and meta["threshold"] == st["threshold"]
+    assert meta["route"] in ("strong", "weak") and meta["threshold"] == st.threshold
     assert first["response"]["body"]["choices"][0]["message"]["content"]
     err_lines = [json.loads(x) for x in errors.read_text().splitlines()]
     assert sorted(e["line"] for e in err_lines if e["type"] == "invalid_input") == bad_lines
@@ -89,13 +89,13 @@ def test_rerun_creates_a_new_job_and_routes_identically(tmp_path: Path, sqlite_u
     rt = runtime_factory(sqlite_url)
     a = run(rt, JobSpec(input_file=str(data), router="random:seed=4", strong_share=0.5))
     b = run(rt, JobSpec(input_file=str(data), router="random:seed=4", strong_share=0.5))
-    assert a["job_id"] != b["job_id"]
-    assert a["status"] == b["status"] == "completed"
+    assert a.job_id != b.job_id
+    assert a.status == b.status == "completed"
     with session_scope(sqlite_url) as s:
         routes = {}
-        for job_id in (a["job_id"], b["job_id"]):
+        for job_id in (a.job_id, b.job_id):
             routes[job_id] = s.execute(select(Item.custom_id, Item.route, Item.response).where(Item.job_id == job_id).order_by(Item.custom_id)).all()
-    ra, rb = routes[a["job_id"]], routes[b["job_id"]]
+    ra, rb = routes[a.job_id], routes[b.job_id]
     assert [(c, r) for c, r, _ in ra] == [(c, r) for c, r, _ in rb]
     # the simulated provider is deterministic: same prompt and model, same answer
     assert [x[2]["choices"][0]["message"]["content"] for x in ra] == [x[2]["choices"][0]["message"]["content"] for x in rb]
@@ -106,13 +106,13 @@ def test_threshold_rule_and_all_invalid_file(tmp_path: Path, sqlite_url: str, ru
     write_dataset(data, 40)
     rt = runtime_factory(sqlite_url)
     st = run(rt, JobSpec(input_file=str(data), router="length", threshold=2.0))
-    assert st["status"] == "completed" and st["strong_calls"] == 0 and st["weak_calls"] == 40
-    assert st["savings_pct"] > 90
+    assert st.status == "completed" and st.strong_calls == 0 and st.weak_calls == 40
+    assert st.savings_pct > 90
 
     junk = tmp_path / "junk.jsonl"
     junk.write_text("{x\n{y\n")
     st = run(rt, JobSpec(input_file=str(junk)))
-    assert st["status"] == "failed" and st["invalid"] == 2 and "no valid rows" in st["error"]
+    assert st.status == "failed" and st.invalid == 2 and "no valid rows" in st.error
 
 
 def test_cancel_then_resume_finishes_every_item(tmp_path: Path, sqlite_url: str, runtime_factory) -> None:
@@ -123,16 +123,16 @@ def test_cancel_then_resume_finishes_every_item(tmp_path: Path, sqlite_url: str,
     job_id = submit(rt, JobSpec(input_file=str(data), router="length", chunk_size=50), queue)
     assert len(queue) == 3
     st = cancel(rt, job_id)
-    assert st["status"] == "cancelled" and st["counts"]["cancelled"] == 120
+    assert st.status == "cancelled" and st.counts["cancelled"] == 120
     drain_inline(rt, queue, job_id)  # redelivered tasks of a cancelled job do nothing
-    assert status(rt, job_id)["counts"]["cancelled"] == 120
+    assert status(rt, job_id).counts["cancelled"] == 120
 
     queue = InlineQueue()
     resume(rt, job_id, queue)
     drain_inline(rt, queue, job_id)
     st = status(rt, job_id)
-    assert st["status"] == "completed" and st["succeeded"] == 120
-    assert st["timestamps"]["cancelled"] and st["timestamps"]["completed"]
+    assert st.status == "completed" and st.succeeded == 120
+    assert st.timestamps["cancelled"] and st.timestamps["completed"]
 
 
 def test_resume_recovers_items_lost_in_flight(tmp_path: Path, sqlite_url: str, runtime_factory) -> None:
@@ -143,7 +143,7 @@ def test_resume_recovers_items_lost_in_flight(tmp_path: Path, sqlite_url: str, r
     write_dataset(data, 30)
     rt = runtime_factory(sqlite_url)
     st = run(rt, JobSpec(input_file=str(data), router="length"))
-    job_id = st["job_id"]
+    job_id = st.job_id
     with session_scope(sqlite_url) as s:  # simulate the crash: 5 items back to 'sent', job back in progress
         ids = s.scalars(select(Item.id).where(Item.job_id == job_id).limit(5)).all()
         s.execute(update(Item).where(Item.id.in_(ids)).values(state="sent", lease_until=None))
@@ -154,11 +154,11 @@ def test_resume_recovers_items_lost_in_flight(tmp_path: Path, sqlite_url: str, r
     resume(rt, job_id, queue)
     drain_inline(rt, queue, job_id)
     st = status(rt, job_id)
-    assert st["status"] == "completed" and st["succeeded"] == 30
+    assert st.status == "completed" and st.succeeded == 30
     with session_scope(sqlite_url) as s:
         lost = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.error_class == "LostInFlight"))
     assert lost == 5
-    assert st["attempts"] == 30 + 5 + 5
+    assert st.attempts == 30 + 5 + 5
 
 
 def test_parquet_export(tmp_path: Path, sqlite_url: str, runtime_factory) -> None:
@@ -169,8 +169,8 @@ def test_parquet_export(tmp_path: Path, sqlite_url: str, runtime_factory) -> Non
     rt = runtime_factory(sqlite_url)
     st = run(rt, JobSpec(input_file=str(data), router="length"))
     out = tmp_path / "r.parquet"
-    export_job(sqlite_url, st["job_id"], out, fmt="parquet")
+    export_job(sqlite_url, st.job_id, out, fmt="parquet")
     table = pq.read_table(out)
     assert table.num_rows == 25
     assert set(table.column("state").to_pylist()) == {"succeeded"}
-    assert sum(table.column("cost_micro_usd").to_pylist()) == st["cost_micro_usd"]
+    assert sum(table.column("cost_micro_usd").to_pylist()) == st.cost_micro_usd

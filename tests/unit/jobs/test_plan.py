@@ -51,3 +51,29 @@ def test_eval_compares_allocation_with_threshold_at_the_same_spend(tmp_path: Pat
         assert r["allocation_spend_share"] <= r["budget_share"] + 1e-9
         assert r["difference"] == r["allocation_quality"] - r["threshold_quality"]
     assert rows[1]["threshold_quality"] >= rows[0]["threshold_quality"]
+
+
+def test_plan_prices_each_prompt_exactly_as_the_budget_holds_it(tmp_path: Path, runtime_factory) -> None:
+    """One request shape and one token bound: plan's all-strong worst case is the sum of the
+    holds an all-strong run takes (it used a tokenizer count before and disagreed)."""
+    from sqlalchemy import func, select
+
+    from jobs.ledger.models import Reservation
+    from jobs.ledger.session import session_scope
+    from jobs.lifecycle.service import JobSpec, run
+
+    data = tmp_path / "in.jsonl"
+    with data.open("w") as fh:
+        for i in range(40):
+            row = {"prompt": f"question {i}: " + "déjà vu " * (i % 9)}
+            if i % 5 == 0:
+                row["max_tokens"] = 17 + i
+            fh.write(json.dumps(row) + "\n")
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    rt = runtime_factory(db)
+    inp = estimate(rt.config, data, "length", "sim-strong", "sim-weak", max_tokens=64)
+    st = run(rt, JobSpec(input_file=str(data), router="length", threshold=0.0, budget_usd=1000.0, max_tokens=64))
+    assert st.succeeded == 40
+    with session_scope(db) as s:
+        held = s.scalar(select(func.sum(Reservation.amount_micro_usd)).where(Reservation.job_id == st.job_id))
+    assert held == int(inp.strong_micro.sum())

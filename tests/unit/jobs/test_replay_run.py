@@ -34,15 +34,15 @@ def _job(tmp_path: Path, labels: Path, share: float) -> dict:
     rt = Runtime(Settings(database_url=f"sqlite:///{tmp_path / 'l.db'}", broker_url=None), load_config(cfg_path))
     try:
         st = run(rt, JobSpec(input_file=str(data), router="random:seed=0", strong_share=share))
-        st["grade"] = grade_job(rt, st["job_id"], labels)
+        st.grade = grade_job(rt, st.job_id, labels)
     finally:
         rt.close()
     return st
 
 
 def _check(st: dict, n: int) -> None:
-    g = st["grade"]
-    assert st["status"] == "completed" and st["succeeded"] == n
+    g = st.grade
+    assert st.status == "completed" and st.succeeded == n
     assert g["graded"] == n and g["all_exact"], "every answer is exactly the recorded one"
     strong, weak = g["reference"]["gpt-4"], g["reference"]["mixtral"]
     assert weak < g["accuracy"] < strong
@@ -51,12 +51,12 @@ def _check(st: dict, n: int) -> None:
 def test_replayed_sample_job_is_graded(tmp_path: Path) -> None:
     st = _job(tmp_path, SAMPLE, 0.5)
     _check(st, 60)
-    assert st["strong_calls"] == 30
+    assert st.strong_calls == 30
 
 
 @pytest.mark.skipif(not FULL.exists(), reason="full GSM8K labels (../shared) not present")
 def test_replayed_full_gsm8k_random_half(tmp_path: Path) -> None:
     st = _job(tmp_path, FULL, 0.5)
     _check(st, 1319)
-    g = st["grade"]
+    g = st.grade
     assert abs(g["reference"]["gpt-4"] - 0.857) < 0.01 and abs(g["reference"]["mixtral"] - 0.638) < 0.01

@@ -1,0 +1,173 @@
+"""What ``status`` reports about a job, as one typed object.
+
+``JobStatus`` is what the Python API returns and what ``status --json`` prints (its
+``model_dump``), so a script and a library caller see the same fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from jobs.errors import JobNotFound
+from jobs.ledger.models import Attempt, Budget, InvalidRow, Item, Job
+from jobs.lifecycle.states import ItemState, JobState
+from jobs.money.budgets import budget_report
+from jobs.money.pricing import PriceVersion, latest_price, micro_to_usd
+
+INVALID_SAMPLE = 20
+
+
+class InvalidRowInfo(BaseModel):
+    line: int
+    field: str | None
+    reason: str
+    custom_id: str | None
+
+
+class JobStatus(BaseModel):
+    """A job's state, timestamps, item counts, calls, cost and savings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    status: JobState
+    phase: str | None
+    input_file: str
+    router: str
+    strong_model: str
+    weak_model: str
+    threshold: float | None
+    strong_share_requested: float | None
+    total: int
+    invalid: int
+    counts: dict[str, int]
+    succeeded: int
+    failed: int
+    routed_strong: int
+    routed_weak: int
+    strong_calls: int
+    weak_calls: int
+    attempts: int
+    cost_usd: float
+    cost_micro_usd: int
+    all_strong_cost_usd: float
+    savings_pct: float
+    error: str | None
+    skipped_budget: int
+    on_exhausted: str
+    allocate: str
+    budgets: dict[str, dict[str, Any]]
+    invalid_rows: list[InvalidRowInfo]
+    timestamps: dict[str, str | None]
+    created_at: str
+    grade: dict[str, Any] | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+    @property
+    def done(self) -> int:
+        """Items that reached a final state."""
+        return sum(self.counts.get(st.value, 0) for st in ItemState if st.terminal)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` form: plain JSON types, ``grade`` only when it was asked for."""
+        return self.model_dump(mode="json", exclude_none=False, exclude={"grade"} if self.grade is None else set())
+
+
+def get_job(s: Session, job_id: str) -> Job:
+    job = s.get(Job, job_id)
+    if job is None:
+        raise JobNotFound(f"no job {job_id!r}")
+    return job
+
+
+def read_status(s: Session, job_id: str) -> JobStatus:
+    job = get_job(s, job_id)
+    counts = dict(s.execute(select(Item.state, func.count()).where(Item.job_id == job_id).group_by(Item.state)).all())
+    by_model = s.execute(
+        select(
+            Item.model,
+            func.count(),
+            func.coalesce(func.sum(Item.prompt_tokens), 0),
+            func.coalesce(func.sum(Item.completion_tokens), 0),
+            func.coalesce(func.sum(Item.cost_micro_usd), 0),
+        )
+        .where(Item.job_id == job_id, Item.state == ItemState.SUCCEEDED)
+        .group_by(Item.model)
+    ).all()
+    routed = dict(
+        s.execute(
+            select(Item.route, func.count()).where(Item.job_id == job_id, Item.route.is_not(None)).group_by(Item.route)
+        ).all()
+    )
+    spent = int(s.scalar(select(func.coalesce(func.sum(Attempt.cost_micro_usd), 0)).where(Attempt.job_id == job_id)) or 0)
+    attempts = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.job_id == job_id)) or 0
+    invalid_sample = [
+        InvalidRowInfo(line=r.line_no, field=r.field, reason=r.reason, custom_id=r.custom_id)
+        for r in s.scalars(
+            select(InvalidRow).where(InvalidRow.job_id == job_id).order_by(InvalidRow.line_no).limit(INVALID_SAMPLE)
+        )
+    ]
+    budgets = {}
+    for key, bid in (("job", job.job_budget_id), ("named", job.budget_id)):
+        if bid is not None:
+            budgets[key] = budget_report(s, s.get_one(Budget, bid))
+    all_strong = _all_strong_cost(job, by_model, latest_price(s, job.strong_model))
+    strong_calls = sum(n for model, n, *_ in by_model if model == job.strong_model)
+    weak_calls = sum(n for model, n, *_ in by_model if model != job.strong_model)
+    return JobStatus(
+        job_id=job.id,
+        status=JobState(job.state),
+        phase=job.phase,
+        input_file=job.input_file,
+        router=job.router,
+        strong_model=job.strong_model,
+        weak_model=job.weak_model,
+        threshold=job.threshold,
+        strong_share_requested=job.strong_share,
+        total=job.total,
+        invalid=job.invalid,
+        counts={st.value: counts.get(st.value, 0) for st in ItemState},
+        succeeded=counts.get(ItemState.SUCCEEDED, 0),
+        failed=counts.get(ItemState.FAILED, 0),
+        routed_strong=routed.get("strong", 0),
+        routed_weak=routed.get("weak", 0),
+        strong_calls=strong_calls,
+        weak_calls=weak_calls,
+        attempts=attempts,
+        cost_usd=micro_to_usd(spent),
+        cost_micro_usd=spent,
+        all_strong_cost_usd=micro_to_usd(all_strong),
+        savings_pct=round(100.0 * (1 - spent / all_strong), 2) if all_strong else 0.0,
+        error=job.error,
+        skipped_budget=counts.get(ItemState.SKIPPED_BUDGET, 0),
+        on_exhausted=job.on_exhausted,
+        allocate=job.allocate,
+        budgets=budgets,
+        invalid_rows=invalid_sample,
+        timestamps={
+            st.value: (getattr(job, f"{st.value}_at").isoformat() if getattr(job, f"{st.value}_at") else None) for st in JobState
+        },
+        created_at=job.created_at.isoformat(),
+    )
+
+
+def _all_strong_cost(job: Job, by_model: Any, strong_price: PriceVersion | None) -> int:
+    """What the succeeded items would have cost on the strong model.
+
+    Items answered by the strong model count at their real cost; the others at the
+    strong model's current price for the same prompt and completion token counts.
+    """
+    total = 0
+    for model, _n, prompt_toks, completion_toks, cost in by_model:
+        if model == job.strong_model or strong_price is None:
+            total += int(cost)
+        else:
+            total += strong_price.cost_micro_usd(int(prompt_toks), int(completion_toks))
+    return total
