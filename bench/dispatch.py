@@ -145,7 +145,7 @@ def bench_generate(c: int, n: int, sim: SimProcess, database_url: str) -> dict:
         rt.close()
         dispose_all()
         span = (last - first).total_seconds()
-        return {"mode": "generate", "C": c, "requests": cnt, "ok": st.get("succeeded"), "seconds": span,
+        return {"mode": "generate", "C": c, "requests": cnt, "ok": st.succeeded, "seconds": span,
                 "rps": cnt / span, "wall_s": wall, "client_cpu_ms": 1000 * client_cpu / cnt,
                 "server_cpu_ms": 1000 * server_cpu / cnt}
     finally:
