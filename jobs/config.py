@@ -8,10 +8,12 @@ API keys are never in this file: a provider names the environment variable that 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -32,6 +34,37 @@ class RetryConfig(_Strict):
     jitter: bool = True
 
 
+_SECRET_NAME = re.compile(r"(?i)key|token|secret|passw|pwd|auth|sig|credential|session|bearer|jwt|access")
+_OPAQUE = re.compile(r"[A-Za-z0-9_\-.~+/=]{20,}")
+
+
+def _looks_secret(value: str) -> bool:
+    """An ``sk-``-style key, or a long opaque string of letters and digits (not a version or a name)."""
+    if value.startswith(("sk-", "sk_", "pk-", "key-")):
+        return True
+    return bool(_OPAQUE.fullmatch(value)) and any(c.isdigit() for c in value) and any(c.isalpha() for c in value)
+
+
+def base_url_credentials(url: str) -> str | None:
+    """Why ``url`` must not be a provider's ``base_url`` because it carries a credential, or
+    None. Credentials never go in the URL (it reaches error messages and logs, and user-info
+    is not even sent): the key belongs in the environment variable named by ``api_key_env``.
+    The message never repeats the value."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None  # not a URL at all: reported by the URL checks
+    hint = "; put the key in the environment variable named by api_key_env"
+    if "@" in parts.netloc:
+        return "base_url must not carry credentials in its user-info (user:password@host)" + hint
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if _SECRET_NAME.search(name) or _looks_secret(value):
+            return f"base_url must not carry credentials: query parameter {name[:40]!r} looks like a key" + hint
+    if any(seg.startswith(("sk-", "sk_")) for seg in parts.path.split("/")):
+        return "base_url must not carry credentials: a path segment looks like a key" + hint
+    return None
+
+
 class ProviderConfig(_Strict):
     """An OpenAI-compatible endpoint (``/v1/chat/completions``)."""
 
@@ -50,11 +83,34 @@ class ProviderConfig(_Strict):
     def _needs_url_or_sim(self) -> ProviderConfig:
         if not self.base_url and self.simulated is None:
             raise ValueError("base_url is required unless the provider is [simulated]")
+        problem = base_url_credentials(self.base_url) if self.base_url else None
+        if problem is not None:  # checked first: later messages may quote the URL
+            raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _port_and_sim_options(self) -> ProviderConfig:
+        # Found when the config is loaded, not after ingest and scoring when the first call is made.
+        if self.base_url:
+            from urllib.parse import urlsplit
+
+            try:
+                urlsplit(self.base_url).port  # noqa: B018 - raises for a port that is not 0-65535
+            except ValueError as exc:
+                raise ValueError(f"base_url: bad port ({exc})") from None  # never quote the URL: it may carry a key
+        if self.simulated is not None:
+            from jobs.providers.sim.options import SimOptions  # a leaf module: imports nothing of jobs
+
+            SimOptions.from_dict(self.simulated)  # unknown keys and bad values raise ValueError naming the key
         return self
 
     def api_key(self) -> str | None:
         """The secret, read from the environment at call time; never stored or logged."""
         return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+MAX_USD_PER_MTOK = 100_000.0
+"""The highest price accepted (USD per million tokens); real prices are below 1,000."""
 
 
 class ModelConfig(_Strict):
@@ -63,14 +119,41 @@ class ModelConfig(_Strict):
     provider: str
     name: str | None = Field(default=None, description="Model id sent to the API; defaults to the table key.")
     context_window: int = Field(default=8192, ge=1)
-    input_usd_per_mtok: float = Field(..., ge=0)
-    output_usd_per_mtok: float = Field(..., ge=0)
-    cached_input_usd_per_mtok: float | None = Field(default=None, ge=0)
+    # Finite and at most MAX_USD_PER_MTOK: a price of inf or 1e13 overflows the integer micro-USD ledger.
+    input_usd_per_mtok: float = Field(..., ge=0, le=MAX_USD_PER_MTOK, allow_inf_nan=False)
+    output_usd_per_mtok: float = Field(..., ge=0, le=MAX_USD_PER_MTOK, allow_inf_nan=False)
+    cached_input_usd_per_mtok: float | None = Field(default=None, ge=0, le=MAX_USD_PER_MTOK, allow_inf_nan=False)
     max_tokens: int | None = Field(default=None, ge=1, description="Default max_tokens for this model.")
     encoding: str | None = Field(default=None, description="tiktoken encoding name, when known.")
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
     fallback: str | None = Field(default=None, description="Model to use when this one fails permanently for an item.")
+
+
+class WebhookConfig(_Strict):
+    """A URL that receives budget alerts and job outcomes as JSON POSTs (``[[webhooks]]``)."""
+
+    name: str = "webhook"
+    url: str = Field(..., description="Never logged: a Slack-style URL carries its token in the path.")
+    format: Literal["slack", "json"] = "json"
+    events: tuple[str, ...] = Field(
+        default=("budget_alert", "job_completed", "job_failed", "job_cancelled", "job_budget_exhausted"),
+        description="Which notifications to send.",
+    )
+    timeout_s: float = Field(default=5.0, gt=0)
+    retries: int = Field(default=3, ge=0, le=10)
+    backoff_s: float = Field(default=0.5, ge=0)
+
+    @model_validator(mode="after")
+    def _known_events(self) -> WebhookConfig:
+        from jobs.notify.webhooks import EVENT_KINDS
+
+        unknown = sorted(set(self.events) - set(EVENT_KINDS))
+        if unknown:
+            raise ValueError(f"unknown events {unknown}; known: {', '.join(EVENT_KINDS)}")
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError("url must be http:// or https://")
+        return self
 
 
 class Defaults(_Strict):
@@ -85,6 +168,7 @@ class AppConfig(_Strict):
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig]
     defaults: Defaults
+    webhooks: tuple[WebhookConfig, ...] = ()
 
     @model_validator(mode="after")
     def _references_exist(self) -> AppConfig:

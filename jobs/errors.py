@@ -4,6 +4,7 @@
 
     RoutebatchError            anything the user can fix; the CLI prints it as one line
     ├── ConfigError            the config file, a flag or a setting is invalid
+    │   └── ExportRefused      an export would overwrite the ledger, the input or a file, or the job is still running
     ├── DatasetError           the input file as a whole cannot be read
     │   └── RowError           one row is invalid (readers turn it into an invalid row)
     ├── BudgetError            a budget is missing, or a cap cannot be set as asked
@@ -11,6 +12,7 @@
     ├── InfrastructureError    the database or the broker cannot be reached
     ├── JobNotFound            no job with that id
     ├── JobFailed              a step of an inline job raised; the job is marked failed
+    ├── JobBusy                another live runner holds the job (its lease has not expired)
     └── IllegalTransition      a state change the transition table does not allow
 
 Anything else that escapes is a bug and surfaces with its traceback.
@@ -25,6 +27,11 @@ class RoutebatchError(Exception):
 
 class ConfigError(RoutebatchError):
     """The config file is missing, unreadable or invalid; the message names file and key."""
+
+
+class ExportRefused(ConfigError):
+    """An export would destroy data (the ledger, the input, the other output, an existing
+    file without ``--force``) or the job is not finished (without ``--partial``)."""
 
 
 class DatasetError(RoutebatchError):
@@ -60,6 +67,10 @@ class JobFailed(RoutebatchError):
     """A step of an inline job raised; the job is marked failed with this message."""
 
 
+class JobBusy(RoutebatchError):
+    """Another runner (``run``/``resume`` elsewhere) holds the job's lease and is alive."""
+
+
 class IllegalTransition(RoutebatchError):
     """The transition table does not allow this job state change."""
 
@@ -68,8 +79,10 @@ __all__ = [
     "BudgetError",
     "ConfigError",
     "DatasetError",
+    "ExportRefused",
     "IllegalTransition",
     "InfrastructureError",
+    "JobBusy",
     "JobFailed",
     "JobNotFound",
     "ProviderError",

@@ -23,6 +23,11 @@ class Runtime:
     _sims: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        from jobs.notify.webhooks import configure
+
+        configure(self.config)  # webhooks of this config hear of committed alerts and outcomes
+
     @classmethod
     def from_settings(cls, settings: Settings | None = None, config: AppConfig | None = None) -> Runtime:
         settings = settings or get_settings()
@@ -52,6 +57,9 @@ class Runtime:
             return {name: sim.base_url for name, sim in self._sims.items()}
 
     def close(self) -> None:
+        from jobs.notify.webhooks import flush
+
+        flush()
         with self._lock:
             for sim in self._sims.values():
                 sim.stop()

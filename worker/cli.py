@@ -39,11 +39,14 @@ def worker(
     as_json: bool = typer.Option(
         False, "--json", help="Print one JSON line describing the worker(s) before starting; errors as JSON."
     ),
+    metrics_port: Optional[int] = typer.Option(
+        None, "--metrics-port", help="Serve Prometheus metrics (from the ledger and the queues) on this port."
+    ),
 ) -> None:
     """Start a Celery worker for one queue (needs ROUTEBATCH_BROKER_URL and ROUTEBATCH_DATABASE_URL)."""
     import os
 
-    from worker.launch import QUEUES, gpu_list, run_per_gpu, run_worker
+    from worker.launch import QUEUES, gpu_list, preflight, run_per_gpu, run_worker
 
     if queue not in QUEUES:
         fail(f"--queue must be one of {', '.join(QUEUES)}, not {queue!r}", as_json)
@@ -56,6 +59,7 @@ def worker(
         fail(
             "score workers run one process per GPU: use --gpus 0,1,... (or start more workers) instead of --concurrency", as_json
         )
+    preflight(settings)  # a bad database or broker URL: one line and exit 1, before Celery says "ready"
     devices = gpu_list(gpus) if queue == "score" else []
     if as_json:
         emit(
@@ -76,4 +80,9 @@ def worker(
         raise typer.Exit(run_per_gpu(devices, tail))
     if len(devices) == 1:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices[0]
+    if metrics_port is not None:
+        from jobs.metrics import serve_metrics
+        from worker.queue import CeleryQueue
+
+        serve_metrics(metrics_port, settings.database_url, CeleryQueue(settings).backlog)
     run_worker(settings, queue, concurrency=concurrency, loglevel=loglevel, hostname=hostname, reaper=reaper, imports=imports)

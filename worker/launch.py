@@ -46,6 +46,28 @@ def worker_argv(queue: str, concurrency: int | None, loglevel: str, hostname: st
     ]
 
 
+def preflight(settings: Settings, timeout_s: float = 5.0) -> None:
+    """Reach the ledger database and the broker once, before Celery starts.
+
+    Without this a worker with a bad URL logs ``ready``, takes messages and fails each one;
+    here it is one ``InfrastructureError`` naming what cannot be reached (no password).
+    """
+    from jobs.errors import InfrastructureError
+    from jobs.ledger.session import check_database, safe_url
+
+    check_database(settings.database_url)
+    if not settings.broker_url:
+        raise InfrastructureError("ROUTEBATCH_BROKER_URL is not set (e.g. redis://localhost:6379/0): workers need a broker")
+    from kombu import Connection
+
+    try:
+        with Connection(settings.broker_url, connect_timeout=timeout_s) as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout_s)
+    except Exception as exc:  # kombu wraps redis/amqp errors differently per transport
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InfrastructureError(f"cannot reach the broker {safe_url(settings.broker_url)}: {reason}") from None
+
+
 def run_worker(
     settings: Settings,
     queue: str,

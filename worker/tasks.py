@@ -3,6 +3,11 @@
 Every task is idempotent (``jobs.pipeline`` guards each state change in SQL), so the
 broker may deliver twice. Connection errors to Postgres or Redis are retried with backoff;
 if the retries run out, the reaper finds the stalled job and enqueues it again.
+
+Any other error is ``run_task``'s to judge (``jobs.pipeline.runner``): the chunk's claimed
+but unsent items are put back with their holds released, and the same error a second time
+for the same chunk fails that chunk's items instead of raising again, so a redelivered
+message cannot loop forever. A job held by a live embedded runner (its lease) is skipped.
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@ from jobs.cli import (  # noqa: F401  (each module registers its commands)
     eval_cmds,
     job_cmds,
     ledger_cmds,
+    metrics_cmds,
     provider_cmds,
     routing_cmds,
+    version_cmds,
     worker_cmds,
 )
 from jobs.cli.app import app

@@ -37,3 +37,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from jobs.cli.version_cmds import print_version
+
+        print_version(value)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, expose_value=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Route large offline prompt datasets between a strong and a weak LLM, with budgets and an SQL ledger."""

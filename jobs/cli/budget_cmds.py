@@ -14,9 +14,11 @@ app.add_typer(budget_app, name="budget")
 
 def _db_url() -> str:
     from jobs.ledger.migrate import ensure_schema
+    from jobs.ledger.session import check_database
     from jobs.settings import get_settings
 
     url = get_settings().database_url
+    check_database(url)
     ensure_schema(url)
     return url
 

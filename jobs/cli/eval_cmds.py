@@ -11,7 +11,7 @@ from typing import Any, Optional
 import typer
 
 from jobs.cli.app import app
-from jobs.cli.output import JsonOption, emit, fail
+from jobs.cli.output import JsonOption, emit, fail, styled
 
 
 def _plot(curve: Any, spec: str, out: Path, title: str) -> None:
@@ -129,7 +129,7 @@ def eval_cmd(
         from rich.table import Table
 
         how = f"out-of-fold, {folds} folds" + (f" by {group_by}" if group_by else "") if folds else "as given"
-        con.print(f"[bold]{router}[/] on {labels} — {len(records)} prompts, scores {how}")
+        con.print(styled((router, "bold"), f" on {labels} — {len(records)} prompts, scores {how}"))
         con.print(f"strong quality {metrics.strong_quality:.4f}, weak quality {metrics.weak_quality:.4f}")
         t = Table()
         for col in ("", "APGR", "CPT(50%)", "CPT(80%)"):

@@ -20,9 +20,26 @@ app.add_typer(db_app, name="db")
 
 
 def _runtime():
+    """The process runtime, after checking that the ledger database can be reached.
+
+    An unreachable or misnamed database is an ``InfrastructureError`` here, which the app
+    prints as one line (``{"error": ...}`` with ``--json``).
+    """
+    from jobs.ledger.session import check_database
     from jobs.runtime import Runtime
 
-    return Runtime.from_settings()
+    rt = Runtime.from_settings()
+    check_database(rt.db_url)
+    return rt
+
+
+def _job_id(rt, job_id: str) -> str:
+    """The full id for ``job_id`` or a unique prefix of it (``JobNotFound`` otherwise)."""
+    from jobs.ledger.session import session_scope
+    from jobs.lifecycle.lookup import resolve_job_id
+
+    with session_scope(rt.db_url) as s:
+        return resolve_job_id(s, job_id)
 
 
 def _summary_table(st: dict) -> Table:
@@ -32,6 +49,14 @@ def _summary_table(st: dict) -> Table:
     table.add_row("status", st["status"] + (f"  ({st['error']})" if st.get("error") else ""))
     table.add_row("router", f"{st['router']}  threshold={st['threshold']}")
     table.add_row("items", f"{st['total']} valid, {st['invalid']} invalid")
+    if not st.get("ingest_complete", True):
+        size = f" of {st['input_size']:,} bytes" if st.get("input_size") else ""
+        read = f"{st['ingest_bytes']:,}" if st.get("ingest_bytes") is not None else "?"
+        table.add_row("ingest", f"read to line {st['ingest_line']:,}: {read} bytes{size}")
+    if st.get("input_changed"):
+        table.add_row("warning", "the input changed while it was read")
+    if st.get("runner"):
+        table.add_row("runner", st["runner"])
     table.add_row("succeeded / failed", f"{st['succeeded']} / {st['failed']}")
     counts = ", ".join(f"{k}={v}" for k, v in st["counts"].items() if v)
     table.add_row("by state", counts or "-")
@@ -174,11 +199,49 @@ def run(
                 st = run_job(rt, spec, progress)
         if grade is not None:
             st.grade = _grade(rt, st.job_id, grade)
+    except KeyboardInterrupt as exc:
+        _interrupted(getattr(exc, "job_id", None), as_json)
     finally:
         rt.close()
+    _finish(st, as_json)
+
+
+def _warn_input_changed(st: JobStatus) -> None:
+    if st.input_changed:
+        from rich.markup import escape
+
+        from jobs.cli.output import console
+
+        console(stderr=True).print(
+            f"[yellow]warning:[/] {escape(st.input_file)} changed while it was read (still being written?): "
+            "rows added after ingest passed them were not read"
+        )
+
+
+def _finish(st: JobStatus, as_json: bool) -> None:
+    """Print the status; exit 1 unless the outcome is one a script may trust (``outcome_ok``)."""
+    _warn_input_changed(st)
     _print_status(st, as_json)
-    if st.status == "failed":
+    if not st.outcome_ok:
         raise typer.Exit(1)
+
+
+def _interrupted(job_id: str | None, as_json: bool) -> None:
+    """Ctrl-C: say which job was left and how to continue it; exit 130 (like a shell)."""
+    import json
+    import sys
+
+    if job_id is None:
+        print("interrupted before a job was created", file=sys.stderr)
+    elif as_json:
+        print(json.dumps({"interrupted": True, "job_id": job_id, "resume": f"routebatch resume {job_id}"}))
+    else:
+        print(
+            f"interrupted: job {job_id} stopped; calls in flight are recorded as maybe-sent. "
+            f"Continue it with: routebatch resume {job_id}",
+            file=sys.stderr,
+        )
+    raise typer.Exit(130)
 
 
 def _grade(rt, job_id: str, labels: Path) -> dict:
@@ -197,7 +260,11 @@ def submit(spec: Any = None, as_json: bool = JsonOption) -> None:
 
     rt = _runtime()
     job_id = submit_job(rt, spec, queue_for(rt.settings))
-    _print_status(status(rt, job_id), as_json)
+    st = status(rt, job_id)
+    _warn_input_changed(st)
+    _print_status(st, as_json)
+    if st.status == "failed":
+        raise typer.Exit(1)
 
 
 @app.command("status")
@@ -209,18 +276,30 @@ def status_cmd(
     interval: float = typer.Option(1.0, "--interval", help="Seconds between refreshes with --watch."),
     as_json: bool = JsonOption,
 ) -> None:
-    """State, item counts by state, invalid rows, calls, cost and savings of a job."""
+    """State, item counts by state, invalid rows, calls, cost and savings of a job.
+
+    With ``--watch``, exits 1 when the job ends failed, cancelled, out of budget or with every item failed.
+    """
+    from jobs.ledger.migrate import ensure_schema
     from jobs.lifecycle.service import status
 
     rt = _runtime()
+    ensure_schema(rt.db_url)
+    job_id = _job_id(rt, job_id)
     st = status(rt, job_id)
     if watch:
         from jobs.cli.watch import watch as watch_job
 
         final = watch_job(lambda: status(rt, job_id).to_json(), interval, as_json)
-        if as_json:
-            return
         st = status(rt, job_id) if final else st
+        if as_json:
+            if st.terminal and not st.outcome_ok:
+                raise typer.Exit(1)
+            return
+        _print_status(st, as_json)
+        if st.terminal and not st.outcome_ok:
+            raise typer.Exit(1)
+        return
     _print_status(st, as_json)
 
 
@@ -233,7 +312,9 @@ def list_cmd(limit: int = typer.Option(20, "--limit"), as_json: bool = JsonOptio
 
     def render(con) -> None:
         table = Table(title="jobs")
-        for col in ("job_id", "status", "created_at", "total", "invalid", "router", "input_file"):
+        # The id is what people copy: never shortened (other columns give way first).
+        table.add_column("job_id", no_wrap=True, min_width=max((len(str(j["job_id"])) for j in jobs), default=6))
+        for col in ("status", "created_at", "total", "invalid", "router", "input_file"):
             table.add_column(col)
         for j in jobs:
             table.add_row(*(str(j[c]) for c in ("job_id", "status", "created_at", "total", "invalid", "router", "input_file")))
@@ -247,7 +328,8 @@ def cancel(job_id: str = typer.Argument(...), as_json: bool = JsonOption) -> Non
     """Stop new provider calls for a job; calls already in flight are recorded."""
     from jobs.lifecycle.service import cancel as cancel_job
 
-    _print_status(cancel_job(_runtime(), job_id), as_json)
+    rt = _runtime()
+    _print_status(cancel_job(rt, _job_id(rt, job_id)), as_json)
 
 
 @app.command()
@@ -257,22 +339,33 @@ def resume(
     force: bool = typer.Option(False, "--force", help="Treat every in-flight item as lost (no worker is running)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Re-enqueue every unfinished item; without a broker, run them here."""
-    from jobs.lifecycle.service import drain_inline, status
+    """Re-enqueue every unfinished item; without a broker, run them here.
+
+    Refused (exit 1, naming host, pid and since when) while another live process runs the job.
+    """
+    from jobs.ledger.migrate import ensure_schema
+    from jobs.lifecycle.service import drain_inline, hold, status
     from jobs.lifecycle.service import resume as resume_job
     from jobs.pipeline.tasks import InlineQueue, queue_for
 
     rt = _runtime()
+    ensure_schema(rt.db_url)
+    job_id = _job_id(rt, job_id)
     try:
         queue = queue_for(rt.settings)
-        inline = isinstance(queue, InlineQueue)
-        st = resume_job(rt, job_id, queue, retry_failed=retry_failed, force=force or inline)
         if isinstance(queue, InlineQueue):
-            drain_inline(rt, queue, job_id)
+            # This process holds the job from the first read to the last call: no one else runs it.
+            with hold(rt, job_id) as lease:
+                resume_job(rt, job_id, queue, retry_failed=retry_failed, force=True, lease=lease)
+                drain_inline(rt, queue, job_id, runner_id=lease.runner_id)
             st = status(rt, job_id)
+        else:
+            st = resume_job(rt, job_id, queue, retry_failed=retry_failed, force=force)
+    except KeyboardInterrupt:
+        _interrupted(job_id, as_json)
     finally:
         rt.close()
-    _print_status(st, as_json)
+    _finish(st, as_json)
 
 
 @app.command()
@@ -281,13 +374,23 @@ def export(
     out: Path = typer.Option(..., "--out", help="Results file."),
     errors: Optional[Path] = typer.Option(None, "--errors", help="Also write invalid rows and failed items here."),
     fmt: str = typer.Option("openai", "--format", help="openai (Batch output JSONL) | parquet."),
+    force: bool = typer.Option(False, "--force", help="Replace --out/--errors if they exist (never the ledger or the input)."),
+    partial: bool = typer.Option(False, "--partial", help="Export a job that has not finished yet, as it is now."),
+    errors_in_results: bool = typer.Option(
+        False, "--errors-in-results", help="Also list unanswered items in the results (one line per item, as before 0.2)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Write results in the OpenAI Batch output format (or Parquet), one line per item."""
+    """Write answered items in the OpenAI Batch output format (or Parquet); the rest go to --errors.
+
+    Files are written next to their target and renamed when complete; the ledger, the
+    job's input and an existing file (without --force) are never overwritten.
+    """
     from jobs.ledger.export import export_job
 
     rt = _runtime()
-    counts = export_job(rt.db_url, job_id, out, errors, fmt)
+    job_id = _job_id(rt, job_id)
+    counts = export_job(rt.db_url, job_id, out, errors, fmt, force=force, partial=partial, errors_in_results=errors_in_results)
     data = {"job_id": job_id, "out": str(out), "errors": str(errors) if errors else None, **counts}
     emit(
         data,
@@ -314,9 +417,6 @@ def db_upgrade(revision: str = typer.Argument("head"), as_json: bool = JsonOptio
 
 def _safe_url(url: str) -> str:
     """The database URL without its password."""
-    from sqlalchemy.engine import make_url
+    from jobs.ledger.session import safe_url
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<database>"
+    return safe_url(url)

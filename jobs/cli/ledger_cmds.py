@@ -22,6 +22,7 @@ def ledger(
 ) -> None:
     """Where the money went: the ledger's SQL views, grouped by job, model or day."""
     from jobs.ledger.migrate import ensure_schema
+    from jobs.ledger.session import check_database
     from jobs.ledger.views import ledger_rows
     from jobs.settings import get_settings
 
@@ -30,6 +31,7 @@ def ledger(
     except ValueError:
         fail(f"--since: expected YYYY-MM-DD, got {since!r}", as_json)
     url = get_settings().database_url
+    check_database(url)
     ensure_schema(url)
     try:
         rows = ledger_rows(url, job=job, since=since_date, by=by)

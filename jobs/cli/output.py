@@ -1,4 +1,10 @@
-"""One way to print results: JSON for scripts (``--json``), rich for people."""
+"""One way to print results: JSON for scripts (``--json``), rich for people.
+
+Rendered text comes from data (custom ids, roles, file names, error messages), so the
+console parses no markup and no emoji codes: a ``custom_id`` of ``[/bold]`` prints as
+itself instead of raising ``MarkupError``. Styling is done with ``rich.text.Text`` (see
+``styled``), never with markup in a formatted string.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,19 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
 
 
 def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr)
+    """A console that prints strings literally: no markup, no ``:emoji:`` codes."""
+    return Console(stderr=stderr, markup=False, emoji=False)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """Plain and ``(text, style)`` parts as one ``Text``: styling without markup parsing."""
+    return Text.assemble(*parts)
 
 
 def emit(data: Any, as_json: bool, render: Callable[[Console], None] | None = None) -> None:
@@ -33,7 +45,7 @@ def print_error(message: str, as_json: bool = False) -> None:
         sys.stdout.write(json.dumps({"error": message}) + "\n")
         sys.stdout.flush()
     else:
-        console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        console(stderr=True).print(styled(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
 
 
 def fail(message: str, as_json: bool = False, code: int = 1) -> NoReturn:

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from jobs.cli.app import app
-from jobs.cli.output import JsonOption, console, emit, fail
+from jobs.cli.output import JsonOption, console, emit, fail, styled
 
 
 @app.command("sim-provider")
@@ -52,7 +52,7 @@ def sim_provider(
     emit(
         {"base_url": server.base_url, "port": server.port, "options": opts},
         as_json,
-        lambda c: c.print(f"simulated provider on [bold]{server.base_url}[/] (Ctrl+C to stop)"),
+        lambda c: c.print(styled("simulated provider on ", (server.base_url, "bold"), " (Ctrl+C to stop)")),
     )
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import typer
 
 from jobs.cli.app import app
-from jobs.cli.output import JsonOption, emit, fail
+from jobs.cli.output import JsonOption, emit, fail, styled
 
 
 def _router(spec: str, as_json: bool) -> Any:
@@ -75,7 +75,7 @@ def train(
         None, "--base", help="bert: local encoder dir (default MiniLM); causal_llm: local causal LM dir (required)."
     ),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="bert/causal_llm: max tokens."),
-    embedder: str = typer.Option("minilm", "--embedder", help="mf/sw_ranking: minilm | hf:PATH | http:MODEL@URL."),
+    embedder: str = typer.Option("minilm", "--embedder", help="mf/sw_ranking: minilm | static | hf:PATH | http:MODEL@URL."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the on-disk embedding cache."),
     tie_margin: float = typer.Option(0.0, "--tie-margin", help="Label values closer than this are a tie."),
     as_json: bool = JsonOption,
@@ -109,9 +109,12 @@ def train(
 
     def render(con) -> None:
         con.print(
-            f"[bold]{router}[/] checkpoint written to {report['out']} "
-            f"(strong={report['strong']}, weak={report['weak']}, battles={report['battles']}, "
-            f"{report['seconds']} s)"
+            styled(
+                (router, "bold"),
+                f" checkpoint written to {report['out']} "
+                f"(strong={report['strong']}, weak={report['weak']}, battles={report['battles']}, "
+                f"{report['seconds']} s)",
+            )
         )
         con.print(f"use it with --router {router}:{report['out']}")
 

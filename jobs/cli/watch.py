@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from jobs.cli.output import console
 from jobs.lifecycle.states import ItemState, JobState
 
 # In the order an item moves through them; terminal states last.
@@ -72,11 +73,17 @@ def watch(fetch: Callable[[], dict], interval: float = 1.0, as_json: bool = Fals
             time.sleep(interval)
             st = fetch()
 
+    con = console()  # no markup: the headline carries a job id and an error message from the ledger
     bars = Progress(
-        TextColumn("{task.description:>15}"), BarColumn(bar_width=40), MofNCompleteColumn(), TimeElapsedColumn(), expand=False
+        TextColumn("{task.description:>15}", markup=False),
+        BarColumn(bar_width=40),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        expand=False,
+        console=con,
     )
     tasks: dict[str, TaskID] = {name: bars.add_task(name, total=max(st["total"], 1)) for name in STATE_ORDER}
-    with Live(Group(_headline(st), bars), refresh_per_second=4, transient=False) as live:
+    with Live(Group(_headline(st), bars), refresh_per_second=4, transient=False, console=con) as live:
         while True:
             total = max(st["total"], 1)
             for name, task in tasks.items():

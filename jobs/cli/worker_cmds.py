@@ -20,11 +20,13 @@ def reaper(
     as_json: bool = JsonOption,
 ) -> None:
     """Re-send items lost in flight and re-enqueue stalled jobs (workers also do this on a timer)."""
+    from jobs.ledger.session import check_database
     from jobs.lifecycle.reaper import tick
     from jobs.pipeline.tasks import queue_for
     from jobs.runtime import Runtime
 
     rt = Runtime.from_settings()
+    check_database(rt.db_url)
     queue = queue_for(rt.settings)
     every = interval or rt.settings.reaper_interval_s
     from jobs.pipeline.tasks import InlineQueue

@@ -2,21 +2,32 @@
 
 One line per item, in input order, with the routing decision in the body's ``metadata``
 so that a consumer of OpenAI Batch files sees where each answer came from.
+
+An export never destroys data: each file is written to a temporary file in its own
+directory and renamed over the target only when complete; the ledger database (with its
+``-wal``/``-shm``/``-journal`` files), the job's input file and the other output of the
+same export are refused as targets, and an existing file needs ``force``. A job that is
+not in a terminal state is exported only with ``partial``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+import os
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
-from jobs.errors import ConfigError, JobNotFound
+from jobs.errors import ConfigError, ExportRefused, JobNotFound
 from jobs.ledger.models import InvalidRow, Item, Job
 from jobs.ledger.session import session_scope
 
 EXPORT_FORMATS = ("openai", "parquet")
+UNANSWERED = ("failed", "skipped_budget", "cancelled", "expired")
 _BATCH = 2000
 
 
@@ -34,7 +45,10 @@ def _iter_items(db_url: str, job_id: str) -> Iterator[Item]:
 
 
 def routing_metadata(item: Item, job: Job) -> dict:
+    """What routebatch decided and charged for one item: beside the provider's body, never in it."""
     return {
+        "line": item.line_no,
+        "state": item.state,
         "router": job.router,
         "score": item.score,
         "threshold": item.threshold,
@@ -43,55 +57,179 @@ def routing_metadata(item: Item, job: Job) -> dict:
         "model": item.model,
         "attempts": item.attempts_count,
         "cost_micro_usd": item.cost_micro_usd,
+        "calibration_sample": False,
     }
 
 
+ERROR_CODES = {
+    "failed": "provider_error",
+    "skipped_budget": "budget_exhausted",
+    "cancelled": "cancelled",
+    "expired": "batch_expired",
+}
+
+
+def _provider_error_body(item: Item) -> dict[str, Any]:
+    """The provider's error body once (``{"error": {...}}``), whatever shape was stored."""
+    stored = item.response
+    if isinstance(stored, dict) and isinstance(stored.get("error"), dict):
+        return stored
+    message = stored if isinstance(stored, str) else (item.error or "provider error")
+    return {"error": {"message": str(message), "type": "provider_error", "param": None, "code": None}}
+
+
 def openai_line(item: Item, job: Job) -> dict:
+    """One line of an OpenAI Batch output (or error) file for ``item``.
+
+    The body is exactly what the provider returned (secrets were redacted before it was
+    stored), so ``openai.types.chat.ChatCompletion.model_validate(line["response"]["body"])``
+    accepts it; routing data is the line's own ``routebatch`` object.
+    """
     meta = routing_metadata(item, job)
     if item.state == "succeeded":
-        body = dict(item.response or {})
-        body["metadata"] = {**(body.get("metadata") or {}), "routebatch": meta}
+        body = item.response or {}
         return {
             "id": f"batch_req_{item.id}",
             "custom_id": item.custom_id,
             "response": {"status_code": item.status_code or 200, "request_id": body.get("id"), "body": body},
             "error": None,
+            "routebatch": meta,
         }
     response = None
     if item.status_code is not None:
-        response = {
-            "status_code": item.status_code,
-            "request_id": None,
-            "body": {"error": item.response, "metadata": {"routebatch": meta}},
-        }
-    code = item.state if item.state != "failed" else "provider_error"
+        response = {"status_code": item.status_code, "request_id": None, "body": _provider_error_body(item)}
     return {
         "id": f"batch_req_{item.id}",
         "custom_id": item.custom_id,
         "response": response,
-        "error": {"code": code, "message": item.error or f"item ended {item.state}"},
+        "error": {"code": ERROR_CODES.get(item.state, item.state), "message": item.error or f"item ended {item.state}"},
+        "routebatch": meta,
     }
 
 
-def export_job(db_url: str, job_id: str, out: Path, errors: Path | None = None, fmt: str = "openai") -> dict:
-    """Write the results (and optionally the errors file); returns line counts."""
+_TERMINAL_JOB_STATES = ("completed", "failed", "cancelled", "expired", "budget_exhausted")
+
+
+def ledger_files(db_url: str) -> list[Path]:
+    """The files of a SQLite ledger (database, WAL, shared memory, journal); none for a server."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(db_url)
+    except Exception:
+        return []
+    if not url.get_backend_name().startswith("sqlite") or not url.database or url.database == ":memory:":
+        return []
+    db = url.database
+    if db.startswith("file:"):  # uri=true form
+        db = db[len("file:") :].split("?", 1)[0]
+    base = _resolved(Path(db))
+    return [base, *(base.with_name(base.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
+
+
+def _resolved(path: Path) -> Path:
+    return Path(os.path.abspath(path.expanduser())).resolve()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if _resolved(a) == _resolved(b):
+        return True
+    with contextlib.suppress(OSError):
+        return os.path.samefile(a, b)
+    return False
+
+
+def check_targets(
+    db_url: str, job: Job, out: Path, errors: Path | None = None, *, force: bool = False, partial: bool = False
+) -> None:
+    """Raise ``ExportRefused`` for an export that would destroy data or read a running job."""
+    if not partial and job.state not in _TERMINAL_JOB_STATES:
+        raise ExportRefused(f"job {job.id} is {job.state}, not finished; wait for it or pass --partial to export it as is")
+    targets = [("--out", out)] + ([("--errors", errors)] if errors is not None else [])
+    if errors is not None and _same_file(out, errors):
+        raise ExportRefused(f"--out and --errors are the same file ({out}); give two different paths")
+    for flag, path in targets:
+        if path.exists() and path.is_dir():
+            raise ExportRefused(f"{flag} {path} is a directory; give a file name")
+        for ledger in ledger_files(db_url):
+            if _same_file(path, ledger):
+                raise ExportRefused(f"{flag} {path} is the ledger database ({ledger.name}); refusing to overwrite it")
+        if job.input_file and _same_file(path, Path(job.input_file)):
+            raise ExportRefused(f"{flag} {path} is the job's input file; refusing to overwrite it")
+        if path.exists() and not force:
+            raise ExportRefused(f"{flag} {path} already exists; pass --force to replace it")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """A temporary path next to ``path``; renamed over it only if the block completes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; the export gets the usual mode
+    try:
+        yield tmp
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def export_job(
+    db_url: str,
+    job_id: str,
+    out: Path,
+    errors: Path | None = None,
+    fmt: str = "openai",
+    *,
+    force: bool = False,
+    partial: bool = False,
+    errors_in_results: bool = False,
+) -> dict:
+    """Write the results (and optionally the errors file); returns line counts.
+
+    As in OpenAI's Batch API, the results hold the answered items and the errors file the
+    rest (invalid input rows, failed, skipped and cancelled items), each once;
+    ``errors_in_results`` also lists every unanswered item in the results (one line per
+    input item, the behaviour before 0.2).
+
+    Refuses (``ExportRefused``) to write onto the ledger, the job's input or the other
+    output, onto an existing file without ``force``, and a job still running without
+    ``partial``. Both files appear only once both are complete.
+    """
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+    out, errors = Path(out), (Path(errors) if errors is not None else None)
     with session_scope(db_url) as s:
         job = s.get(Job, job_id)
         if job is None:
             raise JobNotFound(f"no job {job_id!r}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_targets(db_url, job, out, errors, force=force, partial=partial)
     counts = {"results": 0, "errors": 0}
-    if fmt == "openai":
-        with out.open("w", encoding="utf-8") as fh:
-            for item in _iter_items(db_url, job_id):
-                fh.write(json.dumps(openai_line(item, job), ensure_ascii=False) + "\n")
-                counts["results"] += 1
-    else:
-        counts["results"] = _write_parquet(db_url, job, out)
-    if errors is not None:
-        counts["errors"] = _write_errors(db_url, job, errors)
+    with contextlib.ExitStack() as stack:
+        tmp_out = stack.enter_context(_atomic(out))
+        if fmt == "openai":
+            with tmp_out.open("w", encoding="utf-8") as fh:
+                for item in _iter_items(db_url, job_id):
+                    if item.state == "succeeded" or (errors_in_results and item.state in UNANSWERED):
+                        fh.write(json.dumps(openai_line(item, job), ensure_ascii=False) + "\n")
+                        counts["results"] += 1
+        else:
+            counts["results"] = _write_parquet(db_url, job, tmp_out)
+        renames: list[Callable[[], None]] = [lambda: os.replace(tmp_out, out)]
+        if errors is not None:
+            tmp_err = stack.enter_context(_atomic(errors))
+            counts["errors"] = _write_errors(db_url, job, tmp_err)
+            renames.append(lambda: os.replace(tmp_err, errors))
+        for rename in renames:
+            rename()
     return counts
 
 
@@ -109,6 +247,7 @@ def _write_parquet(db_url: str, job: Job, out: Path) -> int:
             ("score", pa.float64()),
             ("threshold", pa.float64()),
             ("content", pa.string()),
+            ("response_body", pa.string()),
             ("status_code", pa.int64()),
             ("error", pa.string()),
             ("prompt_tokens", pa.int64()),
@@ -134,6 +273,7 @@ def _write_parquet(db_url: str, job: Job, out: Path) -> int:
                     "score": item.score,
                     "threshold": item.threshold,
                     "content": content,
+                    "response_body": json.dumps(item.response, ensure_ascii=False) if item.response is not None else None,
                     "status_code": item.status_code,
                     "error": item.error,
                     "prompt_tokens": item.prompt_tokens,
@@ -152,29 +292,25 @@ def _write_parquet(db_url: str, job: Job, out: Path) -> int:
 
 
 def _write_errors(db_url: str, job: Job, path: Path) -> int:
-    """Invalid input rows (line, field, reason), then items that did not succeed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Invalid input rows, then items that were not answered, as OpenAI Batch error lines.
+
+    An invalid row has no request id: its ``error`` is OpenAI's ``BatchError`` shape
+    (code ``invalid_input``, ``line``, ``param`` = the field, ``message``).
+    """
     n = 0
     with path.open("w", encoding="utf-8") as fh, session_scope(db_url) as s:
         for row in s.scalars(select(InvalidRow).where(InvalidRow.job_id == job.id).order_by(InvalidRow.line_no)):
-            fh.write(
-                json.dumps(
-                    {
-                        "type": "invalid_input",
-                        "line": row.line_no,
-                        "custom_id": row.custom_id,
-                        "field": row.field,
-                        "reason": row.reason,
-                    },
-                    ensure_ascii=False,
-                )
-                + "\n"
-            )
+            line = {
+                "id": f"invalid_line_{row.line_no}",
+                "custom_id": row.custom_id,
+                "response": None,
+                "error": {"code": "invalid_input", "message": row.reason, "line": row.line_no, "param": row.field},
+            }
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
             n += 1
     with path.open("a", encoding="utf-8") as fh:
         for item in _iter_items(db_url, job.id):
-            if item.state in ("failed", "skipped_budget", "cancelled"):
-                line = openai_line(item, job)
-                fh.write(json.dumps({"type": "item_error", "line": item.line_no, **line}, ensure_ascii=False) + "\n")
+            if item.state in UNANSWERED:
+                fh.write(json.dumps(openai_line(item, job), ensure_ascii=False) + "\n")
                 n += 1
     return n

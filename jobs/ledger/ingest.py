@@ -5,6 +5,12 @@ SQLite), then one ``INSERT ... SELECT ... ON CONFLICT (job_id, custom_id) DO NOT
 RETURNING line_no``. A staged line the insert did not return is a duplicate custom_id and
 becomes an invalid row. Memory stays flat: only one batch is held, and duplicates are
 found by the database's unique index instead of a growing set in Python.
+
+Each batch commits together with the job's progress (``jobs.ingest_line``,
+``ingest_offset``, ``ingest_seq``, ``total``, ``invalid``, ``chunks``), in one transaction:
+after a crash the job row says exactly which rows are in, so ``resume`` continues after
+``ingest_line`` and no row is read twice or lost. Rows without a ``custom_id`` get
+``line-<n>``, a function of the line alone, so even a re-read line could not add an item twice.
 """
 
 from __future__ import annotations
@@ -30,11 +36,23 @@ _INVALID_INSERT = (
 )
 
 
+_PROGRESS_UPDATE = (
+    "UPDATE jobs SET ingest_line = {p}, ingest_offset = {p}, ingest_bytes = {p}, ingest_seq = {p}, "
+    "total = {p}, invalid = {p}, chunks = {p} WHERE id = {p}"
+)
+
+
 @dataclass
 class IngestReport:
+    """Totals for the job so far (including batches committed by an earlier, interrupted run)."""
+
     valid: int = 0
     invalid: int = 0
     chunks: int = 0
+    seq: int = 0  # valid rows staged (duplicates included): chunk numbers continue from here
+    line: int = 0  # last line of the last committed row (a CSV record may span lines)
+    offset: int | None = None  # byte offset (decoded stream) after it, when the reader reports one
+    bytes_read: int | None = None  # bytes of the file on disk read so far, when the reader reports it
 
 
 def _insert_from_stage(dialect: str) -> str:
@@ -62,9 +80,18 @@ class _Stager:
         self.insert_sql = _insert_from_stage(self.dialect)
         placeholder = "%s" if self.dialect == "postgresql" else "?"
         self.invalid_sql = _INVALID_INSERT.format(p=placeholder)
+        self.progress_sql = _PROGRESS_UPDATE.format(p=placeholder)
 
-    def write(self, valid: list[tuple], invalid: list[BadRow]) -> list[int]:
-        """Stage and insert one batch; returns the line numbers that were duplicates."""
+    def write(
+        self,
+        valid: list[tuple],
+        invalid: list[BadRow],
+        custom_ids: dict[int, str],
+        report: IngestReport,
+        chunk_size: int,
+    ) -> None:
+        """Stage and insert one batch, its duplicates as invalid rows and the job's progress,
+        in one transaction; ``report`` (already advanced to this batch's end) gets the counts."""
         cur = self.cur
         duplicates: list[int] = []
         if valid:
@@ -82,13 +109,21 @@ class _Stager:
                 )
             inserted = {r[0] for r in cur.fetchall()}
             duplicates = [row[0] for row in valid if row[0] not in inserted]
-        if invalid:
+        bad = invalid + [BadRow(n, "custom_id", f"duplicate custom_id {custom_ids[n]!r}", custom_ids[n]) for n in duplicates]
+        if bad:
             cur.executemany(
                 self.invalid_sql,
-                [(self.job_id, b.line_no, b.custom_id, b.field, b.reason, b.raw) for b in invalid],
+                [(self.job_id, b.line_no, b.custom_id, b.field, b.reason, b.raw) for b in bad],
             )
+        valid_n = report.valid + len(valid) - len(duplicates)
+        invalid_n = report.invalid + len(bad)
+        chunks = (report.seq + chunk_size - 1) // chunk_size
+        cur.execute(
+            self.progress_sql,
+            (report.line, report.offset, report.bytes_read, report.seq, valid_n, invalid_n, chunks, self.job_id),
+        )
         self.raw.commit()
-        return duplicates
+        report.valid, report.invalid, report.chunks = valid_n, invalid_n, chunks
 
     def close(self) -> None:
         try:
@@ -105,25 +140,22 @@ def ingest_rows(
     chunk_size: int,
     batch_size: int = 5000,
     on_progress: Callable[[int, int], None] | None = None,
+    start: IngestReport | None = None,
 ) -> IngestReport:
-    """Write ``rows`` for ``job_id``; valid rows get chunk numbers in input order."""
-    report = IngestReport()
+    """Write ``rows`` for ``job_id``; valid rows get chunk numbers in input order.
+
+    ``start`` is the progress an interrupted ingest committed (from the job row): rows at
+    or before ``start.line`` are skipped, counts and chunk numbers continue from it.
+    """
+    report = IngestReport(**(start.__dict__ if start else {}))
+    skip_to = report.line
     stager = _Stager(engine, job_id)
-    seq = 0
     valid: list[tuple] = []
     invalid: list[BadRow] = []
     custom_ids: dict[int, str] = {}
 
     def flush() -> None:
-        duplicates = stager.write(valid, invalid)
-        report.valid += len(valid) - len(duplicates)
-        report.invalid += len(invalid)
-        if duplicates:
-            stager.write(
-                [],
-                [BadRow(n, "custom_id", f"duplicate custom_id {custom_ids[n]!r}", custom_ids[n]) for n in duplicates],
-            )
-            report.invalid += len(duplicates)
+        stager.write(valid, invalid, custom_ids, report, chunk_size)
         valid.clear()
         invalid.clear()
         custom_ids.clear()
@@ -132,6 +164,8 @@ def ingest_rows(
 
     try:
         for row in rows:
+            if row.line_no <= skip_to:
+                continue  # committed by an earlier run
             if isinstance(row, BadRow):
                 invalid.append(row)
             else:
@@ -140,7 +174,7 @@ def ingest_rows(
                 valid.append(
                     (
                         row.line_no,
-                        seq // chunk_size,
+                        report.seq // chunk_size,
                         cid,
                         row.prompt,
                         json.dumps(row.messages, ensure_ascii=False) if row.messages is not None else None,
@@ -148,11 +182,15 @@ def ingest_rows(
                         row.max_tokens,
                     )
                 )
-                seq += 1
+                report.seq += 1
+            next_line = getattr(row, "next_line", None)
+            report.line = next_line - 1 if next_line else row.line_no
+            report.offset = getattr(row, "end_offset", None)
             if len(valid) + len(invalid) >= batch_size:
+                report.bytes_read = getattr(rows, "position", None)
                 flush()
+        report.bytes_read = getattr(rows, "position", None)
         flush()
     finally:
         stager.close()
-    report.chunks = (seq + chunk_size - 1) // chunk_size
     return report

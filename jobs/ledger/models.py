@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -81,6 +82,39 @@ class Job(Base):
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     budget_exhausted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # How far ingest got (migration 0005): written with each committed batch.
+    ingest_line: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", doc="Line (row) number of the last committed row."
+    )
+    ingest_offset: Mapped[int | None] = mapped_column(
+        BigInteger, nullable=True, doc="Byte offset after the last committed row, when the reader knows it."
+    )
+    ingest_bytes: Mapped[int | None] = mapped_column(
+        BigInteger, nullable=True, doc="Bytes of the file on disk read so far (compressed bytes), for progress vs input_size."
+    )
+    ingest_seq: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", doc="Valid rows staged so far: the next chunk number's base."
+    )
+    ingest_complete: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=true(), doc="The whole input was read; only then may a job leave validating."
+    )
+    input_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True, doc="Input size in bytes at ingest start.")
+    input_mtime_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True, doc="Input mtime at ingest start.")
+    input_seekable: Mapped[bool] = mapped_column(
+        Boolean, default=True, server_default=true(), doc="False for pipes/FIFOs/stdin: resume cannot re-read it."
+    )
+    input_changed: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false(), doc="Size or mtime changed while it was being read."
+    )
+    # The one runner holding the job (jobs/lifecycle/lease.py).
+    runner_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    runner_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    runner_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    runner_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    enqueued: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=true(), doc="Its messages reached a broker; the reaper re-enqueues only these."
+    )
 
 
 class Item(Base):

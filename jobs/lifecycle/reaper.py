@@ -12,6 +12,10 @@ Three things can be lost when a process or a server dies, and each has one rule 
 * budget reservations of dead workers: ``jobs.lifecycle.recovery.recover_lost`` settles the hold of
   a lost item at its reserved amount and releases holds of items never sent.
 
+Only jobs whose messages reached a broker (``jobs.enqueued``) are the reaper's: a job
+submitted without a broker ("run it later with resume"), one whose ``submit`` could not
+enqueue, and an embedded ``run`` are left alone until someone resumes them.
+
 Every tick is idempotent and runs under a Postgres advisory lock, so any number of workers
 may run it on a timer and only one does the work at a time. Re-enqueued chunks are safe
 because every task skips items already past its step.
@@ -121,7 +125,9 @@ def reap_expired_leases(s: Session, rt: Runtime, now: datetime, todo: list[Enque
 
 
 def _active_job_ids(s: Session) -> list[str]:
-    return list(s.scalars(select(Job.id).where(Job.state.in_([JobState.IN_PROGRESS, JobState.CANCELLING]))))
+    return list(
+        s.scalars(select(Job.id).where(Job.state.in_([JobState.IN_PROGRESS, JobState.CANCELLING]), Job.enqueued.is_(True)))
+    )
 
 
 def rekick_stalled(
@@ -130,7 +136,9 @@ def rekick_stalled(
     """Enqueue again the open work of jobs that stopped moving (their messages were lost)."""
     stall = timedelta(seconds=rt.settings.stall_after_s())
     active = s.execute(
-        select(Job.id, Job.state, Job.phase, Job.in_progress_at).where(Job.state.in_([JobState.IN_PROGRESS, JobState.CANCELLING]))
+        select(Job.id, Job.state, Job.phase, Job.in_progress_at).where(
+            Job.state.in_([JobState.IN_PROGRESS, JobState.CANCELLING]), Job.enqueued.is_(True)
+        )
     ).all()
     if not active:
         return []

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,6 +21,9 @@ from jobs.ledger.models import Attempt, Item, Reservation
 from jobs.ledger.types import utcnow
 from jobs.lifecycle.states import ItemState, Phase
 from jobs.money.budgets import add_event, hold_of, release, settle
+
+if TYPE_CHECKING:
+    from jobs.config import AppConfig
 
 Enqueue = tuple[str, str, int | None]
 """(step, job id, chunk) to put on the queue."""
@@ -44,26 +47,45 @@ def recover_lost(
     force: bool = False,
     now: datetime | None = None,
     provider_of: Callable[[str], str] | None = None,
+    sent_ids: set[int] | None = None,
+    estimate: Callable[[Session, Item], int] | None = None,
+    chunk: int | None = None,
 ) -> LostCounts:
     """Requeue lost items and close dead holds; returns counts and the affected job ids.
 
     ``force`` treats every sent item as lost (only safe when no worker is running).
     ``provider_of(model) -> str`` names the provider for the recorded attempt.
+    ``sent_ids``, when the caller knows which calls really went out (the process that made
+    them, after Ctrl-C): only those are maybe-sent; the other claimed items go back to
+    ``routed`` with their holds released to zero and no attempt. A maybe-sent call without
+    a hold is charged ``estimate(session, item)`` (its worst case), so the ledger never
+    under-counts what may have been billed. ``chunk`` limits it to one chunk of the job.
     """
     now = now or utcnow()
     counts: LostCounts = {"lost_items": 0, "settled_at_reserved": 0, "released": 0, "jobs": set()}
     lost_q = select(Item).where(Item.state == ItemState.SENT)
     if job_id is not None:
         lost_q = lost_q.where(Item.job_id == job_id)
+    if chunk is not None:
+        lost_q = lost_q.where(Item.chunk == chunk)
     if not force:
         lost_q = lost_q.where((Item.lease_until.is_(None)) | (Item.lease_until < now))
     for item in s.scalars(lost_q.with_for_update(skip_locked=True)).all():
+        if sent_ids is not None and item.id not in sent_ids:
+            for res in s.scalars(select(Reservation).where(Reservation.item_id == item.id, Reservation.state == "open")):
+                release(s, hold_of(res), note="claimed, never sent: released to zero")
+                counts["released"] += 1
+            item.state = ItemState.ROUTED
+            item.lease_until = None
+            continue
         cost = 0
+        held = False
         for res in s.scalars(select(Reservation).where(Reservation.item_id == item.id, Reservation.state == "open")):
             settle(
                 s, hold_of(res), res.amount_micro_usd, note="lost in flight: settled at the reserved amount", job_id=item.job_id
             )
             cost += res.amount_micro_usd
+            held = True
             counts["settled_at_reserved"] += 1
             add_event(
                 s,
@@ -72,6 +94,8 @@ def recover_lost(
                 job_id=item.job_id,
                 data={"amount_micro_usd": res.amount_micro_usd},
             )
+        if not held and estimate is not None:
+            cost = estimate(s, item)
         s.add(
             Attempt(
                 id=uuid.uuid4().hex,
@@ -119,3 +143,33 @@ def open_work(s: Session, job_id: str, phase: str) -> list[Enqueue]:
         pending = chunks(ItemState.PENDING)
         return [("score", job_id, c) for c in pending] or [("route", job_id, None)]
     return [("generate", job_id, c) for c in chunks(ItemState.ROUTED)] + [("finalize", job_id, None)]
+
+
+def worst_case_estimator(config: AppConfig) -> Callable[[Session, Item], int]:
+    """Worst-case cost of one call of an item, for a maybe-sent call that had no budget hold
+    (so the ledger never under-counts what may have been billed)."""
+    from jobs.ledger.models import Job
+    from jobs.money.admission import worst_case_micro
+    from jobs.money.pricing import latest_price
+    from jobs.pipeline.request import request_shape
+
+    def estimate(s: Session, item: Item) -> int:
+        if not item.model:
+            return 0
+        try:
+            job = s.get(Job, item.job_id)
+            job_max = (job.spec or {}).get("max_tokens") if job is not None else None
+            shape = request_shape(
+                config,
+                item.model,
+                prompt=item.prompt,
+                messages=item.messages,
+                row_max_tokens=item.max_tokens,
+                job_max_tokens=job_max,
+            )
+            prices = {m: p for m in config.fallback_chain(item.model) if (p := latest_price(s, m)) is not None}
+            return worst_case_micro(shape, item.model, prices, config)
+        except Exception:  # an estimate must never stop the bookkeeping
+            return 0
+
+    return estimate

@@ -6,28 +6,34 @@ a ``Runtime`` so that tests and workers choose the database and config explicitl
 
 from __future__ import annotations
 
+import os
+import stat
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import case, func, select, update
+from sqlalchemy.orm import Session
 
 from jobs.datasets import DatasetError, read_rows
+from jobs.datasets.limits import limits_for_models
 from jobs.datasets.readers import detect_format
-from jobs.errors import ConfigError, JobFailed
-from jobs.ledger.ingest import ingest_rows
+from jobs.errors import ConfigError, InfrastructureError, JobFailed
+from jobs.ledger.ingest import IngestReport, ingest_rows
 from jobs.ledger.migrate import ensure_schema
 from jobs.ledger.models import Item, Job
 from jobs.ledger.session import get_engine, session_scope
 from jobs.ledger.types import utcnow
+from jobs.lifecycle import lease as leases
 from jobs.lifecycle import transitions as lifecycle
-from jobs.lifecycle.recovery import open_work, recover_lost
+from jobs.lifecycle.recovery import open_work, recover_lost, worst_case_estimator
 from jobs.lifecycle.states import ITEM_TERMINAL, ItemState, JobState, Phase
 from jobs.lifecycle.status import JobStatus, get_job, read_status
-from jobs.money.budgets import create_budget, get_budget
+from jobs.money.budgets import add_event, create_budget, get_budget
 from jobs.money.pricing import sync_prices
 from jobs.pipeline import runner
 from jobs.pipeline.tasks import InlineQueue, TaskQueue
@@ -44,11 +50,11 @@ class JobSpec(BaseModel):
     router: str | None = None
     strong: str | None = None
     weak: str | None = None
-    threshold: float | None = None
+    threshold: float | None = Field(None, allow_inf_nan=False)
     strong_share: float | None = Field(None, ge=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
     chunk_size: int | None = Field(None, ge=1)
-    budget_usd: float | None = Field(None, ge=0, description="This job's own cap.")
+    budget_usd: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False, description="This job's own cap.")
     budget: str | None = Field(None, description="Named budget to draw from.")
     on_exhausted: Literal["downgrade", "skip", "stop"] = "downgrade"
     allocate: Literal["threshold", "budget"] = "threshold"
@@ -77,13 +83,39 @@ def new_job_id() -> str:
     return "batch_" + uuid.uuid4().hex[:24]
 
 
-def submit(rt: Runtime, spec: JobSpec, queue: TaskQueue, on_progress: ProgressFn | None = None) -> str:
-    """Validate and ingest the dataset, then enqueue scoring. Returns the job id.
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``run``/``resume``: the job is left resumable; ``job_id`` says which."""
 
-    Raises DatasetError (before any job exists) when the file cannot be read at all.
-    """
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class InputFingerprint:
+    size: int | None
+    mtime_ns: int | None
+    seekable: bool
+
+
+def fingerprint(path: Path) -> InputFingerprint:
+    """Size and mtime of a regular file; pipes, FIFOs and stdin are not seekable (``resume``
+    cannot read them again)."""
+    if str(path) == "-":
+        return InputFingerprint(None, None, False)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return InputFingerprint(None, None, False)
+    if not stat.S_ISREG(st.st_mode):
+        return InputFingerprint(None, None, False)
+    return InputFingerprint(st.st_size, st.st_mtime_ns, True)
+
+
+def _create_job(rt: Runtime, spec: JobSpec) -> tuple[str, Iterator]:
+    """Check the spec, open the input (read once: it may be a pipe) and create the job row
+    (``validating``, nothing ingested yet). Returns the job id and the opened rows."""
     path = Path(spec.input_file)
-    rows = read_rows(path, spec.format, spec.prompt_column)  # raises early for missing/unreadable files
     cfg = rt.config
     strong = spec.strong or cfg.defaults.strong
     weak = spec.weak or cfg.defaults.weak
@@ -98,7 +130,54 @@ def submit(rt: Runtime, spec: JobSpec, queue: TaskQueue, on_progress: ProgressFn
     strong_share = spec.strong_share if threshold is None else None
     if threshold is None and strong_share is None:
         strong_share = 0.5
+    if rt.settings.preflight:
+        from jobs.providers.preflight import preflight
+
+        preflight(cfg, [strong, weak], rt.base_urls())  # a dead endpoint or a bad key stops us before any work
     ensure_schema(rt.db_url)
+    fp = fingerprint(path)
+    limits = limits_for_models(cfg, [strong, weak])
+    rows = read_rows(path, spec.format, spec.prompt_column, limits=limits)  # raises early for missing/unreadable files
+    try:
+        job_id = _insert_job(
+            rt,
+            spec,
+            path,
+            fp,
+            bool(getattr(rows, "seekable", fp.seekable)),
+            router,
+            strong,
+            weak,
+            chunk_size,
+            threshold,
+            strong_share,
+        )
+    except BaseException:
+        _close(rows)
+        raise
+    return job_id, rows
+
+
+def _close(rows: object) -> None:
+    close = getattr(rows, "close", None)
+    if close is not None:
+        close()
+
+
+def _insert_job(
+    rt: Runtime,
+    spec: JobSpec,
+    path: Path,
+    fp: InputFingerprint,
+    seekable: bool,
+    router: str,
+    strong: str,
+    weak: str,
+    chunk_size: int,
+    threshold: float | None,
+    strong_share: float | None,
+) -> str:
+    cfg = rt.config
     job_id = new_job_id()
     with session_scope(rt.db_url) as s:
         now = utcnow()
@@ -123,34 +202,168 @@ def submit(rt: Runtime, spec: JobSpec, queue: TaskQueue, on_progress: ProgressFn
                 job_budget_id=own,
                 on_exhausted=spec.on_exhausted,
                 allocate=spec.allocate,
+                ingest_complete=False,
+                input_size=fp.size,
+                input_mtime_ns=fp.mtime_ns,
+                input_seekable=seekable,
+                enqueued=False,
             )
         )
         sync_prices(s, cfg, [strong, weak])
+    return job_id
+
+
+def _open_rows(rt: Runtime, path: Path, job: Job, start: IngestReport) -> Iterator:
+    """The input's rows; from the committed byte offset when the reader can seek there,
+    else from the start (``ingest_rows`` skips the lines already committed)."""
+    spec = job.spec or {}
+    fmt, column = spec.get("format"), spec.get("prompt_column", "prompt")
+    limits = limits_for_models(rt.config, [job.strong_model, job.weak_model])
+    if start.line and start.offset is not None:
+        return read_rows(path, fmt, column, limits=limits, start_offset=start.offset, start_line=start.line + 1)
+    return read_rows(path, fmt, column, limits=limits)
+
+
+def _ingest(rt: Runtime, job_id: str, on_progress: ProgressFn | None = None, rows: Iterator | None = None) -> IngestReport | None:
+    """Read the job's input (the rest of it, after a crash) and move the job on.
+
+    The job leaves ``validating`` only once the whole input is read: ``in_progress``, or
+    ``failed`` when no row is valid, the file breaks mid-read or ingest raised. Returns the
+    report, or None when the job failed. ``rows``: the input ``submit`` already opened.
+    """
+    try:
+        return _ingest_rows(rt, job_id, on_progress, rows)
+    finally:
+        if rows is not None:
+            _close(rows)
+
+
+def _ingest_rows(rt: Runtime, job_id: str, on_progress: ProgressFn | None, rows: Iterator | None) -> IngestReport | None:
+    with session_scope(rt.db_url) as s:
+        job = get_job(s, job_id)
+        start = IngestReport(
+            valid=job.total,
+            invalid=job.invalid,
+            chunks=job.chunks,
+            seq=job.ingest_seq,
+            line=job.ingest_line,
+            offset=job.ingest_offset,
+        )
+        path = Path(job.input_file)
+        chunk_size = int((job.spec or {}).get("chunk_size") or rt.config.defaults.chunk_size)
+        resuming = start.line > 0
+        if resuming and not job.input_seekable:
+            lifecycle.fail(
+                job,
+                f"ingest stopped after line {start.line} and the input ({job.input_file}) was a pipe or stream that "
+                "cannot be read again; submit the file again",
+            )
+            job.phase = Phase.DONE
+            return None
+        s.expunge(job)
     progress = (lambda v, i: on_progress(IngestProgress(v, i))) if on_progress else None
     try:
-        report = ingest_rows(get_engine(rt.db_url), job_id, rows, chunk_size=chunk_size, on_progress=progress)
+        if rows is None:
+            rows = _open_rows(rt, path, job, start)
+        report = ingest_rows(get_engine(rt.db_url), job_id, rows, chunk_size=chunk_size, on_progress=progress, start=start)
     except DatasetError as exc:
         with session_scope(rt.db_url) as s:
             lifecycle.fail(get_job(s, job_id), str(exc))
         raise
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        with session_scope(rt.db_url) as s:
+            job = get_job(s, job_id)
+            line = job.ingest_line
+            lifecycle.fail(job, f"ingest stopped after line {line}: {message}")
+        raise JobFailed(
+            f"job {job_id}: ingest stopped after line {line}: {message} "
+            f"(rows up to line {line} are kept; fix the cause, then `routebatch resume {job_id}`)"
+        ) from exc
     with session_scope(rt.db_url) as s:
         job = get_job(s, job_id)
         job.total, job.invalid, job.chunks = report.valid, report.invalid, report.chunks
+        job.ingest_complete = True
+        now_fp = fingerprint(path)
+        if job.input_seekable and (now_fp.size, now_fp.mtime_ns) != (job.input_size, job.input_mtime_ns):
+            job.input_changed = True
+            add_event(
+                s,
+                "input_changed",
+                f"{job.input_file} changed while it was read (size {job.input_size} -> {now_fp.size}); "
+                "rows written after ingest passed them were not read",
+                job_id=job_id,
+                data={"size_before": job.input_size, "size_after": now_fp.size},
+            )
         if report.valid == 0:
             lifecycle.fail(job, "no valid rows in the input")
-            return job_id
+            job.phase = Phase.DONE
+            return None
         lifecycle.transition(job, JobState.IN_PROGRESS)
-    for chunk in range(report.chunks):
-        queue.enqueue("score", job_id, chunk)
+    return report
+
+
+def _enqueue(rt: Runtime, job_id: str, queue: TaskQueue, todo: list[tuple[str, str, int | None]]) -> None:
+    """Put ``todo`` on the queue; on a broker, mark the job enqueued only when all of it got
+    there (the reaper re-enqueues only enqueued jobs). A broker that fails leaves the job
+    not-enqueued and raises one line with its id and the ``resume`` hint."""
+    try:
+        for step in todo:
+            queue.enqueue(*step)
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300] if str(exc) else type(exc).__name__
+        with session_scope(rt.db_url) as s:
+            job = get_job(s, job_id)
+            job.enqueued = False
+            add_event(s, "enqueue_failed", f"the broker refused the job's messages: {message}", job_id=job_id)
+        raise InfrastructureError(
+            f"job {job_id} is ingested but could not be enqueued ({message}); nothing will run it until you "
+            f"`routebatch resume {job_id}` once the broker is reachable"
+        ) from exc
+    if not isinstance(queue, InlineQueue):
+        with session_scope(rt.db_url) as s:
+            get_job(s, job_id).enqueued = True
+
+
+def submit(rt: Runtime, spec: JobSpec, queue: TaskQueue, on_progress: ProgressFn | None = None) -> str:
+    """Validate and ingest the dataset, then enqueue scoring. Returns the job id.
+
+    Raises DatasetError (before any job exists) when the file cannot be read at all, and
+    InfrastructureError (the job exists, not enqueued) when the broker refuses it.
+    """
+    job_id, rows = _create_job(rt, spec)
+    with leases.acquire(rt.db_url, job_id):
+        report = _ingest(rt, job_id, on_progress, rows)
+    if report is not None:
+        _enqueue(rt, job_id, queue, [("score", job_id, c) for c in range(report.chunks)])
     return job_id
 
 
-def drain_inline(rt: Runtime, queue: InlineQueue, job_id: str, on_progress: ProgressFn | None = None) -> None:
+@contextmanager
+def hold(rt: Runtime, job_id: str) -> Iterator[leases.Lease]:
+    """Hold the job's runner lease (with a heartbeat) for the block; ``JobBusy`` if a live
+    runner holds it."""
+    ensure_schema(rt.db_url)
+    lease = leases.acquire(rt.db_url, job_id)
+    try:
+        yield lease
+    finally:
+        lease.release()
+
+
+def drain_inline(
+    rt: Runtime, queue: InlineQueue, job_id: str, on_progress: ProgressFn | None = None, runner_id: str | None = None
+) -> None:
     """Run the queued steps here. A step that raises (a router that cannot load, a database
-    that went away) fails the job with the reason instead of leaving it in progress."""
+    that went away) fails the job with the reason instead of leaving it in progress.
+
+    Ctrl-C records the calls in flight as maybe-sent and raises ``RunInterrupted``."""
     after = (lambda: on_progress(status(rt, job_id))) if on_progress else None
     try:
-        queue.drain(lambda task, jid, chunk: runner.run_task(rt, queue, task, jid, chunk), after)
+        queue.drain(lambda task, jid, chunk: runner.run_task(rt, queue, task, jid, chunk, runner_id=runner_id), after)
+    except KeyboardInterrupt:
+        record_interrupted(rt, job_id)
+        raise RunInterrupted(job_id) from None
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         with session_scope(rt.db_url) as s:
@@ -164,9 +377,36 @@ def drain_inline(rt: Runtime, queue: InlineQueue, job_id: str, on_progress: Prog
 def run(rt: Runtime, spec: JobSpec, on_progress: ProgressFn | None = None) -> JobStatus:
     """Submit and execute inline in this process (the embedded default). Returns the status."""
     queue = InlineQueue()
-    job_id = submit(rt, spec, queue, on_progress)
-    drain_inline(rt, queue, job_id, on_progress)
+    job_id, rows = _create_job(rt, spec)
+    try:
+        with hold(rt, job_id) as lease:
+            report = _ingest(rt, job_id, on_progress, rows)
+            if report is not None:
+                _enqueue(rt, job_id, queue, [("score", job_id, c) for c in range(report.chunks)])
+                drain_inline(rt, queue, job_id, on_progress, runner_id=lease.runner_id)
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, RunInterrupted):
+            raise
+        raise RunInterrupted(job_id) from None  # during ingest: committed batches are kept
     return status(rt, job_id)
+
+
+def record_interrupted(rt: Runtime, job_id: str) -> int:
+    """After Ctrl-C: calls this process had handed to a provider are recorded as maybe-sent
+    (a ``LostInFlight`` attempt charged at the hold, or at the worst case without a budget),
+    items claimed but never sent go back to ``routed`` at no cost. Returns the maybe-sent count."""
+    from jobs.pipeline import inflight
+
+    ids = inflight.take(job_id)
+    with session_scope(rt.db_url) as s:
+        got = recover_lost(
+            s, job_id=job_id, force=True, provider_of=lambda m: _provider_name(rt, m), sent_ids=ids, estimate=_estimator(rt)
+        )
+    return got["lost_items"]
+
+
+def _estimator(rt: Runtime) -> Callable[[Session, Item], int]:
+    return worst_case_estimator(rt.config)
 
 
 def _provider_name(rt: Runtime, model: str) -> str:
@@ -217,13 +457,48 @@ def cancel(rt: Runtime, job_id: str) -> JobStatus:
     return status(rt, job_id)
 
 
-def resume(rt: Runtime, job_id: str, queue: TaskQueue, *, retry_failed: bool = False, force: bool = False) -> JobStatus:
+def resume(
+    rt: Runtime,
+    job_id: str,
+    queue: TaskQueue,
+    *,
+    retry_failed: bool = False,
+    force: bool = False,
+    lease: leases.Lease | None = None,
+    on_progress: ProgressFn | None = None,
+) -> JobStatus:
     """Re-enqueue every non-terminal item (after a crash, a cancel or an expiry).
 
-    Items marked sent whose lease has expired (or all of them with ``force``) may or may
-    not have reached the provider: they are recorded as an attempt of unknown outcome and
-    sent again, so a duplicate call is visible in the ledger.
+    A job whose ingest was interrupted (killed while ``validating``, or ingest raised) first
+    reads the rest of its input, from the last committed row; a non-seekable input fails
+    the job with the reason instead. Items marked sent whose lease has expired (or all of
+    them with ``force``) may or may not have reached the provider: they are recorded as an
+    attempt of unknown outcome and sent again, so a duplicate call is visible in the ledger.
+
+    Takes the job's runner lease (``JobBusy`` when a live runner holds it) unless the caller
+    passes the one it holds; a lease taken here is given back before enqueuing, so workers
+    may take the messages.
     """
+    ensure_schema(rt.db_url)
+    own = lease is None
+    held = lease if lease is not None else leases.acquire(rt.db_url, job_id)
+    try:
+        todo = _reopen(rt, job_id, retry_failed=retry_failed, force=force, on_progress=on_progress)
+    finally:
+        if own:
+            held.release()
+    if todo:
+        _enqueue(rt, job_id, queue, todo)
+    return status(rt, job_id)
+
+
+def _reopen(
+    rt: Runtime, job_id: str, *, retry_failed: bool, force: bool, on_progress: ProgressFn | None
+) -> list[tuple[str, str, int | None]]:
+    with session_scope(rt.db_url) as s:
+        complete = get_job(s, job_id).ingest_complete
+    if not complete and _ingest(rt, job_id, on_progress) is None:
+        return []
     now = utcnow()
     with session_scope(rt.db_url) as s:
         job = get_job(s, job_id)
@@ -249,19 +524,26 @@ def resume(rt: Runtime, job_id: str, queue: TaskQueue, *, retry_failed: bool = F
         counts = dict(s.execute(select(Item.state, func.count()).where(Item.job_id == job_id).group_by(Item.state)).all())
         open_count = sum(n for st, n in counts.items() if ItemState(st) not in ITEM_TERMINAL)
         if open_count == 0:
-            return status(rt, job_id)
+            return []
         lifecycle.transition(job, JobState.IN_PROGRESS)
         job.error = None
         needs_scoring = counts.get(ItemState.PENDING, 0) + counts.get(ItemState.SCORED, 0) > 0
         job.phase = Phase.SCORING if needs_scoring else Phase.GENERATING
-        todo = open_work(s, job_id, job.phase)
-    for step in todo:
-        queue.enqueue(*step)
-    return status(rt, job_id)
+        return open_work(s, job_id, job.phase)
 
 
-def export(rt: Runtime, job_id: str, out: Path, errors: Path | None = None, fmt: str = "openai") -> dict[str, int]:
+def export(
+    rt: Runtime,
+    job_id: str,
+    out: Path,
+    errors: Path | None = None,
+    fmt: str = "openai",
+    *,
+    force: bool = False,
+    partial: bool = False,
+    errors_in_results: bool = False,
+) -> dict[str, int]:
     """Write the job's results (and optionally its errors file); returns line counts."""
     from jobs.ledger.export import export_job
 
-    return export_job(rt.db_url, job_id, out, errors, fmt)
+    return export_job(rt.db_url, job_id, out, errors, fmt, force=force, partial=partial, errors_in_results=errors_in_results)

@@ -64,11 +64,26 @@ class JobStatus(BaseModel):
     invalid_rows: list[InvalidRowInfo]
     timestamps: dict[str, str | None]
     created_at: str
+    ingest_complete: bool = True
+    ingest_line: int = 0
+    ingest_bytes: int | None = None
+    input_size: int | None = None
+    input_changed: bool = False
+    enqueued: bool = False
+    runner: str | None = None
     grade: dict[str, Any] | None = None
 
     @property
     def terminal(self) -> bool:
         return self.status.terminal
+
+    @property
+    def outcome_ok(self) -> bool:
+        """What a script may trust: False when the job failed, was cancelled, ran out of
+        budget, or every item failed (the exit code of ``run``/``resume``/``status --watch``)."""
+        if self.status in (JobState.FAILED, JobState.CANCELLED, JobState.BUDGET_EXHAUSTED, JobState.EXPIRED):
+            return False
+        return not (self.total > 0 and self.failed == self.total)
 
     @property
     def done(self) -> int:
@@ -155,6 +170,13 @@ def read_status(s: Session, job_id: str) -> JobStatus:
             st.value: (getattr(job, f"{st.value}_at").isoformat() if getattr(job, f"{st.value}_at") else None) for st in JobState
         },
         created_at=job.created_at.isoformat(),
+        ingest_complete=job.ingest_complete,
+        ingest_line=job.ingest_line,
+        ingest_bytes=job.ingest_bytes,
+        input_size=job.input_size,
+        input_changed=job.input_changed,
+        enqueued=job.enqueued,
+        runner=(f"{job.runner_host} pid {job.runner_pid}" if job.runner_id else None),
     )
 
 

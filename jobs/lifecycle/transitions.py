@@ -23,11 +23,32 @@ def transition(job: Job, target: JobState) -> None:
         raise IllegalTransition(f"job {job.id}: cannot go from {current} to {target}")
     job.state = target
     setattr(job, f"{target.value}_at", utcnow())
+    if target in _NOTIFIED:
+        _notify(job, _NOTIFIED[target], f"job {job.id} {target.value}")
 
 
 def fail(job: Job, error: str) -> None:
     transition(job, JobState.FAILED)
     job.error = error
+    _notify(job, "job_failed", f"job {job.id} failed: {error}")
+
+
+_NOTIFIED = {
+    JobState.COMPLETED: "job_completed",
+    JobState.CANCELLED: "job_cancelled",
+    JobState.BUDGET_EXHAUSTED: "job_budget_exhausted",
+}
+
+
+def _notify(job: Job, kind: str, message: str) -> None:
+    """Webhooks hear of a job's outcome once its transaction commits (jobs.notify.webhooks)."""
+    from sqlalchemy.orm import object_session
+
+    from jobs.notify.webhooks import Notification, queue_after_commit
+
+    s = object_session(job)
+    if s is not None:
+        queue_after_commit(s, Notification(kind, message, {"job_id": job.id, "state": str(job.state)}))
 
 
 def cancel_unsent_items(db_url: str, job_id: str, item_ids: list[int], holds: list | None = None) -> int:

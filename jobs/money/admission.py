@@ -20,7 +20,7 @@ from jobs.ledger.session import session_scope
 from jobs.ledger.types import utcnow
 from jobs.lifecycle import transitions as lifecycle
 from jobs.lifecycle.states import ItemState, JobState
-from jobs.money.budgets import Hold, add_event, current_window, open_reservation
+from jobs.money.budgets import Hold, add_event, check_alerts, current_window, open_reservation
 from jobs.money.pricing import PriceVersion
 from jobs.money.tokens import input_token_bound
 from jobs.pipeline.request import RequestShape, request_shape
@@ -151,9 +151,13 @@ def admit(
             if hold is None:
                 if plan.policy == "stop":
                     _stop_job(s, job, [r.id for r, *_ in prepared[i:]], amount)
+                    for window in windows:
+                        check_alerts(s, window, job_id, needed=amount)
                     out.stop = True
                     break
                 skipped.append((row.id, f"budget: cannot afford {model} (worst case {amount} micro-USD)"))
+                for window in windows:
+                    check_alerts(s, window, job_id, needed=amount)
                 continue
             out.admitted.append(Admitted(row, model, hold, shape.max_tokens, shape.messages))
         now = utcnow()

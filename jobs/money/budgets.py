@@ -23,6 +23,7 @@ from jobs.ledger.models import Budget, BudgetWindow, LedgerEvent, Reservation
 from jobs.ledger.session import rowcount
 from jobs.ledger.types import utcnow
 from jobs.money.pricing import micro_to_usd, usd_to_micro
+from jobs.notify.webhooks import Notification, queue_after_commit
 
 log = logging.getLogger("routebatch.budget")
 
@@ -47,8 +48,8 @@ def window_start(window: str, now: datetime | None = None) -> datetime:
     raise BudgetError(f"unknown window {window!r}; use one of {', '.join(WINDOWS)}")
 
 
-def _insert_ignore(s: Session, table, values: dict) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING on Postgres and SQLite alike."""
+def _insert_ignore(s: Session, table, values: dict) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING on Postgres and SQLite alike; True if a row went in."""
     stmt: Insert
     if s.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -58,7 +59,7 @@ def _insert_ignore(s: Session, table, values: dict) -> None:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing()
-    s.execute(stmt)
+    return rowcount(s.execute(stmt)) > 0
 
 
 # ---------------------------------------------------------------- budgets
@@ -252,26 +253,34 @@ def _move(s: Session, window_id: int, held: int, actual: int, job_id: str | None
     check_alerts(s, window_id, job_id)
 
 
-def check_alerts(s: Session, window_id: int, job_id: str | None) -> None:
-    """Soft alerts at 50/80/100% of a window's cap: one event and one log line each."""
-    cap, spent, budget_id = s.execute(
-        select(BudgetWindow.cap_micro_usd, BudgetWindow.spent_micro_usd, BudgetWindow.budget_id).where(
-            BudgetWindow.id == window_id
-        )
+def check_alerts(s: Session, window_id: int, job_id: str | None, *, needed: int | None = None) -> None:
+    """Soft alerts at 50/80/100% of a window's cap: one event, one log line and one webhook
+    each. A call of ``needed`` micro-USD that no longer fits under this window's cap counts as
+    reaching 100%: spend can never exceed the cap, so it rarely lands on it exactly."""
+    cap, spent, reserved, budget_id = s.execute(
+        select(
+            BudgetWindow.cap_micro_usd, BudgetWindow.spent_micro_usd, BudgetWindow.reserved_micro_usd, BudgetWindow.budget_id
+        ).where(BudgetWindow.id == window_id)
     ).one()
     if not cap:
         return
     used = 100.0 * spent / cap
+    exhausted = needed is not None and cap - spent - reserved < needed
     for level in ALERT_LEVELS:
-        if used >= level:
+        if used >= level or (exhausted and level == 100):
             key = f"alert:{window_id}:{level}"
             if s.scalar(select(LedgerEvent.id).where(LedgerEvent.dedupe_key == key)) is None:
                 name = s.scalar(select(Budget.name).where(Budget.id == budget_id))
-                message = f"budget {name} at {used:.1f}% of ${micro_to_usd(cap):.2f} (alert {level}%)"
-                add_event(
-                    s, f"budget_alert_{level}", message, job_id=job_id, budget_id=budget_id, window_id=window_id, dedupe_key=key
-                )
-                log.warning(message)
+                reached = f"{used:.1f}%" + (", a call no longer fits" if exhausted and used < level else "")
+                message = f"budget {name} at {reached} of ${micro_to_usd(cap):.2f} (alert {level}%)"
+                data = {"budget": name, "level": level, "spent_micro_usd": spent, "cap_micro_usd": cap, "job_id": job_id}
+                inserted = add_event(
+                    s, f"budget_alert_{level}", message, job_id=job_id, budget_id=budget_id, window_id=window_id,
+                    dedupe_key=key, data=data,
+                )  # fmt: skip
+                if inserted:
+                    log.warning(message)
+                    queue_after_commit(s, Notification("budget_alert", message, data))
 
 
 def add_event(
@@ -284,7 +293,8 @@ def add_event(
     window_id: int | None = None,
     dedupe_key: str | None = None,
     data: dict | None = None,
-) -> None:
+) -> bool:
+    """Record an event; with a ``dedupe_key``, only once (returns False if it was there)."""
     values = {
         "at": utcnow(),
         "kind": kind,
@@ -297,8 +307,8 @@ def add_event(
     }
     if dedupe_key is None:
         s.add(LedgerEvent(**values))
-    else:
-        _insert_ignore(s, LedgerEvent.__table__, values)
+        return True
+    return _insert_ignore(s, LedgerEvent.__table__, values)
 
 
 def hold_of(res: Reservation) -> Hold:

@@ -222,6 +222,14 @@ def request_for(adm: Admitted) -> ChatRequest:
     )
 
 
+def unbuildable(adm: Admitted, exc: Exception) -> CallResult:
+    """The result of an item whose request cannot be built: it fails alone, with the reason,
+    and nothing was sent (no attempt, no cost; its hold settles at zero)."""
+    request = ChatRequest(custom_id=adm.row.custom_id, model=adm.model, messages=[], max_tokens=adm.max_tokens)
+    reason = f"request cannot be built: {type(exc).__name__}: {exc}"[:500]
+    return CallResult(request, False, [], None, adm.model, None, reason)
+
+
 class FanOut:
     """Sends one chunk's claimed items with bounded concurrency and records every answer."""
 
@@ -266,6 +274,7 @@ class FanOut:
 
     async def run(self) -> None:
         from jobs.lifecycle import transitions
+        from jobs.pipeline import inflight
         from jobs.providers import ProviderPool
         from jobs.providers.ratelimit import limiter_for
 
@@ -282,7 +291,14 @@ class FanOut:
                 if adm is None:
                     return
                 try:
-                    result = await pool.complete(request_for(adm))
+                    request = request_for(adm)
+                except Exception as exc:
+                    gate.answered()
+                    flusher.add((adm.row.id, unbuildable(adm, exc), adm.hold))
+                    continue
+                inflight.mark(self.job_id, adm.row.id)  # may reach the provider from here on
+                try:
+                    result = await pool.complete(request)
                 finally:
                     gate.answered()
                 flusher.add((adm.row.id, result, adm.hold))

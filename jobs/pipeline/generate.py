@@ -13,6 +13,7 @@ from jobs.ledger.types import utcnow
 from jobs.lifecycle.states import ItemState, JobState
 from jobs.money.admission import budget_plan
 from jobs.money.pricing import sync_prices
+from jobs.pipeline import inflight
 from jobs.pipeline.fanout import FanOut
 from jobs.pipeline.finalize import maybe_finalize
 from jobs.pipeline.tasks import TaskQueue
@@ -52,5 +53,6 @@ def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> in
         plan = budget_plan(job)
     if rows:
         asyncio.run(FanOut(rt, job_id, rows, prices, job_max, lease, plan).run())
+        inflight.forget(job_id, [r.id for r in rows])  # answered and recorded (or provably unsent)
     maybe_finalize(rt, job_id)
     return len(rows)

@@ -18,6 +18,7 @@ from jobs.lifecycle.states import ItemState
 from jobs.money.budgets import Hold, settle
 from jobs.money.pricing import PriceVersion
 from jobs.money.tokens import input_token_bound
+from jobs.providers.pool import check_usage
 from jobs.providers.types import Attempt, CallResult, ChatRequest
 from jobs.runtime import Runtime
 
@@ -76,6 +77,17 @@ def bound_estimated_usage(attempt: Attempt, request: ChatRequest) -> None:
     attempt.prompt_tokens = min(attempt.prompt_tokens, input_token_bound(request.messages))
 
 
+def bound_usage(rt: Runtime, attempt: Attempt, request: ChatRequest) -> None:
+    """Before anything is charged: the provider's usage within what the request allows
+    (:func:`jobs.providers.pool.check_usage`: never negative, never above the bounds, flagged
+    when capped; the pool checks it when parsing, this is the ledger's own guard), then a local
+    count bounded as :func:`bound_estimated_usage` says."""
+    max_tokens = request.max_tokens if request.max_tokens and request.max_tokens > 0 else rt.config.max_tokens_for(attempt.model)
+    check_usage(attempt, request, max_tokens)
+    if attempt.usage_estimated:
+        bound_estimated_usage(attempt, request)
+
+
 def record_results(
     rt: Runtime, job_id: str, batch: list[Answer], prices: dict[str, PriceVersion], lease: datetime | None = None
 ) -> str:
@@ -94,9 +106,8 @@ def record_results(
             total_cost = 0
             for a in result.attempts:
                 price = prices.get(a.model)
-                if a.usage_estimated:
-                    bound_estimated_usage(a, result.request)
-                cost = price.cost_micro_usd(a.prompt_tokens, a.completion_tokens, a.cached_tokens) if price else 0
+                bound_usage(rt, a, result.request)
+                cost = max(price.cost_micro_usd(a.prompt_tokens, a.completion_tokens, a.cached_tokens), 0) if price else 0
                 total_cost += cost
                 attempt_rows.append(attempt_row(job_id, item_id, a, cost, price.id if price else None))
             final = result.attempts[-1] if result.attempts else None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
-from sqlalchemy import case, select, update
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.orm import Session
 
-from jobs.ledger.models import Budget, Item, Job
+from jobs.ledger.models import Budget, Item, Job, LedgerEvent
 from jobs.ledger.session import rowcount, session_scope
 from jobs.ledger.types import utcnow
 from jobs.lifecycle.states import ItemState, Phase
@@ -16,6 +18,8 @@ from jobs.money.pricing import sync_prices
 from jobs.pipeline.request import request_shape
 from jobs.pipeline.tasks import TaskQueue
 from jobs.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 def route_job(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
@@ -32,15 +36,11 @@ def route_job(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
             allocate_items(rt, s, job)
         else:
             threshold = job.threshold
+            tie_cutoff_id = None
             if threshold is None:
-                from routing import threshold_for_strong_share
-
-                scores = np.fromiter(
-                    s.scalars(select(Item.score).where(Item.job_id == job_id, Item.score.is_not(None))), dtype=np.float64
-                )
-                threshold = threshold_for_strong_share(scores, job.strong_share if job.strong_share is not None else 0.5)
+                threshold, tie_cutoff_id = _share_threshold(s, job)
                 job.threshold = threshold
-            route_scored_items(s, job, threshold)
+            route_scored_items(s, job, threshold, tie_cutoff_id)
         chunks = job.chunks
     for chunk in range(chunks):
         queue.enqueue("generate", job_id, chunk)
@@ -104,9 +104,67 @@ def allocate_items(rt: Runtime, s: Session, job: Job) -> None:
     }
 
 
-def route_scored_items(s: Session, job: Job, threshold: float) -> None:
-    """score >= threshold -> strong, else weak; one UPDATE for the whole job."""
-    is_strong = Item.score >= threshold
+def _share_threshold(s: Session, job: Job) -> tuple[float, int | None]:
+    """``--strong-share``: the threshold, and the tie-break cutoff item id when ties need one.
+
+    With many equal scores ``score >= threshold`` alone would send them all strong (a
+    share of 0.1 on a constant router becomes 1.0, at ten times the cost). The cut keeps
+    exactly ``round(share * n)`` strong: tied items go strong in item id order up to the
+    returned id, the rest weak. Such a split is logged and recorded as a ledger event.
+    """
+    from routing.thresholds import cut_for_strong_share
+
+    share = job.strong_share if job.strong_share is not None else 0.5
+    rows = s.execute(select(Item.id, Item.score).where(Item.job_id == job.id, Item.score.is_not(None)).order_by(Item.id)).all()
+    ids = [r.id for r in rows]
+    cut = cut_for_strong_share(np.fromiter((r.score for r in rows), dtype=np.float64, count=len(rows)), share)
+    if not cut.tie_broken or cut.last_tied_strong is None:
+        return cut.threshold, None
+    strong = int(cut.strong.sum())
+    message = (
+        f"job {job.id}: {cut.tied} of {len(ids)} items have the same score {cut.threshold:.6g}; "
+        f"--strong-share {share:g} holds only by breaking the tie: {cut.tied_strong} of them go strong "
+        f"in input order ({strong} strong in all; score >= threshold alone would send {strong - cut.tied_strong + cut.tied})"
+    )
+    log.warning(message)
+    s.add(
+        LedgerEvent(
+            at=utcnow(),
+            kind="strong_share_tie_break",
+            job_id=job.id,
+            message=message,
+            data={
+                "strong_share": share,
+                "threshold": cut.threshold,
+                "items": len(ids),
+                "strong": strong,
+                "tied": cut.tied,
+                "tied_strong": cut.tied_strong,
+            },
+        )
+    )
+    return cut.threshold, ids[cut.last_tied_strong]
+
+
+def route_scored_items(s: Session, job: Job, threshold: float, tie_cutoff_id: int | None = None) -> None:
+    """score >= threshold -> strong, else weak; one UPDATE for the whole job.
+
+    With ``tie_cutoff_id`` (a strong share that needed a tie-break) an item whose score
+    equals the threshold is strong only if its id is <= the cutoff.
+    """
+    if tie_cutoff_id is None:
+        is_strong = Item.score >= threshold
+        reason = case((is_strong, "score>=threshold"), else_="score<threshold")
+    else:
+        tied = Item.score == threshold
+        tied_strong = and_(tied, Item.id <= tie_cutoff_id)
+        is_strong = or_(Item.score > threshold, tied_strong)
+        reason = case(
+            (Item.score > threshold, "score>=threshold"),
+            (tied_strong, "score=threshold:tie_break_strong"),
+            (tied, "score=threshold:tie_break_weak"),
+            else_="score<threshold",
+        )
     s.execute(
         update(Item)
         .where(Item.job_id == job.id, Item.state == ItemState.SCORED)
@@ -115,7 +173,7 @@ def route_scored_items(s: Session, job: Job, threshold: float) -> None:
             threshold=threshold,
             route=case((is_strong, "strong"), else_="weak"),
             model=case((is_strong, job.strong_model), else_=job.weak_model),
-            route_reason=case((is_strong, "score>=threshold"), else_="score<threshold"),
+            route_reason=reason,
             updated_at=utcnow(),
         )
     )

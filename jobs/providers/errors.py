@@ -39,6 +39,8 @@ def status_is_retryable(status: int) -> bool:
 
 def exception_error_class(exc: BaseException) -> str:
     """A stable name for a transport failure (stored in ``attempts.error_class``)."""
+    if isinstance(exc, httpx.LocalProtocolError):
+        return "unsafe_request"  # refused before sending (a header with CR/LF/NUL, ...)
     if isinstance(exc, httpx.ConnectTimeout):
         return "connect_timeout"
     if isinstance(exc, httpx.ReadTimeout):
@@ -59,8 +61,9 @@ def exception_error_class(exc: BaseException) -> str:
 
 
 def exception_is_retryable(exc: BaseException) -> bool:
-    """Transport failures are transient; anything else (a bug, an invalid URL) is not."""
-    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
+    """Transport failures are transient; anything else (a bug, an invalid URL, a request the
+    transport refused to write) is not."""
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError)):
         return False
     return isinstance(exc, (httpx.TransportError, ConnectionError))
 

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import time
 import uuid
 import weakref
@@ -47,20 +48,51 @@ from jobs.providers.errors import (
     status_error_class,
     status_is_retryable,
 )
-from jobs.providers.redact import redact, redact_json
+from jobs.providers.redact import redact, redact_json, storable, storable_json
 from jobs.providers.transport import FastTransport
 from jobs.providers.types import Attempt, CallResult, ChatRequest
 
 if TYPE_CHECKING:
     from jobs.providers.ratelimit import RateLimiter
 
-HEADERS_PARAM = "_headers"
-"""Reserved key of ``ChatRequest.params``: extra HTTP headers (tests use it for sim faults);
-it is never sent in the body."""
+WIRE_PARAMS = frozenset(
+    {
+        "_headers",
+        "headers",
+        "extra_headers",
+        "extra_query",
+        "extra_body",
+        "timeout",
+        "stream",
+        "stream_options",
+        "max_completion_tokens",
+    }
+)
+"""Keys of ``ChatRequest.params`` (a dataset's body fields) that are never sent: anything that
+would reach the wire other than as a JSON body field (HTTP headers, query strings), an event
+stream the pool cannot read, or a second output limit beside the ``max_tokens`` the budget
+reserved for. Keys starting with ``_`` are dropped too. Headers come only from the code
+(``ChatRequest.headers``), never from params."""
+
+CHOICE_PARAMS = ("n", "best_of")
+"""Body fields that multiply the output billed; only 1 is sent (the hold covers one choice)."""
+
+PROMPT_MARGIN_TOKENS = 64
+COMPLETION_MARGIN_TOKENS = 16
+"""How far a provider's ``usage`` may exceed what the request allows before it is flagged and
+capped (framing a provider adds on its side); see :func:`check_usage`."""
 
 log = logging.getLogger("jobs.providers")
 
+_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+"""A JSON escape for NUL or a surrogate in a body: the parsed strings may hold what a database
+refuses (a lone surrogate, NUL on Postgres), so they are cleaned before they are stored."""
+
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class _Unsendable(Exception):
+    """The request cannot be written at all (its body does not serialise); the item fails alone."""
 
 
 @dataclass
@@ -217,15 +249,24 @@ class ProviderPool:
         """Run ``req`` to a final outcome: success, or failure after retries and fallbacks.
 
         Never raises for provider or network failures (they are in the result); raises only
-        for programming errors such as an unknown model key.
+        for programming errors such as an unknown model key. A request the pool refuses to
+        send (``n`` > 1) fails without any attempt: nothing reached a provider.
         """
+        refused = request_problem(req)
+        if refused is not None:
+            log.warning("%s not sent: %s", req.custom_id, refused)
+            return CallResult(req, False, [], None, req.model, None, refused)
         attempts: list[Attempt] = []
         model_key = req.model
         tried: set[str] = set()
         is_fallback = False
         while True:
             tried.add(model_key)
-            outcome = await self._run_with_retries(req, model_key, attempts, is_fallback)
+            try:
+                outcome = await self._run_with_retries(req, model_key, attempts, is_fallback)
+            except _Unsendable as exc:
+                log.warning("%s not sent: %s", req.custom_id, exc)
+                return CallResult(req, False, attempts, None, model_key, None, str(exc))
             if outcome.ok:
                 return CallResult(req, True, attempts, outcome.body, model_key, outcome.attempt.status_code, None)
             nxt = self.config.model(model_key).fallback
@@ -299,14 +340,20 @@ class ProviderPool:
             )
         return r
 
-    def _body(self, req: ChatRequest, model_key: str, model_cfg: ModelConfig) -> tuple[dict, dict[str, str]]:
-        params = dict(req.params)
-        extra_headers = dict(params.pop(HEADERS_PARAM, None) or {})
-        params.pop("stream", None)  # the pool reads one JSON body, never an event stream
+    def _max_tokens(self, req: ChatRequest, model_cfg: ModelConfig) -> int:
         max_tokens = req.max_tokens if req.max_tokens and req.max_tokens > 0 else None
-        max_tokens = max_tokens or model_cfg.max_tokens or self.config.defaults.max_tokens
-        body = {**params, "model": model_cfg.name or model_key, "messages": req.messages, "max_tokens": max_tokens}
-        return body, extra_headers
+        return max_tokens or model_cfg.max_tokens or self.config.defaults.max_tokens
+
+    def _body(self, req: ChatRequest, model_key: str, model_cfg: ModelConfig) -> dict:
+        """The JSON body: the row's params minus :data:`WIRE_PARAMS` (and ``_``-keys and the
+        choice counts), then model, messages and ``max_tokens``, which params cannot override."""
+        params = {
+            k: v
+            for k, v in req.params.items()
+            if k not in WIRE_PARAMS and k not in CHOICE_PARAMS and not (isinstance(k, str) and k.startswith("_"))
+        }
+        max_tokens = self._max_tokens(req, model_cfg)
+        return {**params, "model": model_cfg.name or model_key, "messages": req.messages, "max_tokens": max_tokens}
 
     async def _send_once(
         self,
@@ -320,14 +367,17 @@ class ProviderPool:
         """One HTTP try, always turned into an :class:`Attempt` (never raises for I/O errors)."""
         provider_name = model_cfg.provider
         st = self._loop_state()
-        body, extra_headers = self._body(req, model_key, model_cfg)
+        body = self._body(req, model_key, model_cfg)
         api_key = prov.api_key()
         attempt_id = uuid.uuid4().hex
-        headers = {"content-type": "application/json", **extra_headers, "idempotency-key": attempt_id}
+        headers = {**req.headers, "content-type": "application/json", "idempotency-key": attempt_id}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         url, timeout = self._endpoint(provider_name, prov)
-        content = json.dumps(body).encode()
+        try:
+            content = json.dumps(body).encode()
+        except (ValueError, TypeError, RecursionError) as bad:
+            raise _Unsendable(f"invalid_request: the request body cannot be encoded as JSON ({type(bad).__name__})") from None
 
         if self.rate_limiter is not None:
             est_in, est_out = tokens.rate_limit_tokens(req, model_cfg, body["max_tokens"])
@@ -351,7 +401,7 @@ class ProviderPool:
             rid: str | None = None,
             usage: tuple[int, int, int, bool] = (0, 0, 0, False),
         ) -> Attempt:
-            return Attempt(
+            a = Attempt(
                 attempt_id=attempt_id,
                 model=model_key,
                 provider=provider_name,
@@ -369,6 +419,9 @@ class ProviderPool:
                 finished_at=finished,
                 is_fallback=is_fallback,
             )
+            if error_class is None:
+                check_usage(a, req, body["max_tokens"])
+            return a
 
         if resp is None:
             assert exc is not None
@@ -386,13 +439,20 @@ class ProviderPool:
     ) -> _Outcome:
         """What a response means: success with usage, or a transient/permanent failure."""
         status, raw = resp.status_code, resp.content
-        rid = resp.headers.get("x-request-id")
+        rid = _request_id(resp.headers.get("x-request-id"))
         try:
             parsed: Any = json.loads(raw) if raw else None
         except ValueError:
             parsed = None
-        if parsed is not None and (not 200 <= status < 300 or (api_key and api_key.encode() in raw)):
-            parsed = redact_json(parsed, [api_key])  # error bodies are stored whole: no echoed keys
+        if parsed is not None and _UNSTORABLE.search(raw):
+            parsed = storable_json(parsed)
+        if parsed is not None and api_key:
+            # Bodies are stored whole: no echoed key, in any spelling (JSON escapes decode to the
+            # key itself). Error bodies also lose anything shaped like a credential; an answer
+            # keeps its text but the exact key.
+            parsed = redact_json(parsed, [api_key], patterns=not 200 <= status < 300)
+        elif parsed is not None and not 200 <= status < 300:
+            parsed = redact_json(parsed)
         if not 200 <= status < 300:
             cls = status_error_class(status)
             a = attempt(cls, f"HTTP {status}: {_provider_message(parsed, raw) or cls}", rid)
@@ -406,8 +466,20 @@ class ProviderPool:
         if not _is_completion(parsed):
             a = attempt("malformed_response", f"HTTP {status}: body is not a chat.completion JSON object", rid)
             return _Outcome(a, None, a.error_message, True)
-        a = attempt(None, None, rid or parsed.get("id"), _usage(parsed, req, model_cfg))
+        a = attempt(None, None, _request_id(rid or parsed.get("id")), _usage(parsed, req, model_cfg))
         return _Outcome(a, parsed, None, False)
+
+
+MAX_REQUEST_ID_CHARS = 200
+"""``attempts.request_id`` is a String(200)."""
+
+
+def _request_id(value: Any) -> str | None:
+    """A provider's request id as the ledger can store it (it may send any JSON value)."""
+    if value is None or value == "":
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return storable(text)[:MAX_REQUEST_ID_CHARS]
 
 
 def _is_completion(parsed: Any) -> bool:
@@ -430,16 +502,75 @@ def _provider_message(parsed: Any, raw: bytes) -> str | None:
     return text or None
 
 
+def request_problem(req: ChatRequest) -> str | None:
+    """Why the pool refuses to send ``req`` at all, or None. Only one choice per call: the
+    budget holds the worst case of one (a dataset's ``"n": 20`` would bill 20 times that)."""
+    for key in CHOICE_PARAMS:
+        if key in req.params:
+            value = req.params[key]
+            if value is not None and (isinstance(value, bool) or value != 1):
+                return (
+                    f"invalid_request: {key}={str(value)[:40]!r} is not supported (one choice per prompt; the budget holds one)"
+                )
+    return None
+
+
+def _token_count(value: Any) -> int | None:
+    """A token count as a provider sent it: an integer (or an integral float), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def check_usage(a: Attempt, req: ChatRequest, max_tokens: int) -> None:
+    """Bring an answer's ``usage`` within what its request could have been billed, in place.
+
+    A provider's numbers are untrusted: negative counts would lower ``spent`` (and then break
+    the budget's CHECK constraint, losing the batch), absurd ones record a huge overdraft.
+    Allowed: ``0 <= prompt <= input_token_bound(messages) + the params' bytes + 64``,
+    ``0 <= completion <= max_tokens + 16``, ``0 <= cached <= prompt``. What is outside is
+    capped to the bound; the attempt is flagged ``usage_estimated`` (its usage is no longer the
+    provider's) with the reason in ``error_message`` (the call still succeeded). Idempotent:
+    the pool runs it when parsing, :mod:`jobs.pipeline.record` again before charging.
+    """
+    problems: list[str] = []
+    bound_in = tokens.input_token_bound(req.messages) + PROMPT_MARGIN_TOKENS
+    if a.prompt_tokens > bound_in and req.params:
+        bound_in += len(json.dumps(req.params, default=str).encode())  # tools, schemas: counted as input
+    bound_out = max(max_tokens, 0) + COMPLETION_MARGIN_TOKENS
+    for field, bound in (("prompt_tokens", bound_in), ("completion_tokens", bound_out)):
+        value = getattr(a, field)
+        if value < 0 or value > bound:
+            problems.append(f"{field} {value} outside [0, {bound}]")
+            setattr(a, field, min(max(value, 0), bound))
+    if a.cached_tokens < 0 or a.cached_tokens > a.prompt_tokens:
+        problems.append(f"cached_tokens {a.cached_tokens} outside [0, prompt_tokens {a.prompt_tokens}]")
+        a.cached_tokens = min(max(a.cached_tokens, 0), a.prompt_tokens)
+    if problems and not a.usage_estimated:  # a local count is flagged already; it is only capped
+        a.usage_estimated = True
+        note = "usage out of bounds, charged at the bound: " + "; ".join(problems)
+        a.error_message = note if not a.error_message else f"{a.error_message}; {note}"
+
+
 def _usage(parsed: dict, req: ChatRequest, model_cfg: ModelConfig) -> tuple[int, int, int, bool]:
-    """(prompt, completion, cached, estimated) from ``usage``, or counted locally without it."""
+    """(prompt, completion, cached, estimated) from ``usage``, or counted locally without it
+    (also when its counts are not integers). Bounds are applied by :func:`check_usage`."""
     u = parsed.get("usage")
-    if isinstance(u, dict) and isinstance(u.get("prompt_tokens"), int):
-        details = u.get("prompt_tokens_details") or {}
-        cached = details.get("cached_tokens") if isinstance(details, dict) else None
-        return int(u["prompt_tokens"]), int(u.get("completion_tokens") or 0), int(cached or 0), False
+    prompt = _token_count(u.get("prompt_tokens")) if isinstance(u, dict) else None
+    if isinstance(u, dict) and prompt is not None:
+        details = u.get("prompt_tokens_details")
+        cached = _token_count(details.get("cached_tokens")) if isinstance(details, dict) else None
+        completion = _token_count(u.get("completion_tokens") or 0)
+        if completion is not None:
+            return prompt, completion, cached or 0, False
     text = ""
     try:
-        text = parsed["choices"][0]["message"]["content"] or ""
+        content = parsed["choices"][0]["message"]["content"]
+        text = content if isinstance(content, str) else ""
     except (KeyError, IndexError, TypeError):
         pass
     enc = model_cfg.encoding

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import ssl
 import time
@@ -25,7 +26,38 @@ from collections import deque
 import httptools
 import httpx
 
+from jobs.errors import ProviderError
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An HTTP field name (RFC 9110 §5.1: a token)."""
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+"""What a field value must not hold: CR, LF, NUL and the other controls (HTAB is allowed)."""
+_FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"accept-encoding"})
+"""Headers the transport writes itself: a caller's copy would duplicate or contradict them."""
+
+
+class UnsafeRequestError(ProviderError, httpx.LocalProtocolError):
+    """A request the transport refuses to write: a header name or value with CR, LF, NUL or
+    another control character, or a header that would duplicate the transport's own framing
+    (Host, Content-Length, ...). Nothing is sent; the message never repeats the value (it may
+    be a key). An httpx ``LocalProtocolError`` too, so httpx callers see their own class."""
+
+    def __init__(self, message: str) -> None:
+        httpx.LocalProtocolError.__init__(self, message)
+
+
+def check_headers(headers: list[tuple[bytes, bytes]]) -> None:
+    """Raise :class:`UnsafeRequestError` for any header that could change the request's framing."""
+    for name, value in headers:
+        shown = ascii(name.decode("latin-1"))[:60]
+        if not _TOKEN.fullmatch(name):
+            raise UnsafeRequestError(f"refusing to send header {shown}: its name is not an HTTP token (CR, LF, NUL, space...)")
+        if _BAD_VALUE.search(value):
+            raise UnsafeRequestError(f"refusing to send header {shown}: its value contains CR, LF, NUL or a control character")
+        if name.lower() in _FRAMING:
+            raise UnsafeRequestError(f"refusing to send header {shown}: the transport sets it (a second copy would smuggle)")
 
 
 class _Conn(asyncio.Protocol):
@@ -186,7 +218,9 @@ class FastTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """The httpx transport interface (used by tests, tools and any httpx client)."""
         body = await request.aread()
-        headers = [(k, v) for k, v in request.headers.raw if k.lower() not in (b"accept-encoding", b"content-length")]
+        # httpx adds Host, Content-Length and Accept-Encoding itself; this transport writes its own.
+        own = {b"host", b"accept-encoding", b"content-length"}
+        headers = [(k, v) for k, v in request.headers.raw if k.lower() not in own]
         status, resp_headers, content = await self.exchange(
             request.method.encode("ascii"), request.url, headers, body, request.extensions.get("timeout", {})
         )
@@ -204,15 +238,23 @@ class FastTransport(httpx.AsyncBaseTransport):
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """One request/response without httpx's Request/Response objects (the pool's hot path:
         building and reading those costs ~50 µs a request). Adds Host, Content-Length and
-        ``accept-encoding: identity``; raises httpx's exception classes."""
+        ``accept-encoding: identity``; raises httpx's exception classes.
+
+        Every header is checked before anything is written (:func:`check_headers`): a name or
+        value with CR, LF or NUL, or a second Host/Content-Length, raises
+        :class:`UnsafeRequestError` and nothing reaches the socket."""
         if self._closed:
             raise RuntimeError("transport is closed")
         scheme = url.scheme
         if scheme not in _DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
         origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
-        lines = [method + b" " + (url.raw_path or b"/") + b" HTTP/1.1", b"host: " + url.netloc]
-        lines += [k + b": " + v for k, v in headers if k.lower() != b"host"]
+        check_headers(headers)
+        target = url.raw_path or b"/"
+        if not _TOKEN.fullmatch(method) or _BAD_VALUE.search(target) or b" " in target or _BAD_VALUE.search(url.netloc):
+            raise UnsafeRequestError("refusing to send a request line with a space or a control character")
+        lines = [method + b" " + target + b" HTTP/1.1", b"host: " + url.netloc]
+        lines += [k + b": " + v for k, v in headers]
         lines.append(b"accept-encoding: identity")  # the body is handed over as is
         if body or method in (b"POST", b"PUT", b"PATCH"):
             lines.append(b"content-length: " + str(len(body)).encode())

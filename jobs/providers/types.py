@@ -17,6 +17,11 @@ class ChatRequest:
     ``model`` is a key of ``AppConfig.models`` (not the provider's model id).
     ``max_tokens`` <= 0 means "use the model's default" — the request that is sent always
     carries an explicit ``max_tokens`` so that the worst-case cost is bounded.
+
+    ``params`` are the dataset's extra body fields (untrusted): they only ever become JSON
+    body fields, never headers (see ``jobs.providers.pool.WIRE_PARAMS``). ``headers`` are
+    extra HTTP headers set by code (tests use them for the simulator's ``X-Sim-Fault``); the
+    pipeline never fills them from a dataset, and the transport refuses CR, LF and NUL in them.
     """
 
     custom_id: str
@@ -24,6 +29,7 @@ class ChatRequest:
     messages: list[dict]
     max_tokens: int
     params: dict = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -99,3 +99,38 @@ def fingerprint(directory: str | Path) -> str:
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
+
+
+#: shipped checkpoint directory per embedder: ``<router>`` for MiniLM, ``<router>_static`` for the static one
+SHIPPED_SUFFIX = {"minilm": "", "static": "_static"}
+
+
+def shipped_for_embedder(name: str, embedder: str) -> Path:
+    """The shipped ``name`` checkpoint trained on ``embedder`` (canonical spec), or a ValueError."""
+    suffix = SHIPPED_SUFFIX.get(embedder)
+    if suffix is None or not (default_checkpoint(name + suffix) / CONFIG_NAME).exists():
+        raise ValueError(
+            f"no shipped {name} checkpoint for embedder {embedder!r}; "
+            f"train one with `routebatch train {name} --embedder {embedder} ...` and use {name}:DIR"
+        )
+    return default_checkpoint(name + suffix)
+
+
+def check_embedder(directory: Any, trained: str, asked: str) -> None:
+    """Refuse to score a checkpoint with another embedder than the one it was trained on."""
+    from routing.embeddings import canonical_spec
+
+    if canonical_spec(trained) != canonical_spec(asked):
+        raise ValueError(
+            f"checkpoint {directory} was trained on embedder {trained!r}, not {asked!r}: its weights would read "
+            f"the wrong vectors; drop embedder= to use {trained!r}, or use a checkpoint trained on {asked!r}"
+        )
+
+
+def check_width(directory: Any, trained: str, expected: int | None, embedder: str, got: int) -> None:
+    """Refuse embeddings whose width differs from the checkpoint's (naming both embedders)."""
+    if expected is not None and int(expected) != int(got):
+        raise ValueError(
+            f"embedding width {got} does not match: checkpoint {directory} expects {expected}-d embeddings from "
+            f"{trained!r}, but embedder {embedder!r} gives {got}-d vectors; score it with the embedder it was trained on"
+        )

@@ -74,12 +74,29 @@ class EmbeddingRouter(EmbedderHolder, Router):
         device: str | None = None,
         num_threads: Any = None,
     ) -> None:
+        from routing.routers._checkpoint import check_embedder
+
+        #: the embedder the checkpoint was trained on, and the width of its vectors (if recorded)
+        self.trained_embedder = embedder_spec
+        self.trained_dim: int | None = None
+        if embedder in ("", "auto"):
+            embedder = None
+        if embedder is not None:
+            check_embedder(getattr(self, "path", None), embedder_spec, str(embedder))
         self._init_embedder(embedder or embedder_spec, cache=cache, batch_size=batch_size, device=device, num_threads=num_threads)
 
     def score(self, prompts: Sequence[str]) -> np.ndarray:
         if len(prompts) == 0:
             return np.zeros(0, dtype=np.float64)
-        return self.score_embeddings(self.embed(prompts))
+        E = self.embed(prompts)
+        self.check_width(E.shape[1])
+        return self.score_embeddings(E)
+
+    def check_width(self, width: int) -> None:
+        """ValueError when the embedder's vectors are not as wide as the checkpoint's."""
+        from routing.routers._checkpoint import check_width
+
+        check_width(getattr(self, "path", None), self.trained_embedder, self.trained_dim, self.embedder_spec, width)
 
     @abstractmethod
     def score_embeddings(self, embeddings: np.ndarray) -> np.ndarray:

@@ -47,6 +47,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+def _rowdot(X: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``X @ v`` computed row by row: BLAS gemv rounds a row differently depending on how
+    many rows come with it, and a prompt must score the same alone or in a batch."""
+    return (X * v).sum(axis=1)
+
+
 def _free_flag(F: np.ndarray) -> np.ndarray:
     """1.0 for prompts without multiple-choice options (free-form questions), else 0.0."""
     return (1.0 - F[:, _FREE])[:, None]
@@ -74,12 +80,12 @@ class BlendModel:
     # -- parts
     def part_features(self, F: np.ndarray) -> np.ndarray:
         X = (feature_design(F) - self.a["f_mean"]) / self.a["f_scale"]
-        return _sigmoid(X @ self.a["coef_strong"] + self.a["b_strong"][0]) - _sigmoid(
-            X @ self.a["coef_weak"] + self.a["b_weak"][0]
+        return _sigmoid(_rowdot(X, self.a["coef_strong"]) + self.a["b_strong"][0]) - _sigmoid(
+            _rowdot(X, self.a["coef_weak"]) + self.a["b_weak"][0]
         )
 
     def part_embedding(self, E: np.ndarray, F: np.ndarray) -> np.ndarray:
-        return embedding_design(E, F) @ self.a["coef_emb"] + self.a["b_emb"][0]
+        return _rowdot(embedding_design(E, F), self.a["coef_emb"]) + self.a["b_emb"][0]
 
     def score_arrays(self, E: np.ndarray, F: np.ndarray) -> np.ndarray:
         """Blended score in [0, 1] for embeddings ``E`` (n, dim) and text features ``F``."""
@@ -87,8 +93,9 @@ class BlendModel:
             return np.zeros(0)
         if E.shape[1] * 2 != self.a["coef_emb"].size:
             raise ValueError(
-                f"embedding width {E.shape[1]} does not match this checkpoint "
-                f"({self.a['coef_emb'].size // 2}); use the embedder it was trained with"
+                f"embedding width {E.shape[1]} does not match this checkpoint's "
+                f"{self.a['coef_emb'].size // 2} (trained on embedder {self.config.get('embedder', 'minilm')!r}); "
+                "use the embedder it was trained with"
             )
         levels = np.linspace(0.0, 1.0, GRID)
         u_f = np.interp(self.part_features(F), self.a["grid_features"], levels)
@@ -164,10 +171,24 @@ def load_blend(directory: str | Path) -> BlendModel:
     return BlendModel(load_arrays(directory), cfg)
 
 
+def _check_pair(config: dict[str, Any], asked: dict[str, str | None]) -> None:
+    """A blend checkpoint scores one pair; refuse a request for another one it knows nothing of."""
+    for side, asked_model in asked.items():
+        known = config.get(side)
+        if asked_model and known and asked_model != known:
+            raise ValueError(
+                f"this blend checkpoint was trained for {side}={known!r}, not {asked_model!r}; train one on labels for your pair"
+            )
+
+
 class BlendRouter(EmbedderHolder, Router):
-    """Router over a :class:`BlendModel` checkpoint (default: the shipped one).
+    """Router over a :class:`BlendModel` checkpoint (default: the shipped one for the embedder).
 
     Spec: ``blend`` or ``blend:CHECKPOINT_DIR``; options ``embedder=...``, ``cache=0``.
+    Without a path the shipped checkpoint matching the embedder is used: ``embedder=`` if
+    given, else ``$ROUTEBATCH_EMBEDDER``, else ``minilm`` where CUDA exists and ``static``
+    otherwise. That last choice asks torch about CUDA, so it is made on first use (after a
+    score worker forks), not here. A checkpoint refuses another embedder than its own.
     """
 
     name = NAME
@@ -185,48 +206,116 @@ class BlendRouter(EmbedderHolder, Router):
         device: str | None = None,
         num_threads: Any = None,
     ) -> None:
-        from routing.routers._checkpoint import resolve
+        import os
 
-        self.path: Path | None
-        if model is not None:
-            self.path, self.model = None, model
-        else:
-            self.path = resolve(NAME, path)
-            self.model = load_blend(self.path)
-        # a blend checkpoint scores one pair; refuse a request for another one it knows nothing of
-        for side, asked in (("strong", strong), ("weak", weak)):
-            known = self.model.config.get(side)
-            if asked and known and asked != known:
-                raise ValueError(
-                    f"this blend checkpoint was trained for {side}={known!r}, not {asked!r}; train one on labels for your pair"
-                )
-        self._init_embedder(
-            embedder or str(self.model.config.get("embedder", "minilm")),
-            cache=cache,
-            batch_size=batch_size,
-            device=device,
-            num_threads=num_threads,
+        from routing.embeddings import EMBEDDER_ENV
+
+        self._path_arg = path
+        self._asked_embedder = embedder if embedder not in (None, "", "auto") else None
+        self._asked_pair = {"strong": strong, "weak": weak}
+        self._embedder_kw = {"cache": cache, "batch_size": batch_size, "device": device, "num_threads": num_threads}
+        self.path: Path | None = None
+        self._model: BlendModel | None = model
+        self._embedder = None
+        self._resolved = False
+        needs_cuda_probe = (
+            model is None and path is None and self._asked_embedder is None and not os.environ.get(EMBEDDER_ENV, "").strip()
         )
+        if not needs_cuda_probe:
+            self._resolve()
+            return
+        # which shipped checkpoint is decided on first use; both score the same pair, so a
+        # request for another pair is refused now
+        from routing.routers._checkpoint import SHIPPED_SUFFIX, default_checkpoint, read_config
+
+        for suffix in SHIPPED_SUFFIX.values():
+            d = default_checkpoint(NAME + suffix)
+            if (d / "router.json").exists():
+                _check_pair(read_config(d, expect=NAME), self._asked_pair)
+
+    def _resolve(self) -> None:
+        """Pick and load the checkpoint, check its embedder, set up the embedder (once)."""
+        if self._resolved:
+            return
+        from routing.embeddings import canonical_spec
+        from routing.routers._checkpoint import check_embedder, resolve, shipped_for_embedder
+
+        if self._model is None:
+            if self._path_arg is not None:
+                self.path = resolve(NAME, self._path_arg)
+            else:
+                asked = canonical_spec(self._asked_embedder or "auto")
+                self.path = resolve(NAME, str(shipped_for_embedder(NAME, asked)))
+            self._model = load_blend(self.path)
+        model = self._model
+        _check_pair(model.config, self._asked_pair)
+        trained = str(model.config.get("embedder", "minilm"))
+        if self._asked_embedder is not None:
+            check_embedder(self.path or "(in-memory blend model)", trained, self._asked_embedder)
+        kept = self._embedder  # use_embedder() before the first score keeps its embedder
+        self._init_embedder(self._asked_embedder or trained, **self._embedder_kw)
+        self._embedder = kept
+        self.trained_embedder = trained
+        self._resolved = True
+
+    @property
+    def model(self) -> BlendModel:
+        self._resolve()
+        assert self._model is not None
+        return self._model
+
+    @property
+    def embedder(self) -> Any:
+        self._resolve()
+        emb = EmbedderHolder.embedder.fget(self)  # type: ignore[attr-defined]
+        trained_id = self.model.config.get("embedder_model_id")
+        if trained_id and not getattr(self, "_id_checked", False):
+            self._id_checked = True
+            got = getattr(emb, "model_id", None)
+            same_kind = got is not None and str(got).split("|")[0] == str(trained_id).split("|")[0]
+            if same_kind and got != trained_id:  # same embedder, other vectors (version, source)
+                import warnings
+
+                warnings.warn(
+                    f"blend checkpoint {self.path} was trained on {trained_id!r} but scores with {got!r} "
+                    "(another model2vec version or source model?); retrain it for these vectors",
+                    stacklevel=2,
+                )
+        return emb
 
     def score(self, prompts: Sequence[str]) -> np.ndarray:
         if len(prompts) == 0:
             return np.zeros(0, dtype=np.float64)
+        self._resolve()
         return self.score_embeddings(self.embed(prompts), prompts)
 
     def score_embeddings(self, embeddings: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
         """Score with precomputed embeddings (evaluation reuses them across folds)."""
-        return self.model.score_arrays(np.asarray(embeddings), feature_matrix(prompts))
+        from routing.routers._checkpoint import check_width
+
+        E = np.asarray(embeddings)
+        model = self.model
+        if E.ndim == 2 and len(E):
+            check_width(
+                self.path or "(in-memory blend model)",
+                self.trained_embedder,
+                model.a["coef_emb"].size // 2,
+                self.embedder_spec,
+                E.shape[1],
+            )
+        return model.score_arrays(E, feature_matrix(prompts))
 
     def describe(self) -> dict:
         from routing.routers import _checkpoint
 
+        model = self.model
         out = {
             "name": NAME,
             "checkpoint": str(self.path) if self.path else None,
             "embedder": self.embedder_spec,
-            "trained_on": self.model.config.get("trained_on"),
-            "strong": self.model.config.get("strong"),
-            "weak": self.model.config.get("weak"),
+            "trained_on": model.config.get("trained_on"),
+            "strong": model.config.get("strong"),
+            "weak": model.config.get("weak"),
         }
         fingerprint = getattr(_checkpoint, "fingerprint", None)
         if self.path is not None and fingerprint is not None:
@@ -247,14 +336,21 @@ def train_blend(
     **options: Any,
 ) -> BlendModel:
     """Embed (through the shared cache), fit, and optionally save a checkpoint."""
+    meta = dict(meta or {})
     if embeddings is None:
         from routing.embeddings import get_embedder
 
-        embeddings = get_embedder(embedder, cache=cache).embed(list(prompts))
+        emb = get_embedder(embedder, cache=cache)
+        embeddings = emb.embed(list(prompts))
+        meta.setdefault("embedder_model_id", emb.model_id)  # provenance: exactly which vectors
+    from routing.embeddings import canonical_spec
+
+    embedder = canonical_spec(embedder)
     model = fit_blend(np.asarray(embeddings), feature_matrix(prompts), strong, weak, **options)
     model.config["embedder"] = embedder
     if out is not None:
-        save_blend(model, out, {"embedder": embedder, "n_train": len(prompts), **(meta or {})})
+        dim = int(np.asarray(embeddings).shape[1])
+        save_blend(model, out, {"embedder": embedder, "embedding_dim": dim, "n_train": len(prompts), **meta})
     return model
 
 

@@ -79,6 +79,34 @@ def _log1p(x: float) -> float:
     return math.log1p(max(x, 0.0))
 
 
+# the case-insensitive word patterns, case-sensitive, for lowercased ASCII text: on ASCII
+# input ``re.I`` matching equals matching the lowercased text (and \b does not move), and it
+# is 1.5-2.5x faster
+_TIME_LOW, _UNITS_LOW, _MULTISTEP_LOW, _PERCENT_LOW = (re.compile(p.pattern) for p in (_TIME, _UNITS, _MULTISTEP, _PERCENT))
+
+_ASCII_ALPHA = bytes(range(65, 91)) + bytes(range(97, 123))
+_ASCII_UPPER = bytes(range(65, 91))
+_ASCII_DIGIT = bytes(range(48, 58))
+
+
+def _char_counts(text: str) -> tuple[int, int, int]:
+    """(letters, uppercase, digits) as ``str.isalpha/isupper/isdigit`` count them.
+
+    ASCII text (nearly every prompt) is counted in C with ``bytes.translate``: for ASCII
+    characters those predicates are exactly [A-Za-z], [A-Z] and [0-9]. Other text takes the
+    per-character loop. Same numbers either way, 3x faster on the common case.
+    """
+    if text.isascii():
+        b = text.encode("ascii")
+        n = len(b)
+        return (
+            n - len(b.translate(None, _ASCII_ALPHA)),
+            n - len(b.translate(None, _ASCII_UPPER)),
+            n - len(b.translate(None, _ASCII_DIGIT)),
+        )
+    return sum(c.isalpha() for c in text), sum(c.isupper() for c in text), sum(c.isdigit() for c in text)
+
+
 def text_features(text: str) -> list[float]:
     """One row of :data:`FEATURE_NAMES` for one prompt."""
     chars = len(text)
@@ -93,7 +121,12 @@ def text_features(text: str) -> list[float]:
     else:
         stem, option_chars = text, 0
     low = text.lower()
-    letters = sum(c.isalpha() for c in text) or 1
+    if text.isascii():
+        src, time_re, units_re, multi_re, pct_re = low, _TIME_LOW, _UNITS_LOW, _MULTISTEP_LOW, _PERCENT_LOW
+    else:
+        src, time_re, units_re, multi_re, pct_re = text, _TIME, _UNITS, _MULTISTEP, _PERCENT
+    n_alpha, n_upper, n_digit = _char_counts(text)
+    letters = n_alpha or 1
     max_num = 0.0
     for n in nums:
         digits = re.sub(r"[^\d.]", "", n)
@@ -112,23 +145,23 @@ def text_features(text: str) -> list[float]:
         float(len(_BIGNUM.findall(text))),
         float(len(_DECIMAL.findall(text))),
         float(len(_FRACTION.findall(text))),
-        float(len(_PERCENT.findall(text))),
+        float(len(pct_re.findall(src))),
         float(len(_MONEY.findall(text))),
         float(has_options),
         _log1p(option_chars),
         _log1p(len(stem)),
         _log1p(len(_MATHSYM.findall(text))),
-        sum(c.isupper() for c in text) / letters,
-        sum(c.isdigit() for c in text) / max(chars, 1),
+        n_upper / letters,
+        n_digit / max(chars, 1),
         float(bool(_NEG.search(text))),
         float("how many" in low),
         float("how much" in low),
         float("what" in low),
         float("which" in low),
         float("why" in low),
-        _log1p(len(_TIME.findall(text))),
-        _log1p(len(_UNITS.findall(text))),
-        _log1p(len(_MULTISTEP.findall(text))),
+        _log1p(len(time_re.findall(src))),
+        _log1p(len(units_re.findall(src))),
+        _log1p(len(multi_re.findall(src))),
         float(bool(_PASSAGE.search(text))),
         float(bool(_STATEMENT.search(text))),
         float(bool(_SCENARIO.search(text))),

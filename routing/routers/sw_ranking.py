@@ -105,6 +105,7 @@ class SWRankingRouter(EmbeddingRouter):
         self.head = head
         self._tensors: dict[str, Any] | None = None
         self.train_embeddings = np.ascontiguousarray(arrays["embeddings"], dtype=np.float32)
+        self.trained_dim = int(self.train_embeddings.shape[1]) if self.train_embeddings.ndim == 2 else None
         M = len(self.models)
         n_train = len(self.train_embeddings)
         p_idx, a_idx, b_idx = (np.asarray(arrays[k], dtype=np.int64) for k in ("prompt_idx", "a_idx", "b_idx"))

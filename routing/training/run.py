@@ -35,8 +35,9 @@ def train_router(
         battles = read_battles(battles, strong or "strong", weak or "weak", tie_margin)
     options = {k: v for k, v in options.items() if v is not None}
     if router in ("mf", "sw_ranking"):
-        from routing.embeddings import get_embedder
+        from routing.embeddings import canonical_spec, get_embedder
 
+        embedder = canonical_spec(embedder)  # "auto" is recorded as what it meant here
         emb = get_embedder(embedder, cache=cache)
         X = emb.embed(battles.prompts)
         if router == "mf":

@@ -13,6 +13,8 @@ import logging
 from pathlib import Path
 
 import pytest
+
+from jobs.errors import ProviderError
 from sqlalchemy import text
 
 from jobs.ledger.session import session_scope
@@ -77,6 +79,10 @@ def test_401_fails_items_at_once_with_the_message_and_the_job_ends(
         "providers.sim.simulated": {"latency_ms": 1, "api_key": "sk-the-right-one-0000"},
         "providers.sim.api_key_env": "RB_TEST_WRONG_KEY",
     })
+    with pytest.raises(ProviderError, match="refused"):  # the pre-flight stops it before any work
+        run(rt, JobSpec(input_file=str(write_prompts(tmp_path / "in.jsonl", 40)), router="random", strong_share=0.5))
+    assert KEY not in caplog.text
+    rt.settings.preflight = False  # a key revoked mid-job: each item fails at once
     st = run(rt, JobSpec(input_file=str(write_prompts(tmp_path / "in.jsonl", 40)), router="random", strong_share=0.5))
     assert st.status in ("completed", "failed")
     assert (st.total, st.succeeded, st.failed) == (40, 0, 40)
@@ -93,5 +99,5 @@ def test_401_fails_items_at_once_with_the_message_and_the_job_ends(
     out, errs = tmp_path / "out.jsonl", tmp_path / "errors.jsonl"
     export_job(pg_url, st.job_id, out, errs)
     assert KEY not in out.read_text() and (not errs.exists() or KEY not in errs.read_text())
-    assert "Incorrect API key provided" in out.read_text()
+    assert out.read_text() == "" and "Incorrect API key provided" in errs.read_text()  # failed items: the error file only
     assert KEY not in caplog.text

@@ -125,7 +125,8 @@ def test_reaper_once_without_a_broker_repairs_and_runs_the_work_here(tmp_path):
         )
         from jobs.ledger.models import Job
 
-        s.execute(update(Job).where(Job.id == st["job_id"]).values(state="in_progress", phase="generating"))
+        # A job the workers ran (enqueued): the reaper only repairs those, never an embedded run's.
+        s.execute(update(Job).where(Job.id == st["job_id"]).values(state="in_progress", phase="generating", enqueued=True))
     out = run("reaper", "--once", "--json")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)

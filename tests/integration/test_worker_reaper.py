@@ -43,10 +43,17 @@ def _submit_routed(rt, tmp_path, n: int = 60, chunk: int = 20) -> tuple[str, Inl
     """A job scored and routed, its generate messages still waiting in ``queue``."""
     q = InlineQueue()
     job_id = submit(rt, JobSpec(input_file=str(write_prompts(tmp_path / "p.jsonl", n)), router="length", chunk_size=chunk), q)
+    _as_if_brokered(rt, job_id)
     while len(q) and q._pending[0][0] == "score":
         task, jid, c = q._pending.popleft()
         runner.run_task(rt, q, task, jid, c)
     return job_id, q
+
+
+def _as_if_brokered(rt, job_id: str) -> None:
+    """The InlineQueue stands in for a broker here: the reaper only re-enqueues enqueued jobs."""
+    with session_scope(rt.db_url) as s:
+        s.execute(update(Job).where(Job.id == job_id).values(enqueued=True))
 
 
 def _lose_chunk_in_flight(rt, job_id: str, chunk: int) -> None:
@@ -107,6 +114,7 @@ def test_stalled_job_waits_while_its_queue_has_messages(rt, tmp_path):
 def test_lost_score_messages_and_lost_route_step(rt, tmp_path):
     q = InlineQueue()
     job_id = submit(rt, JobSpec(input_file=str(write_prompts(tmp_path / "p.jsonl", 40)), router="length", chunk_size=20), q)
+    _as_if_brokered(rt, job_id)
     q._pending.clear()
     report = reaper.tick(rt, q, now=utcnow() + timedelta(seconds=10), deep=True)
     assert report.rekicked == [job_id] and [t for t, *_ in q._pending] == ["score", "score"]

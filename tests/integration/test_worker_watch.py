@@ -41,8 +41,7 @@ def test_watch_json_streams_each_change_until_terminal(capsys):
 def test_watch_bars_render_spend_and_stop_at_terminal(monkeypatch):
     buf = io.StringIO()
     console = Console(file=buf, width=140, force_terminal=False)
-    real_live = watch_mod.Live
-    monkeypatch.setattr(watch_mod, "Live", lambda *a, **k: real_live(*a, console=console, **k))
+    monkeypatch.setattr(watch_mod, "console", lambda *a, **k: console)
     seq = [_status("in_progress", 2, cost=20), _status("cancelled", 4, cost=40)]
     final = watch_mod.watch(_feed(seq), interval=0.01)
     out = buf.getvalue()

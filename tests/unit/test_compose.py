@@ -13,7 +13,7 @@ yaml = pytest.importorskip("yaml")
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
-SERVICES = {"postgres", "redis", "migrate", "worker-score", "worker-generate", "flower", "sim-provider"}
+SERVICES = {"postgres", "redis", "migrate", "worker-score", "worker-generate", "flower", "sim-provider", "prometheus", "grafana"}
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +113,24 @@ def test_score_worker_reserves_a_gpu_and_generate_workers_scale(compose):
     gen = svc["worker-generate"]
     assert "container_name" not in gen and "ports" not in gen  # `--scale worker-generate=N` works
     assert _argv(gen)[:4] == ["routebatch", "worker", "--queue", "generate"]
+
+
+def test_prometheus_scrapes_the_port_the_workers_serve_and_grafana_is_provisioned(compose):
+    import json
+    import re
+
+    gen = _argv(compose["services"]["worker-generate"])
+    port = gen[gen.index("--metrics-port") + 1]
+    prom = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
+    targets = [sd for job in prom["scrape_configs"] for sd in job.get("dns_sd_configs", [])]
+    assert any(str(sd["port"]) == port and "worker-generate" in sd["names"] for sd in targets)
+    mounts = {m.split(":")[0] for svc in ("prometheus", "grafana") for m in compose["services"][svc]["volumes"]}
+    for mount in mounts:
+        assert (REPO / mount).exists(), mount
+    dashboard = json.loads((REPO / "deploy" / "grafana" / "dashboards" / "routebatch.json").read_text())
+    exposed = set(re.findall(r'"(routebatch_\w+)"', (REPO / "jobs" / "metrics.py").read_text()))
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for name in re.findall(r"routebatch_\w+", target["expr"]):
+                base = name.removesuffix("_total")
+                assert base in exposed, f"panel {panel['title']!r} queries {name}, which jobs/metrics.py does not expose"

@@ -17,6 +17,13 @@ FAULT_KINDS = ("429", "500", "503", "hang", "drop", "malformed", "no_usage")
 closes the connection without a response, ``malformed`` sends a 200 whose body is not JSON,
 ``no_usage`` a correct answer without the ``usage`` object."""
 
+USAGE_FAULT_KINDS = ("negative_usage", "huge_usage")
+"""A correct answer whose ``usage`` lies: negative counts, or a billion completion tokens
+(a hostile or broken provider; the ledger must cap it). Never part of ``fault_rate``'s
+default split: name them in ``faults`` or ``fault_kinds``."""
+
+ALL_FAULT_KINDS = FAULT_KINDS + USAGE_FAULT_KINDS
+
 LATENCY_KINDS = ("fixed", "uniform", "lognormal")
 
 
@@ -57,8 +64,8 @@ class SimOptions:
         for key in [k for k in opts if k.startswith("fault_")]:
             faults[key[len("fault_") :]] = float(opts.pop(key))
         for k, v in faults.items():
-            if k not in FAULT_KINDS:
-                raise ValueError(f"simulated.faults: unknown fault {k!r}; known: {', '.join(FAULT_KINDS)}")
+            if k not in ALL_FAULT_KINDS:
+                raise ValueError(f"simulated.faults: unknown fault {k!r}; known: {', '.join(ALL_FAULT_KINDS)}")
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"simulated.faults.{k}: fraction must be within [0, 1], got {v}")
         if sum(faults.values()) > 1.0 + 1e-9:

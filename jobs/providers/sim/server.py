@@ -31,7 +31,7 @@ from typing import Any
 
 import httptools
 
-from jobs.providers.sim.options import FAULT_KINDS, SimOptions
+from jobs.providers.sim.options import ALL_FAULT_KINDS, SimOptions
 from jobs.providers.sim.replay import ReplayTable, load_replay_table, prompt_of
 
 _WORD_RE = re.compile(r"\w+|[^\w\s]")
@@ -130,17 +130,17 @@ class SimulatedApp:
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> _Reply:
         self.requests += 1
         path = path.split("?", 1)[0].rstrip("/")
-        if path.endswith("/models") and method == "GET":
+        if self.options.api_key is not None and headers.get("authorization") != f"Bearer {self.options.api_key}":
+            # Echoes the key it got, as some real providers do (partly): redaction is tested on it.
+            got = headers.get("authorization", "").removeprefix("Bearer ")
+            return _error(401, f"Incorrect API key provided: {got or '(none)'}.", "invalid_request_error")
+        if path.endswith("/models") and method == "GET":  # what the pre-flight check asks, with the key
             data = [{"id": m, "object": "model", "owned_by": "routebatch-sim"} for m in self.models()]
             return _Reply(200, json.dumps({"object": "list", "data": data}).encode())
         if not path.endswith("/chat/completions"):
             return _error(404, f"no route {path}", "invalid_request_error")
         if method != "POST":
             return _error(405, "use POST", "invalid_request_error")
-        if self.options.api_key is not None and headers.get("authorization") != f"Bearer {self.options.api_key}":
-            # Echoes the key it got, as some real providers do (partly): redaction is tested on it.
-            got = headers.get("authorization", "").removeprefix("Bearer ")
-            return _error(401, f"Incorrect API key provided: {got or '(none)'}.", "invalid_request_error")
         try:
             req = json.loads(body)
             model = req["model"]
@@ -164,7 +164,7 @@ class SimulatedApp:
             delay = float(headers["x-sim-latency-ms"]) / 1000.0
         fault = headers.get("x-sim-fault") or (opts.draw_fault(rng) if rng is not None else None)
 
-        if fault is not None and fault not in FAULT_KINDS:
+        if fault is not None and fault not in ALL_FAULT_KINDS:
             try:
                 status = int(fault)
             except ValueError:
@@ -202,6 +202,10 @@ class SimulatedApp:
             "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
         }
+        if fault == "negative_usage":
+            prompt_tokens, completion_tokens = -1_000_000, -1_000_000
+        elif fault == "huge_usage":
+            completion_tokens = 1_000_000_000
         if fault != "no_usage":
             out["usage"] = {
                 "prompt_tokens": prompt_tokens,

@@ -75,12 +75,13 @@ def test_run_with_bad_lines_keeps_every_valid_row(tmp_path: Path, sqlite_url: st
     assert [x["custom_id"] for x in lines] == [f"c-{i:04d}" for i in range(1000)]
     first = lines[0]
     assert first["error"] is None and first["response"]["status_code"] == 200
-    meta = first["response"]["body"]["metadata"]["routebatch"]
+    meta = first["routebatch"]
+    assert "metadata" not in first["response"]["body"]  # the provider's body, untouched
     assert meta["route"] in ("strong", "weak") and meta["threshold"] == st.threshold
     assert first["response"]["body"]["choices"][0]["message"]["content"]
     err_lines = [json.loads(x) for x in errors.read_text().splitlines()]
-    assert sorted(e["line"] for e in err_lines if e["type"] == "invalid_input") == bad_lines
-    assert all(e["reason"] for e in err_lines)
+    assert sorted(e["error"]["line"] for e in err_lines if e["error"]["code"] == "invalid_input") == bad_lines
+    assert all(e["error"]["message"] for e in err_lines)
 
 
 def test_rerun_creates_a_new_job_and_routes_identically(tmp_path: Path, sqlite_url: str, runtime_factory) -> None:

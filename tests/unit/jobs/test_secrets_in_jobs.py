@@ -44,8 +44,9 @@ weak = "sim-weak"
     return path
 
 
-def _rb(args: list[str], cwd: Path, config: Path) -> subprocess.CompletedProcess:
+def _rb(args: list[str], cwd: Path, config: Path, **extra_env: str) -> subprocess.CompletedProcess:
     env = {
+        **extra_env,
         **os.environ,
         "ROUTEBATCH_DATABASE_URL": f"sqlite:///{cwd / 'rb.db'}",
         "ROUTEBATCH_CONFIG": str(config),
@@ -87,7 +88,11 @@ def test_planted_key_is_nowhere(tmp_path: Path) -> None:
 
 def test_a_401_fails_items_at_once_and_the_job_ends(tmp_path: Path) -> None:
     config = _config(tmp_path / "rb.toml", sim_key="sk-the-right-key-is-another-one")
-    done = _rb(["run", str(_dataset(tmp_path)), "--json"], tmp_path, config)
+    stopped = _rb(["run", str(_dataset(tmp_path)), "--json"], tmp_path, config)
+    assert stopped.returncode == 1 and "401" in json.loads(stopped.stdout)["error"]  # the pre-flight, before any ingest
+    assert KEY not in stopped.stdout + stopped.stderr
+    # Without the pre-flight (a key revoked mid-job), a 401 fails each item at once.
+    done = _rb(["run", str(_dataset(tmp_path)), "--json"], tmp_path, config, ROUTEBATCH_PREFLIGHT="0")
     st = json.loads(done.stdout)
     assert st["status"] == "completed"
     assert st["failed"] == 20 and st["succeeded"] == 0

@@ -555,7 +555,8 @@ def late_result(attempt_id: str, body: dict, model: str = "sim-weak") -> CallRes
         error_message=None, request_id=attempt_id, latency_ms=5, prompt_tokens=100, completion_tokens=50,
         cached_tokens=0, usage_estimated=False, started_at=now, finished_at=now,
     )  # fmt: skip
-    request = ChatRequest(custom_id="x", model=model, messages=[{"role": "user", "content": "x"}], max_tokens=64)
+    # a prompt that can count 100 tokens (usage beyond the input bound would be capped)
+    request = ChatRequest(custom_id="x", model=model, messages=[{"role": "user", "content": "x " * 100}], max_tokens=64)
     return CallResult(request=request, ok=True, attempts=[attempt], body=body, model=model, status_code=200, error=None)
 
 
@@ -618,3 +619,32 @@ def test_late_answer_under_an_old_lease_is_paid_for_but_does_not_overwrite(
 def test_module_constants_used_by_the_tests() -> None:
     """The end-to-end tests above size their batches on these."""
     assert fanout.ADMIT_BATCH == 16 and fanout.FLUSH_SECONDS == 0.5
+
+
+def test_an_item_whose_request_cannot_be_built_fails_alone(tmp_path, sqlite_url, runtime_factory) -> None:
+    """Params that are not a mapping (a row written before validation was strict, or a
+    hand-edited ledger) fail that item with the reason; its neighbours are answered."""
+    import json as _json
+
+    from sqlalchemy import update as _update
+
+    from jobs.ledger.models import Item as _Item
+    from jobs.ledger.session import session_scope as _scope
+    from jobs.lifecycle.service import JobSpec as _Spec
+    from jobs.lifecycle.service import submit as _submit
+    from jobs.pipeline.runner import run_task
+    from jobs.pipeline.tasks import InlineQueue as _Queue
+
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(_json.dumps({"custom_id": f"r{i}", "prompt": f"q {i}"}) + "\n" for i in range(10)))
+    rt = runtime_factory(sqlite_url)
+    queue = _Queue()
+    job_id = _submit(rt, _Spec(input_file=str(data), router="length", strong_share=0.5), queue)
+    with _scope(sqlite_url) as s:
+        s.execute(_update(_Item).where(_Item.job_id == job_id, _Item.custom_id == "r3").values(params=["not", "a", "dict"]))
+    queue.drain(lambda task, jid, chunk: run_task(rt, queue, task, jid, chunk))
+    with _scope(sqlite_url) as s:
+        states = dict(s.execute(select(_Item.custom_id, _Item.state).where(_Item.job_id == job_id)).all())
+        bad = s.scalars(select(_Item).where(_Item.job_id == job_id, _Item.custom_id == "r3")).one()
+    assert states.pop("r3") == "failed" and "request cannot be built" in (bad.error or "")
+    assert set(states.values()) == {"succeeded"} and len(states) == 9

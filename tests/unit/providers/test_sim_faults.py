@@ -20,10 +20,10 @@ def run_many(base_url: str, n: int, headers: dict | None = None, **cfg_kw) -> li
 
     async def go() -> list[CallResult]:
         pool = ProviderPool(cfg, base_urls={"p": base_url})
-        params = {"_headers": headers} if headers else {}
         try:
             return await asyncio.gather(*(
-                pool.complete(ChatRequest(str(i), "weak", [{"role": "user", "content": f"question {i}"}], 16, params))
+                pool.complete(ChatRequest(str(i), "weak", [{"role": "user", "content": f"question {i}"}], 16,
+                                          headers=headers or {}))
                 for i in range(n)
             ))
         finally:

@@ -75,9 +75,10 @@ def test_train_blend_embeds_through_the_given_embeddings(tmp_path: Path) -> None
     assert model.a["coef_emb"].size == 64
 
 
-def test_shipped_checkpoint_scores_prompts() -> None:
-    router = BlendRouter()
-    router.use_embedder(HashEmbedder(384))
+@pytest.mark.parametrize("embedder,dim", [("minilm", 384), ("static", 256)])
+def test_shipped_checkpoint_scores_prompts(embedder: str, dim: int) -> None:
+    router = BlendRouter(embedder=embedder)  # the shipped checkpoint for that embedder
+    router.use_embedder(HashEmbedder(dim))
     prompts = [r.prompt for r in load_mmlu(SAMPLE)[:30]] + [r.prompt for r in load_gsm8k(SAMPLE)[:10]]
     scores = router.score(prompts)
     assert scores.shape == (40,) and np.all((scores >= 0) & (scores <= 1))

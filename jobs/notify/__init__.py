@@ -1,0 +1,1 @@
+"""Notifications that leave the process: webhooks for budget alerts and job outcomes."""
