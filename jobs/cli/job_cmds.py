@@ -126,6 +126,15 @@ SPEC_OPTIONS: list[tuple[str, object, object]] = [
         str,
         typer.Option("threshold", "--allocate", help="threshold | budget (budget-optimal strong set under the cap)."),
     ),
+    (
+        "out",
+        Optional[str],
+        typer.Option(
+            None, "--out", help="Write the results here when the job ends (.parquet: Parquet, else OpenAI Batch JSONL)."
+        ),
+    ),
+    ("errors_out", Optional[str], typer.Option(None, "--errors", help="With --out: write the errors file here too.")),
+    ("force", bool, typer.Option(False, "--force", help="Replace --out/--errors if they exist.")),
 ]
 
 

@@ -145,6 +145,12 @@ def check_targets(
     """Raise ``ExportRefused`` for an export that would destroy data or read a running job."""
     if not partial and job.state not in _TERMINAL_JOB_STATES:
         raise ExportRefused(f"job {job.id} is {job.state}, not finished; wait for it or pass --partial to export it as is")
+    check_paths(db_url, job.input_file, out, errors, force=force)
+
+
+def check_paths(db_url: str, input_file: str | None, out: Path, errors: Path | None = None, *, force: bool = False) -> None:
+    """Raise ``ExportRefused`` for targets that would overwrite the ledger, the input, each
+    other, or (without ``force``) an existing file. ``run --out`` checks this at submit."""
     targets = [("--out", out)] + ([("--errors", errors)] if errors is not None else [])
     if errors is not None and _same_file(out, errors):
         raise ExportRefused(f"--out and --errors are the same file ({out}); give two different paths")
@@ -154,7 +160,7 @@ def check_targets(
         for ledger in ledger_files(db_url):
             if _same_file(path, ledger):
                 raise ExportRefused(f"{flag} {path} is the ledger database ({ledger.name}); refusing to overwrite it")
-        if job.input_file and _same_file(path, Path(job.input_file)):
+        if input_file and _same_file(path, Path(input_file)):
             raise ExportRefused(f"{flag} {path} is the job's input file; refusing to overwrite it")
         if path.exists() and not force:
             raise ExportRefused(f"{flag} {path} already exists; pass --force to replace it")
@@ -180,6 +186,35 @@ def _atomic(path: Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def write_job_outputs(db_url: str, job_id: str) -> dict[str, int] | None:
+    """``run/submit --out``: write the results (and errors) of a job that just ended.
+
+    Called once by the caller that closed the job. Overwrites its own earlier output (a
+    resumed job writes again); never raises for an output problem: the job's outcome stands,
+    and the failure is a ledger event and a log line.
+    """
+    import logging
+
+    from jobs.money.budgets import add_event
+
+    with session_scope(db_url) as s:
+        job = s.get(Job, job_id)
+        spec = (job.spec or {}) if job is not None else {}
+    if not spec.get("out"):
+        return None
+    out = Path(spec["out"])
+    errors = Path(spec["errors_out"]) if spec.get("errors_out") else None
+    fmt = "parquet" if out.suffix == ".parquet" else "openai"
+    try:
+        return export_job(db_url, job_id, out, errors, fmt, force=True)
+    except (OSError, ConfigError) as exc:
+        message = f"cannot write the results of {job_id} to {out}: {exc}"
+        logging.getLogger(__name__).warning(message)
+        with session_scope(db_url) as s:
+            add_event(s, "output_failed", message, job_id=job_id)
+        return None
 
 
 def export_job(

@@ -58,6 +58,9 @@ class JobSpec(BaseModel):
     budget: str | None = Field(None, description="Named budget to draw from.")
     on_exhausted: Literal["downgrade", "skip", "stop"] = "downgrade"
     allocate: Literal["threshold", "budget"] = "threshold"
+    out: str | None = Field(None, description="Write the results here when the job ends (.parquet: Parquet, else JSONL).")
+    errors_out: str | None = Field(None, description="Write the errors file here when the job ends.")
+    force: bool = Field(False, description="Replace out/errors_out if they exist when the job is submitted.")
 
     @model_validator(mode="after")
     def _one_rule(self) -> JobSpec:
@@ -65,6 +68,8 @@ class JobSpec(BaseModel):
             raise ValueError("give either threshold or strong_share, not both")
         if self.allocate == "budget" and self.budget_usd is None and self.budget is None:
             raise ValueError("--allocate budget needs --budget-usd or --budget")
+        if self.errors_out is not None and self.out is None:
+            raise ValueError("--errors needs --out")
         return self
 
 
@@ -134,6 +139,10 @@ def _create_job(rt: Runtime, spec: JobSpec) -> tuple[str, Iterator]:
         from jobs.providers.preflight import preflight
 
         preflight(cfg, [strong, weak], rt.base_urls())  # a dead endpoint or a bad key stops us before any work
+    if spec.out is not None:
+        from jobs.ledger.export import check_paths
+
+        check_paths(rt.db_url, str(path), Path(spec.out), Path(spec.errors_out) if spec.errors_out else None, force=spec.force)
     ensure_schema(rt.db_url)
     fp = fingerprint(path)
     limits = limits_for_models(cfg, [strong, weak])

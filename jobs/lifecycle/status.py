@@ -72,6 +72,11 @@ class JobStatus(BaseModel):
     enqueued: bool = False
     runner: str | None = None
     grade: dict[str, Any] | None = None
+    object: str = "batch"
+    request_counts: dict[str, int] = {}
+    """OpenAI Batch's counts: total, completed (answered), failed (everything else that ended)."""
+    openai_timestamps: dict[str, int | None] = {}
+    """The state timestamps as OpenAI names them (``created_at``, ``in_progress_at``, ...), Unix seconds."""
 
     @property
     def terminal(self) -> bool:
@@ -177,6 +182,19 @@ def read_status(s: Session, job_id: str) -> JobStatus:
         input_changed=job.input_changed,
         enqueued=job.enqueued,
         runner=(f"{job.runner_host} pid {job.runner_pid}" if job.runner_id else None),
+        request_counts={
+            "total": job.total,
+            "completed": counts.get(ItemState.SUCCEEDED, 0),
+            "failed": sum(counts.get(st.value, 0) for st in ItemState if st.terminal and st != ItemState.SUCCEEDED),
+        },
+        openai_timestamps={
+            "created_at": int(job.created_at.timestamp()),
+            **{
+                f"{st.value}_at": (int(getattr(job, f"{st.value}_at").timestamp()) if getattr(job, f"{st.value}_at") else None)
+                for st in JobState
+                if st not in (JobState.VALIDATING, JobState.BUDGET_EXHAUSTED)
+            },
+        },
     )
 
 

@@ -27,4 +27,9 @@ def maybe_finalize(rt: Runtime, job_id: str) -> bool:
         elif job.state == JobState.IN_PROGRESS:
             transitions.transition(job, JobState.FINALIZING)
             transitions.transition(job, JobState.COMPLETED)
+        wants_output = bool((job.spec or {}).get("out"))
+    if wants_output:
+        from jobs.ledger.export import write_job_outputs
+
+        write_job_outputs(rt.db_url, job_id)  # after the commit: the file shows the final states
     return True
