@@ -32,7 +32,9 @@ score workers fork after importing ``routing`` and CUDA cannot survive a fork.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -302,6 +304,27 @@ def _canonical_signs(matrix: np.ndarray) -> np.ndarray:
     return (matrix * signs[None, :]).astype(np.float32)
 
 
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """No per-token progress bars from transformers/model2vec on a user's terminal (the one
+    warning line before the distillation says what is happening)."""
+    import functools
+
+    from model2vec.distill import inference
+    from transformers.utils import logging as hf_logging
+
+    bar = getattr(inference, "tqdm", None)
+    hf_logging.disable_progress_bar()
+    if bar is not None:
+        inference.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+        if bar is not None:
+            inference.tqdm = bar
+
+
 def distill_static(
     source: str | os.PathLike[str], out: str | os.PathLike[str], *, pca_dims: int = 256, sif_coefficient: float = 1e-4
 ) -> Path:
@@ -324,9 +347,11 @@ def distill_static(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    model = distill(
-        model_name=str(source), pca_dims=pca_dims, sif_coefficient=sif_coefficient, quantize_to="float32", device="cpu"
-    )
+    logging.getLogger("routebatch").warning("building the CPU embedder from MiniLM (once, about 20 s; cached in %s)", out.parent)
+    with _quiet_progress():
+        model = distill(
+            model_name=str(source), pca_dims=pca_dims, sif_coefficient=sif_coefficient, quantize_to="float32", device="cpu"
+        )
     emb = np.asarray(model.embedding, dtype=np.float32)
     if getattr(model, "token_mapping", None) is not None:
         emb = emb[np.asarray(model.token_mapping)]
