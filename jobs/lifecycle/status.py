@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -100,6 +101,16 @@ class JobStatus(BaseModel):
         return self.model_dump(mode="json", exclude_none=False, exclude={"grade"} if self.grade is None else set())
 
 
+OPENAI_STATES = tuple(st for st in JobState if st not in (JobState.VALIDATING, JobState.BUDGET_EXHAUSTED))
+"""The states whose timestamps OpenAI's Batch object has (``validating`` is its ``created_at``)."""
+
+
+def _stamp(job: Job, state: JobState) -> datetime | None:
+    """When the job entered ``state`` (the ``<state>_at`` column), if it did."""
+    value: datetime | None = getattr(job, f"{state.value}_at")
+    return value
+
+
 def get_job(s: Session, job_id: str) -> Job:
     job = s.get(Job, job_id)
     if job is None:
@@ -171,9 +182,7 @@ def read_status(s: Session, job_id: str) -> JobStatus:
         allocate=job.allocate,
         budgets=budgets,
         invalid_rows=invalid_sample,
-        timestamps={
-            st.value: (getattr(job, f"{st.value}_at").isoformat() if getattr(job, f"{st.value}_at") else None) for st in JobState
-        },
+        timestamps={st.value: (at.isoformat() if (at := _stamp(job, st)) else None) for st in JobState},
         created_at=job.created_at.isoformat(),
         ingest_complete=job.ingest_complete,
         ingest_line=job.ingest_line,
@@ -189,11 +198,7 @@ def read_status(s: Session, job_id: str) -> JobStatus:
         },
         openai_timestamps={
             "created_at": int(job.created_at.timestamp()),
-            **{
-                f"{st.value}_at": (int(getattr(job, f"{st.value}_at").timestamp()) if getattr(job, f"{st.value}_at") else None)
-                for st in JobState
-                if st not in (JobState.VALIDATING, JobState.BUDGET_EXHAUSTED)
-            },
+            **{f"{st.value}_at": (int(at.timestamp()) if (at := _stamp(job, st)) else None) for st in OPENAI_STATES},
         },
     )
 
