@@ -66,9 +66,18 @@ def base_url_credentials(url: str) -> str | None:
 
 
 class ProviderConfig(_Strict):
-    """An OpenAI-compatible endpoint (``/v1/chat/completions``)."""
+    """One endpoint: OpenAI-compatible chat completions (``kind = "openai"``, the default:
+    ``{base_url}/chat/completions``; OpenAI, vLLM, LiteLLM, Together, ...) or Anthropic's
+    Messages API (``kind = "anthropic"``: ``{base_url}/v1/messages``). The protocol itself is
+    ``jobs.providers.wire``."""
 
-    base_url: str = Field(default="", description="e.g. https://api.openai.com/v1; empty for a simulated provider")
+    kind: Literal["openai", "anthropic"] = Field(
+        default="openai", description="Wire protocol: 'openai' (chat completions) or 'anthropic' (Messages API)."
+    )
+    base_url: str = Field(
+        default="",
+        description="e.g. https://api.openai.com/v1 or https://api.anthropic.com; empty for a simulated provider",
+    )
     api_key_env: str | None = Field(default=None, description="Name of the environment variable holding the API key.")
     timeout_s: float = Field(default=60.0, gt=0)
     concurrency: int = Field(default=64, ge=1)
@@ -123,11 +132,34 @@ class ModelConfig(_Strict):
     input_usd_per_mtok: float = Field(..., ge=0, le=MAX_USD_PER_MTOK, allow_inf_nan=False)
     output_usd_per_mtok: float = Field(..., ge=0, le=MAX_USD_PER_MTOK, allow_inf_nan=False)
     cached_input_usd_per_mtok: float | None = Field(default=None, ge=0, le=MAX_USD_PER_MTOK, allow_inf_nan=False)
+    cache_read_usd_per_mtok: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_USD_PER_MTOK,
+        allow_inf_nan=False,
+        description="Input tokens read from the prompt cache (Anthropic's name for cached_input_usd_per_mtok); "
+        "default: 0.1 x input on an anthropic provider, the input price elsewhere.",
+    )
+    cache_write_usd_per_mtok: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_USD_PER_MTOK,
+        allow_inf_nan=False,
+        description="Input tokens written to the prompt cache (Anthropic: 5-minute cache); default 1.25 x input on an "
+        "anthropic provider, the input price elsewhere (no surcharge).",
+    )
     max_tokens: int | None = Field(default=None, ge=1, description="Default max_tokens for this model.")
     encoding: str | None = Field(default=None, description="tiktoken encoding name, when known.")
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
     fallback: str | None = Field(default=None, description="Model to use when this one fails permanently for an item.")
+
+    @model_validator(mode="after")
+    def _one_cache_read_price(self) -> ModelConfig:
+        both = self.cached_input_usd_per_mtok is not None and self.cache_read_usd_per_mtok is not None
+        if both and self.cached_input_usd_per_mtok != self.cache_read_usd_per_mtok:
+            raise ValueError("cached_input_usd_per_mtok and cache_read_usd_per_mtok are the same price; give one of them")
+        return self
 
 
 class WebhookConfig(_Strict):
@@ -137,7 +169,7 @@ class WebhookConfig(_Strict):
     url: str = Field(..., description="Never logged: a Slack-style URL carries its token in the path.")
     format: Literal["slack", "json"] = "json"
     events: tuple[str, ...] = Field(
-        default=("budget_alert", "job_completed", "job_failed", "job_cancelled", "job_budget_exhausted"),
+        default=("budget_alert", "job_completed", "job_failed", "job_cancelled", "job_budget_exhausted", "job_expired"),
         description="Which notifications to send.",
     )
     timeout_s: float = Field(default=5.0, gt=0)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from jobs.cli.app import app
@@ -47,6 +46,12 @@ def _summary_table(st: dict) -> Table:
     table.add_column("key", style="bold")
     table.add_column("value")
     table.add_row("status", st["status"] + (f"  ({st['error']})" if st.get("error") else ""))
+    if st.get("name"):
+        table.add_row("name", st["name"])
+    if st.get("metadata"):
+        table.add_row("metadata", ", ".join(f"{k}={v}" for k, v in st["metadata"].items()))
+    if st.get("completion_window"):
+        table.add_row("completion window", f"{st['completion_window']}, expires {_when(st.get('expires_at'))}")
     table.add_row("router", f"{st['router']}  threshold={st['threshold']}")
     table.add_row("items", f"{st['total']} valid, {st['invalid']} invalid")
     if not st.get("ingest_complete", True):
@@ -74,7 +79,16 @@ def _summary_table(st: dict) -> Table:
     if "grade" in st:
         g = st["grade"]
         table.add_row("realised quality", f"{g.get('accuracy')} over {g.get('n')} graded items")
+    for i, note in enumerate(st.get("notes") or []):
+        table.add_row("notes" if i == 0 else "", note)
     return table
+
+
+def _when(unix: int | None) -> str:
+    """A Unix timestamp as UTC ISO text (``-`` when unset)."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if unix else "-"
 
 
 def _print_status(status: JobStatus, as_json: bool) -> None:
@@ -112,6 +126,16 @@ SPEC_OPTIONS: list[tuple[str, object, object]] = [
         Optional[float],
         typer.Option(None, "--strong-share", help="Fraction of items for the strong model (default 0.5)."),
     ),
+    (
+        "share_from_sample",
+        Optional[int],
+        typer.Option(
+            None,
+            "--share-from-sample",
+            help="With --strong-share: fix the threshold on the first N scored items and hold it, "
+            "so chunks are generated as they are scored.",
+        ),
+    ),
     ("max_tokens", Optional[int], typer.Option(None, "--max-tokens", help="Default max_tokens for items that set none.")),
     ("chunk_size", Optional[int], typer.Option(None, "--chunk-size", help="Items per task chunk.")),
     ("budget_usd", Optional[float], typer.Option(None, "--budget-usd", help="Cap this job's spend (USD); never exceeded.")),
@@ -135,6 +159,21 @@ SPEC_OPTIONS: list[tuple[str, object, object]] = [
     ),
     ("errors_out", Optional[str], typer.Option(None, "--errors", help="With --out: write the errors file here too.")),
     ("force", bool, typer.Option(False, "--force", help="Replace --out/--errors if they exist.")),
+    ("name", Optional[str], typer.Option(None, "--name", help="A name for the job (list --name finds it).")),
+    (
+        "metadata",
+        Optional[list[str]],
+        typer.Option(None, "--metadata", help="key=value, repeatable (at most 16; keys <= 64, values <= 512 characters)."),
+    ),
+    (
+        "completion_window",
+        Optional[str],
+        typer.Option(
+            None,
+            "--completion-window",
+            help="e.g. 24h, 90m, 2d: items unfinished by then end expired (batch_expired in the errors file).",
+        ),
+    ),
 ]
 
 
@@ -171,7 +210,15 @@ def _spec(options: dict, as_json: bool = False):
     try:
         return JobSpec(input_file=str(options["input_file"]), format=options["fmt"], **fields)
     except ValidationError as exc:
-        fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()), as_json)
+        fail("; ".join(_problem(e) for e in exc.errors()), as_json)
+
+
+def _problem(error: Any) -> str:
+    """One validation error as ``field: what is wrong`` (the JobSpec field, as the Python API names it)."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:
+        return message  # a rule across options (--errors needs --out)
+    return f"{'.'.join(map(str, error['loc']))}: {message}"
 
 
 @app.command()
@@ -192,18 +239,17 @@ def run(
         if as_json:
             st = run_job(rt, spec)
         else:
-            with Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
-            ) as bar:
-                task = bar.add_task("validating", total=None)
+            from rich.live import Live
+
+            from jobs.cli.output import console
+            from jobs.cli.watch import JobView
+
+            con = console(stderr=True)
+            view = JobView(con)
+            with Live(console=con, transient=True, refresh_per_second=4) as live:
 
                 def progress(p: IngestProgress | JobStatus) -> None:
-                    if isinstance(p, IngestProgress):
-                        bar.update(task, description="validating", completed=p.valid + p.invalid)
-                        return
-                    pending = p.counts.get("pending", 0)
-                    stage = "scoring" if pending else "generating"
-                    bar.update(task, description=stage, total=p.total, completed=p.total - pending if pending else p.done)
+                    live.update(view.update(_ingest_status(p) if isinstance(p, IngestProgress) else p.to_json()))
 
                 st = run_job(rt, spec, progress)
         if grade is not None:
@@ -213,6 +259,20 @@ def run(
     finally:
         rt.close()
     _finish(st, as_json)
+
+
+def _ingest_status(p: Any) -> dict:
+    """What the watch view needs of a job still validating, from ingest's progress report."""
+    return {
+        "job_id": p.job_id,
+        "status": "validating",
+        "total": p.valid,
+        "counts": {},
+        "ingest_bytes": p.bytes_read,
+        "input_size": p.size,
+        "ingest_line": p.valid + p.invalid,
+        "cost_usd": 0.0,
+    }
 
 
 def _warn_input_changed(st: JobStatus) -> None:
@@ -313,20 +373,26 @@ def status_cmd(
 
 
 @app.command("list")
-def list_cmd(limit: int = typer.Option(20, "--limit"), as_json: bool = JsonOption) -> None:
-    """The most recent jobs."""
+def list_cmd(
+    limit: int = typer.Option(20, "--limit"),
+    name: Optional[str] = typer.Option(None, "--name", help="Only jobs with this --name (exact)."),
+    state: Optional[str] = typer.Option(None, "--state", help="Only jobs in this state (e.g. in_progress, expired)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """The most recent jobs, newest first."""
     from jobs.lifecycle.service import list_jobs
 
-    jobs = list_jobs(_runtime(), limit)
+    jobs = list_jobs(_runtime(), limit, name=name, state=state)
 
     def render(con) -> None:
         table = Table(title="jobs")
         # The id is what people copy: never shortened (other columns give way first).
         table.add_column("job_id", no_wrap=True, min_width=max((len(str(j["job_id"])) for j in jobs), default=6))
-        for col in ("status", "created_at", "total", "invalid", "router", "input_file"):
+        columns = ("name", "status", "created_at", "total", "invalid", "router", "input_file")
+        for col in columns:
             table.add_column(col)
         for j in jobs:
-            table.add_row(*(str(j[c]) for c in ("job_id", "status", "created_at", "total", "invalid", "router", "input_file")))
+            table.add_row(*(str(j[c]) if j[c] is not None else "-" for c in ("job_id", *columns)))
         con.print(table)
 
     emit(jobs, as_json, render)
@@ -346,11 +412,13 @@ def resume(
     job_id: str = typer.Argument(...),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Send failed items again too."),
     force: bool = typer.Option(False, "--force", help="Treat every in-flight item as lost (no worker is running)."),
+    reopen: bool = typer.Option(False, "--reopen", help="Reopen a cancelled or expired job: send its unsent items again."),
     as_json: bool = JsonOption,
 ) -> None:
     """Re-enqueue every unfinished item; without a broker, run them here.
 
-    Refused (exit 1, naming host, pid and since when) while another live process runs the job.
+    A cancelled or expired job is final: refused unless ``--reopen``. Refused (exit 1,
+    naming host, pid and since when) while another live process runs the job.
     """
     from jobs.ledger.migrate import ensure_schema
     from jobs.lifecycle.service import drain_inline, hold, status
@@ -365,11 +433,11 @@ def resume(
         if isinstance(queue, InlineQueue):
             # This process holds the job from the first read to the last call: no one else runs it.
             with hold(rt, job_id) as lease:
-                resume_job(rt, job_id, queue, retry_failed=retry_failed, force=True, lease=lease)
+                resume_job(rt, job_id, queue, retry_failed=retry_failed, force=True, reopen=reopen, lease=lease)
                 drain_inline(rt, queue, job_id, runner_id=lease.runner_id)
             st = status(rt, job_id)
         else:
-            st = resume_job(rt, job_id, queue, retry_failed=retry_failed, force=force)
+            st = resume_job(rt, job_id, queue, retry_failed=retry_failed, force=force, reopen=reopen)
     except KeyboardInterrupt:
         _interrupted(job_id, as_json)
     finally:

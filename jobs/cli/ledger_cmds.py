@@ -10,7 +10,7 @@ from rich.table import Table
 
 from jobs.cli.app import app
 from jobs.cli.job_cmds import db_app
-from jobs.cli.output import JsonOption, emit, fail
+from jobs.cli.output import JsonOption, emit, fail, styled
 
 
 @app.command()
@@ -77,7 +77,7 @@ def grant_readonly_cmd(role: str = typer.Argument(..., help="Role to create or u
 
 @app.command()
 def plan(
-    input_file: str = typer.Argument(..., help="Dataset to price (not ingested; no provider calls)."),
+    input_file: str = typer.Argument(..., help="Dataset to price (not ingested; no calls unless --pilot)."),
     router: Optional[str] = typer.Option(None, "--router", help="Router spec (default from config)."),
     strong: Optional[str] = typer.Option(None, "--strong"),
     weak: Optional[str] = typer.Option(None, "--weak"),
@@ -85,35 +85,75 @@ def plan(
     prompt_column: str = typer.Option("prompt", "--prompt-column"),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="max_tokens for rows that set none."),
     output_tokens: Optional[int] = typer.Option(
-        None, "--output-tokens", help="Assumed answer length (default: max_tokens, the worst case)."
+        None, "--output-tokens", help="Assume this answer length instead of the ledger's history."
+    ),
+    pilot: int = typer.Option(
+        0,
+        "--pilot",
+        min=0,
+        help="First answer N sampled items with both models (real calls, recorded as two jobs) to learn answer lengths.",
     ),
     budget_usd: Optional[float] = typer.Option(
-        None, "--budget-usd", help="Also show the budget-optimal allocation under this cap."
+        None, "--budget-usd", help="Also show the weak floor and the budget-optimal allocation under this cap."
     ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Dry run: estimated cost of all-weak, all-strong, routed at 10..90% strong, and the budget optimum."""
+    """Dry run: estimated cost (with a p10-p90 interval and the worst case) of all-weak,
+    routed at 10..90% strong, all-strong and the budget optimum."""
+    import tempfile
     from pathlib import Path
 
+    from rich.markup import escape
+
+    from jobs.cli.output import console
     from jobs.config import ConfigError, load_config
     from jobs.datasets import DatasetError
-    from jobs.reports.planning import estimate, plan_table
+    from jobs.reports.planning import accepted_rows, estimate, plan_table, run_pilot
     from jobs.settings import get_settings
 
+    settings = get_settings()
+    err = console(stderr=True)
     try:
-        cfg = load_config(get_settings().config_file())
+        cfg = load_config(settings.config_file())
         strong_m, weak_m = strong or cfg.defaults.strong, weak or cfg.defaults.weak
         cfg.model(strong_m), cfg.model(weak_m)
-        inp = estimate(
-            cfg,
-            Path(input_file),
-            router or cfg.defaults.router,
-            strong_m,
-            weak_m,
-            fmt=fmt,
-            prompt_column=prompt_column,
-            max_tokens=max_tokens,
-            output_tokens=output_tokens,
+        rows = accepted_rows(cfg, Path(input_file), strong_m, weak_m, fmt=fmt, prompt_column=prompt_column)
+    except (ConfigError, DatasetError, ValueError) as exc:
+        fail(str(exc), as_json)
+    db_url = _ledger_url(settings.database_url, required=bool(pilot), as_json=as_json)
+    pilot_info = None
+    if pilot:
+        from jobs.runtime import Runtime
+
+        if not as_json:
+            err.print(f"pilot: answering {min(pilot, len(rows[0]))} sampled items with {strong_m} and {weak_m} ...")
+        rt = Runtime(settings, cfg)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                job_ids = run_pilot(rt, rows[0], pilot, strong_m, weak_m, workdir=Path(tmp), max_tokens=max_tokens)
+            from jobs.lifecycle.service import status
+
+            spent = sum(status(rt, j).cost_usd for j in job_ids)
+        finally:
+            rt.close()
+        pilot_info = {"items": min(pilot, len(rows[0])), "job_ids": job_ids, "cost_usd": spent}
+        if not as_json:
+            err.print(f"pilot: jobs {', '.join(job_ids)} cost ${spent:.6f} (in the ledger)")
+    try:
+        inp = _score_with_progress(
+            lambda progress: estimate(
+                cfg,
+                Path(input_file),
+                router or cfg.defaults.router,
+                strong_m,
+                weak_m,
+                max_tokens=max_tokens,
+                output_tokens=output_tokens,
+                db_url=db_url,
+                progress=progress,
+                rows=rows,
+            ),
+            show=not as_json,
         )
     except (ConfigError, DatasetError, ValueError) as exc:
         fail(str(exc), as_json)
@@ -124,12 +164,15 @@ def plan(
         "weak": weak_m,
         **plan_table(inp, budget_usd),
     }
+    if pilot_info:
+        result["pilot"] = pilot_info
 
     def render(con) -> None:
         table = Table(
-            title=f"plan for {input_file}: {result['items']} items ({result['invalid']} invalid), {strong_m} vs {weak_m}"
+            title=escape(f"plan for {input_file}: {result['items']} items ({result['invalid']} invalid), {strong_m} vs {weak_m}")
         )
-        for col in ("policy", "strong items", "strong share", "est. cost (USD)", "savings vs all-strong"):
+        for col in ("policy", "strong items", "strong share", "est. cost (USD)", "p10-p90 (USD)", "worst case (USD)",
+                    "savings vs all-strong"):  # fmt: skip
             table.add_column(col)
         for r in result["rows"]:
             table.add_row(
@@ -137,8 +180,63 @@ def plan(
                 str(r["strong_items"]),
                 f"{100 * r['strong_share']:.1f}%",
                 f"{r['cost_usd']:.6f}",
+                f"{r['cost_low_usd']:.6f}-{r['cost_high_usd']:.6f}",
+                f"{r['worst_case_usd']:.6f}",
                 f"{r['savings_pct']:.1f}%",
             )
         con.print(table)
+        con.print(escape(f"estimate basis: {strong_m}: {result['basis']['strong']}; {weak_m}: {result['basis']['weak']}"))
+        con.print("max_tokens stays the reservation bound: the worst case column is what budget holds take.")
+        if "floor" in result:
+            f = result["floor"]
+            con.print(
+                escape(
+                    f"weak floor: ${f['weak_worst_case_usd']:.6f} (every item's weak answer, worst case) "
+                    f"{'fits' if f['covered'] else 'does NOT fit'} the cap ${f['cap_usd']:g}"
+                )
+            )
+        if "warning" in result:
+            con.print(styled(("warning:", "bold yellow"), " ", result["warning"]))
 
     emit(result, as_json, render)
+
+
+def _ledger_url(url: str, *, required: bool, as_json: bool) -> str | None:
+    """The ledger to read answer lengths from (and write a pilot to); without one the plan
+    falls back to ``max_tokens`` unless a pilot needs it."""
+    from jobs.errors import RoutebatchError
+    from jobs.ledger.migrate import ensure_schema
+    from jobs.ledger.session import check_database
+
+    try:
+        check_database(url)
+        ensure_schema(url)
+    except RoutebatchError as exc:
+        if required:
+            fail(f"--pilot records its calls in the ledger: {exc}", as_json)
+        return None
+    return url
+
+
+def _score_with_progress(work, show: bool):
+    """Run ``work(progress)`` with a rich progress bar on stderr while the router scores."""
+    if not show:
+        return work(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from jobs.cli.output import console
+
+    with Progress(
+        TextColumn("scoring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("scoring", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return work(progress)

@@ -83,7 +83,8 @@ def openai_line(item: Item, job: Job) -> dict:
 
     The body is exactly what the provider returned (secrets were redacted before it was
     stored), so ``openai.types.chat.ChatCompletion.model_validate(line["response"]["body"])``
-    accepts it; routing data is the line's own ``routebatch`` object.
+    accepts it, or for an Anthropic provider ``anthropic.types.Message.model_validate``;
+    routing data is the line's own ``routebatch`` object.
     """
     meta = routing_metadata(item, job)
     if item.state == "succeeded":
@@ -272,6 +273,8 @@ def _write_parquet(db_url: str, job: Job, out: Path) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from jobs.providers.answers import answer_text  # OpenAI choices or Anthropic text blocks
+
     schema = pa.schema(
         [
             ("custom_id", pa.string()),
@@ -294,10 +297,7 @@ def _write_parquet(db_url: str, job: Job, out: Path) -> int:
     with pq.ParquetWriter(out, schema) as writer:
         batch: list[dict] = []
         for item in _iter_items(db_url, job.id):
-            content = None
-            if item.response and item.state == "succeeded":
-                choices = item.response.get("choices") or [{}]
-                content = (choices[0].get("message") or {}).get("content")
+            content = answer_text(item.response) if item.state == "succeeded" else None
             batch.append(
                 {
                     "custom_id": item.custom_id,

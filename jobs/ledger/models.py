@@ -115,6 +115,15 @@ class Job(Base):
     enqueued: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=true(), doc="Its messages reached a broker; the reaper re-enqueues only these."
     )
+    # OpenAI Batch's job fields (migration 0007).
+    name: Mapped[str | None] = mapped_column(String(256), nullable=True, index=True, doc="--name: what `list --name` finds.")
+    batch_metadata: Mapped[dict | None] = mapped_column(
+        "metadata", JSON, nullable=True, doc="--metadata k=v pairs (OpenAI: at most 16, str -> str)."
+    )
+    completion_window: Mapped[str | None] = mapped_column(String(20), nullable=True, doc="--completion-window as given: 24h.")
+    expires_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, nullable=True, doc="created_at + completion window: unfinished items then end expired."
+    )
 
 
 class Item(Base):
@@ -262,6 +271,9 @@ class Reservation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     lease_until: Mapped[datetime] = mapped_column(UTCDateTime)
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, nullable=True, doc="set, durably, before the call goes out: only such holds are charged after a crash"
+    )
 
 
 class LedgerEvent(Base):

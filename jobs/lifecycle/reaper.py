@@ -12,6 +12,10 @@ Three things can be lost when a process or a server dies, and each has one rule 
 * budget reservations of dead workers: ``jobs.lifecycle.recovery.recover_lost`` settles the hold of
   a lost item at its reserved amount and releases holds of items never sent.
 
+It also applies the completion window (``jobs.lifecycle.expiry``) to jobs whose deadline
+passed while no step of theirs ran (all messages waiting, or lost), and closes expired jobs
+once their calls in flight are recorded or lost.
+
 Only jobs whose messages reached a broker (``jobs.enqueued``) are the reaper's: a job
 submitted without a broker ("run it later with resume"), one whose ``submit`` could not
 enqueue, and an embedded ``run`` are left alone until someone resumes them.
@@ -27,13 +31,14 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from jobs.ledger.models import Item, Job
 from jobs.ledger.session import rowcount, session_scope
 from jobs.ledger.types import utcnow
 from jobs.lifecycle import transitions as lifecycle
+from jobs.lifecycle.expiry import due_job_ids, expire_if_due, expired_message
 from jobs.lifecycle.recovery import Enqueue, LostCounts, open_work, recover_lost
 from jobs.lifecycle.states import ITEM_OPEN, ItemState, JobState, Phase
 from jobs.pipeline.tasks import TaskQueue
@@ -48,6 +53,7 @@ LOCK_KEY = 0x726F_7574_6562_6174 & 0x7FFF_FFFF_FFFF_FFFF  # "routebat": one reap
 class ReapReport:
     skipped: bool = False  # another reaper holds the lock
     lost_in_flight: int = 0
+    expired: list[str] = field(default_factory=list)
     cancelled: int = 0
     reservations: int = 0
     rekicked: list[str] = field(default_factory=list)
@@ -75,6 +81,7 @@ def tick(rt: Runtime, queue: TaskQueue, now: datetime | None = None, deep: bool 
         if not _try_lock(s):
             report.skipped = True
             return report
+        report.expired = expire_overdue(s, now, finalize)
         report.lost_in_flight, report.cancelled, report.reservations = reap_expired_leases(s, rt, now, todo, finalize)
         report.rekicked = rekick_stalled(s, rt, queue, now, todo, finalize, deep)
     for item in dict.fromkeys(todo):
@@ -92,6 +99,16 @@ def _try_lock(s: Session) -> bool:
     if s.get_bind().dialect.name != "postgresql":
         return True  # SQLite: one writer at a time anyway
     return bool(s.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": LOCK_KEY}))
+
+
+def expire_overdue(s: Session, now: datetime, finalize: list[str]) -> list[str]:
+    """Jobs past their completion window end ``expired`` (one rule: ``expire_if_due``);
+    ``finalize`` closes those with nothing in flight after the commit."""
+    expired = [job_id for job_id in due_job_ids(s, now) if expire_if_due(s, job_id, now)]
+    finalize.extend(expired)
+    if expired:
+        log.warning("reaper: completion window ended for jobs %s", ", ".join(expired))
+    return expired
 
 
 def reap_expired_leases(s: Session, rt: Runtime, now: datetime, todo: list[Enqueue], finalize: list[str]) -> tuple[int, int, int]:
@@ -124,10 +141,17 @@ def reap_expired_leases(s: Session, rt: Runtime, now: datetime, todo: list[Enque
     return lost, cancelled, counts["settled_at_reserved"] + counts["released"]
 
 
-def _active_job_ids(s: Session) -> list[str]:
-    return list(
-        s.scalars(select(Job.id).where(Job.state.in_([JobState.IN_PROGRESS, JobState.CANCELLING]), Job.enqueued.is_(True)))
+def _watched():
+    """Jobs the reaper looks after: running or cancelling, and expired ones not yet closed
+    (calls in flight at the deadline, whose answers or loss still have to be recorded)."""
+    return or_(
+        Job.state.in_([JobState.IN_PROGRESS, JobState.CANCELLING]),
+        and_(Job.state == JobState.EXPIRED, Job.phase != Phase.DONE),
     )
+
+
+def _active_job_ids(s: Session) -> list[str]:
+    return list(s.scalars(select(Job.id).where(_watched(), Job.enqueued.is_(True))))
 
 
 def rekick_stalled(
@@ -135,11 +159,7 @@ def rekick_stalled(
 ) -> list[str]:
     """Enqueue again the open work of jobs that stopped moving (their messages were lost)."""
     stall = timedelta(seconds=rt.settings.stall_after_s())
-    active = s.execute(
-        select(Job.id, Job.state, Job.phase, Job.in_progress_at).where(
-            Job.state.in_([JobState.IN_PROGRESS, JobState.CANCELLING]), Job.enqueued.is_(True)
-        )
-    ).all()
+    active = s.execute(select(Job.id, Job.state, Job.phase, Job.in_progress_at).where(_watched(), Job.enqueued.is_(True))).all()
     if not active:
         return []
     open_states = [st.value for st in ITEM_OPEN]
@@ -161,7 +181,7 @@ def rekick_stalled(
         moments = [t for t in (last_item, job.in_progress_at) if t is not None]
         if moments and now - max(moments) < stall:
             continue
-        if job.state == JobState.CANCELLING:
+        if job.state in (JobState.CANCELLING, JobState.EXPIRED):
             _cancel_leftovers(s, job.id, now)
             finalize.append(job.id)
             kicked.append(job.id)
@@ -202,15 +222,22 @@ def _stall_check_due(rt: Runtime, now: datetime, stall: timedelta) -> bool:
 
 
 def _cancel_leftovers(s: Session, job_id: str, now: datetime) -> int:
-    """A cancelling job whose workers are gone: its unsent items end cancelled."""
+    """A cancelling (or expired) job whose workers are gone: its unsent items end cancelled
+    (expired)."""
+    job = s.get(Job, job_id)
+    expired = job is not None and job.state == JobState.EXPIRED
     n = rowcount(
         s.execute(
             update(Item)
             .where(Item.job_id == job_id, Item.state.in_(lifecycle.UNSENT_STATES))
-            .values(state=ItemState.CANCELLED, lease_until=None, updated_at=now)
+            .values(
+                state=ItemState.EXPIRED if expired else ItemState.CANCELLED,
+                lease_until=None,
+                updated_at=now,
+                **({"error": expired_message(job)} if expired and job is not None else {}),
+            )
         )
     )
-    job = s.get(Job, job_id)
     if job is not None and job.phase == Phase.SCORING:
         job.phase = Phase.GENERATING  # so that maybe_finalize may close it
     return n

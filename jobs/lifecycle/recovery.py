@@ -5,6 +5,12 @@ lease expired may or may not have reached the provider. It gets a ``LostInFlight
 attempt, its budget hold is settled conservatively at the full reserved amount (charged to
 that attempt, so attempts and budgets still add up), and it goes back to ``routed`` to be
 sent again. A hold on an item that was never sent is released to zero.
+
+"May have reached the provider" is known exactly for items with a hold: the sender stamps
+the hold's ``sent_at`` before its call leaves (``jobs.pipeline.sent``). A claimed item
+of a job with a budget whose hold carries no stamp (or that has no hold yet) was never
+handed to a provider: its hold is released to zero and the item goes back to ``routed``
+without an attempt. Without a budget there is no hold to stamp, and the rule above stands.
 """
 
 from __future__ import annotations
@@ -17,10 +23,10 @@ from typing import TYPE_CHECKING, TypedDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobs.ledger.models import Attempt, Item, Reservation
+from jobs.ledger.models import Attempt, Item, Job, Reservation
 from jobs.ledger.types import utcnow
 from jobs.lifecycle.states import ItemState, Phase
-from jobs.money.budgets import add_event, hold_of, release, settle
+from jobs.money.budgets import FLOOR_PREFIX, add_event, hold_of, release, settle
 
 if TYPE_CHECKING:
     from jobs.config import AppConfig
@@ -70,17 +76,34 @@ def recover_lost(
         lost_q = lost_q.where(Item.chunk == chunk)
     if not force:
         lost_q = lost_q.where((Item.lease_until.is_(None)) | (Item.lease_until < now))
+    budgeted: dict[str, bool] = {}
     for item in s.scalars(lost_q.with_for_update(skip_locked=True)).all():
-        if sent_ids is not None and item.id not in sent_ids:
-            for res in s.scalars(select(Reservation).where(Reservation.item_id == item.id, Reservation.state == "open")):
+        holds = list(
+            s.scalars(
+                select(Reservation).where(
+                    Reservation.item_id == item.id,
+                    Reservation.state == "open",
+                    ~Reservation.id.startswith(FLOOR_PREFIX),  # a job's weak floor is not this item's call
+                )
+            )
+        )
+        if sent_ids is not None:
+            never_sent = item.id not in sent_ids
+        else:
+            if item.job_id not in budgeted:
+                budgeted[item.job_id] = _has_budget(s, item.job_id)
+            never_sent = budgeted[item.job_id] and all(r.sent_at is None for r in holds)
+        if never_sent:
+            for res in holds:
                 release(s, hold_of(res), note="claimed, never sent: released to zero")
                 counts["released"] += 1
             item.state = ItemState.ROUTED
             item.lease_until = None
+            counts["jobs"].add(item.job_id)
             continue
         cost = 0
         held = False
-        for res in s.scalars(select(Reservation).where(Reservation.item_id == item.id, Reservation.state == "open")):
+        for res in holds:
             settle(
                 s, hold_of(res), res.amount_micro_usd, note="lost in flight: settled at the reserved amount", job_id=item.job_id
             )
@@ -130,6 +153,13 @@ def recover_lost(
         counts["released"] += 1
         add_event(s, "reaper_released", f"reservation of item {res.item_id} released to zero (never sent)", job_id=res.job_id)
     return counts
+
+
+def _has_budget(s: Session, job_id: str) -> bool:
+    """Under a budget every call is admitted with a hold first, so an item without a
+    stamped hold never reached a provider."""
+    row = s.execute(select(Job.budget_id, Job.job_budget_id).where(Job.id == job_id)).one_or_none()
+    return row is not None and (row.budget_id is not None or row.job_budget_id is not None)
 
 
 def open_work(s: Session, job_id: str, phase: str) -> list[Enqueue]:

@@ -12,17 +12,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from jobs.datasets import DatasetError, read_rows
 from jobs.datasets.limits import limits_for_models
 from jobs.datasets.readers import detect_format
-from jobs.errors import ConfigError, InfrastructureError, JobFailed
+from jobs.errors import ConfigError, IllegalTransition, InfrastructureError, JobFailed
 from jobs.ledger.ingest import IngestReport, ingest_rows
 from jobs.ledger.migrate import ensure_schema
 from jobs.ledger.models import Item, Job
@@ -30,6 +31,7 @@ from jobs.ledger.session import get_engine, session_scope
 from jobs.ledger.types import utcnow
 from jobs.lifecycle import lease as leases
 from jobs.lifecycle import transitions as lifecycle
+from jobs.lifecycle.expiry import parse_window
 from jobs.lifecycle.recovery import open_work, recover_lost, worst_case_estimator
 from jobs.lifecycle.states import ITEM_TERMINAL, ItemState, JobState, Phase
 from jobs.lifecycle.status import JobStatus, get_job, read_status
@@ -39,6 +41,39 @@ from jobs.pipeline import runner
 from jobs.pipeline.tasks import InlineQueue, TaskQueue
 from jobs.runtime import Runtime
 from routing.registry import validate_spec
+
+NAME_MAX = 256
+METADATA_MAX_PAIRS = 16
+METADATA_KEY_MAX = 64
+METADATA_VALUE_MAX = 512
+
+
+def _pair(entry: object) -> tuple[object, object]:
+    if not isinstance(entry, str) or "=" not in entry:
+        raise ValueError(f"{entry!r} is not key=value")
+    key, _, value = entry.partition("=")
+    return key, value
+
+
+def check_metadata(pairs: list[tuple[object, object]]) -> dict[str, str]:
+    """``pairs`` as a dict, or ``ValueError`` naming the first break of OpenAI's limits
+    (at most 16 pairs, keys up to 64 characters, values up to 512, strings only)."""
+    if len(pairs) > METADATA_MAX_PAIRS:
+        raise ValueError(f"{len(pairs)} pairs given; at most {METADATA_MAX_PAIRS} are allowed")
+    out: dict[str, str] = {}
+    for key, value in pairs:
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError("metadata keys and values must be strings")
+        if not key.strip():
+            raise ValueError("a key is empty")
+        if key in out:
+            raise ValueError(f"key {key!r} is given twice")
+        if len(key) > METADATA_KEY_MAX:
+            raise ValueError(f"key {key[:20]!r}... is {len(key)} characters; at most {METADATA_KEY_MAX} are allowed")
+        if len(value) > METADATA_VALUE_MAX:
+            raise ValueError(f"the value of {key!r} is {len(value)} characters; at most {METADATA_VALUE_MAX} are allowed")
+        out[key] = value
+    return out
 
 
 class JobSpec(BaseModel):
@@ -52,6 +87,12 @@ class JobSpec(BaseModel):
     weak: str | None = None
     threshold: float | None = Field(None, allow_inf_nan=False)
     strong_share: float | None = Field(None, ge=0.0, le=1.0)
+    share_from_sample: int | None = Field(
+        None,
+        ge=1,
+        description="Strong share from a threshold fixed on the first N scored items, then held: generation "
+        "starts as chunks are scored (jobs.pipeline.route). Without it the share is exact and waits for all scores.",
+    )
     max_tokens: int | None = Field(None, ge=1)
     chunk_size: int | None = Field(None, ge=1)
     budget_usd: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False, description="This job's own cap.")
@@ -61,11 +102,42 @@ class JobSpec(BaseModel):
     out: str | None = Field(None, description="Write the results here when the job ends (.parquet: Parquet, else JSONL).")
     errors_out: str | None = Field(None, description="Write the errors file here when the job ends.")
     force: bool = Field(False, description="Replace out/errors_out if they exist when the job is submitted.")
+    name: str | None = Field(None, min_length=1, max_length=NAME_MAX, description="A name to find the job by (list --name).")
+    metadata: dict[str, str] | None = Field(
+        None, description=f"Up to {METADATA_MAX_PAIRS} str -> str pairs (OpenAI Batch's limits); CLI: --metadata k=v."
+    )
+    completion_window: str | None = Field(
+        None, description="e.g. 24h, 90m, 2d: unfinished items then end expired (OpenAI Batch's completion_window)."
+    )
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata(cls, value: object) -> object:
+        """``k=v`` strings (the CLI's repeatable ``--metadata``) or a mapping, within OpenAI's limits."""
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            pairs = list(value.items())
+        elif isinstance(value, list | tuple):
+            pairs = [_pair(entry) for entry in value]
+        else:
+            raise ValueError("metadata must be key=value pairs")
+        return check_metadata(pairs) or None
+
+    @field_validator("completion_window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parse_window(value)  # ValueError names the accepted forms
+        return value.strip().lower().replace(" ", "")
 
     @model_validator(mode="after")
     def _one_rule(self) -> JobSpec:
         if self.threshold is not None and self.strong_share is not None:
             raise ValueError("give either threshold or strong_share, not both")
+        if self.share_from_sample is not None and (self.threshold is not None or self.allocate == "budget"):
+            raise ValueError("--share-from-sample goes with --strong-share, not with --threshold or --allocate budget")
         if self.allocate == "budget" and self.budget_usd is None and self.budget is None:
             raise ValueError("--allocate budget needs --budget-usd or --budget")
         if self.errors_out is not None and self.out is None:
@@ -79,6 +151,11 @@ class IngestProgress:
 
     valid: int
     invalid: int
+    job_id: str | None = None
+    bytes_read: int | None = None
+    """Bytes of the input file read so far (committed with the last batch), when known."""
+    size: int | None = None
+    """The input's size in bytes at ingest start (None for a pipe)."""
 
 
 ProgressFn = Callable[[IngestProgress | JobStatus], None]
@@ -216,6 +293,10 @@ def _insert_job(
                 input_mtime_ns=fp.mtime_ns,
                 input_seekable=seekable,
                 enqueued=False,
+                name=spec.name,
+                batch_metadata=spec.metadata,
+                completion_window=spec.completion_window,
+                expires_at=now + parse_window(spec.completion_window) if spec.completion_window else None,
             )
         )
         sync_prices(s, cfg, [strong, weak])
@@ -270,11 +351,19 @@ def _ingest_rows(rt: Runtime, job_id: str, on_progress: ProgressFn | None, rows:
             job.phase = Phase.DONE
             return None
         s.expunge(job)
-    progress = (lambda v, i: on_progress(IngestProgress(v, i))) if on_progress else None
+
+    def progress(valid: int, invalid: int) -> None:
+        assert on_progress is not None
+        with session_scope(rt.db_url) as s:
+            read = s.scalar(select(Job.ingest_bytes).where(Job.id == job_id))
+        on_progress(IngestProgress(valid, invalid, job_id=job_id, bytes_read=read, size=job.input_size))
+
     try:
         if rows is None:
             rows = _open_rows(rt, path, job, start)
-        report = ingest_rows(get_engine(rt.db_url), job_id, rows, chunk_size=chunk_size, on_progress=progress, start=start)
+        report = ingest_rows(
+            get_engine(rt.db_url), job_id, rows, chunk_size=chunk_size, on_progress=progress if on_progress else None, start=start
+        )
     except DatasetError as exc:
         with session_scope(rt.db_url) as s:
             lifecycle.fail(get_job(s, job_id), str(exc))
@@ -429,13 +518,22 @@ def status(rt: Runtime, job_id: str) -> JobStatus:
         return read_status(s, job_id)
 
 
-def list_jobs(rt: Runtime, limit: int = 20) -> list[dict]:
+def list_jobs(rt: Runtime, limit: int = 20, *, name: str | None = None, state: str | None = None) -> list[dict]:
+    """The most recent jobs, newest first; ``name`` (exact) and ``state`` filter them."""
+    if state is not None and state not in {st.value for st in JobState}:
+        raise ConfigError(f"unknown job state {state!r}; use one of {', '.join(st.value for st in JobState)}")
     ensure_schema(rt.db_url)
     with session_scope(rt.db_url) as s:
-        jobs = s.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)).all()
+        query = select(Job)
+        if name is not None:
+            query = query.where(Job.name == name)
+        if state is not None:
+            query = query.where(Job.state == state)
+        jobs = s.scalars(query.order_by(Job.created_at.desc()).limit(limit)).all()
         return [
             {
                 "job_id": j.id,
+                "name": j.name,
                 "status": j.state,
                 "created_at": j.created_at.isoformat(),
                 "input_file": j.input_file,
@@ -473,10 +571,18 @@ def resume(
     *,
     retry_failed: bool = False,
     force: bool = False,
+    reopen: bool = False,
     lease: leases.Lease | None = None,
     on_progress: ProgressFn | None = None,
 ) -> JobStatus:
-    """Re-enqueue every non-terminal item (after a crash, a cancel or an expiry).
+    """Re-enqueue every non-terminal item (after a crash, a stop of the budget, a failure).
+
+    A cancel and an expiry are final, as in OpenAI's Batch API: a ``cancelled`` or
+    ``expired`` job is refused (``IllegalTransition``, naming ``--reopen``) unless
+    ``reopen``, which sends its cancelled and expired items again (a ``job_reopened``
+    ledger event records it; an expired job gets a fresh completion window from now). A job
+    left ``cancelling`` by a crash is finished instead: lost calls are recorded, the rest
+    end cancelled and the job ``cancelled``.
 
     A job whose ingest was interrupted (killed while ``validating``, or ingest raised) first
     reads the rest of its input, from the last committed row; a non-seekable input fails
@@ -492,7 +598,7 @@ def resume(
     own = lease is None
     held = lease if lease is not None else leases.acquire(rt.db_url, job_id)
     try:
-        todo = _reopen(rt, job_id, retry_failed=retry_failed, force=force, on_progress=on_progress)
+        todo = _reopen(rt, job_id, retry_failed=retry_failed, force=force, reopen=reopen, on_progress=on_progress)
     finally:
         if own:
             held.release()
@@ -501,20 +607,71 @@ def resume(
     return status(rt, job_id)
 
 
+FINAL_STATES = (JobState.CANCELLED, JobState.EXPIRED)
+"""Job states ``resume`` leaves alone unless asked to ``--reopen`` them."""
+
+
+def _refuse_final(job: Job) -> None:
+    state = JobState(job.state)
+    verb = "a cancel" if state == JobState.CANCELLED else "an expiry"
+    raise IllegalTransition(
+        f"job {job.id} is {state.value} and {verb} is final; "
+        f"`routebatch resume {job.id} --reopen` sends its {state.value} items again"
+    )
+
+
+def _finish_cancel(s: Session, rt: Runtime, job: Job, *, force: bool, now: datetime) -> list[tuple[str, str, int | None]]:
+    """A job left ``cancelling`` (its runner died mid-cancel): record the calls that may
+    have been made, cancel what was never sent, and let ``finalize`` close it."""
+    recover_lost(s, job_id=job.id, force=force, now=now, provider_of=lambda m: _provider_name(rt, m))
+    s.execute(
+        update(Item)
+        .where(Item.job_id == job.id, Item.state.in_(lifecycle.UNSENT_STATES))
+        .values(state=ItemState.CANCELLED, lease_until=None, updated_at=now)
+    )
+    if job.phase == Phase.SCORING:
+        job.phase = Phase.GENERATING  # so that maybe_finalize may close it
+    return [("finalize", job.id, None)]
+
+
 def _reopen(
-    rt: Runtime, job_id: str, *, retry_failed: bool, force: bool, on_progress: ProgressFn | None
+    rt: Runtime, job_id: str, *, retry_failed: bool, force: bool, reopen: bool = False, on_progress: ProgressFn | None
 ) -> list[tuple[str, str, int | None]]:
     with session_scope(rt.db_url) as s:
-        complete = get_job(s, job_id).ingest_complete
+        job = get_job(s, job_id)
+        if job.state in FINAL_STATES and not reopen:
+            _refuse_final(job)
+        complete = job.ingest_complete
     if not complete and _ingest(rt, job_id, on_progress) is None:
         return []
     now = utcnow()
     with session_scope(rt.db_url) as s:
         job = get_job(s, job_id)
-        reopen = [ItemState.CANCELLED] + ([ItemState.FAILED] if retry_failed else [])
+        if job.state == JobState.CANCELLING and not reopen:
+            return _finish_cancel(s, rt, job, force=force, now=now)
+        was = JobState(job.state)
+        reopen_states = [ItemState.CANCELLED] + ([ItemState.FAILED] if retry_failed else [])
+        if reopen:
+            reopen_states.append(ItemState.EXPIRED)
+            reopened = s.scalar(
+                select(func.count()).select_from(Item).where(Item.job_id == job_id, Item.state.in_(reopen_states))
+            )
+            if job.completion_window:
+                job.expires_at = now + parse_window(job.completion_window)
+            add_event(
+                s,
+                "job_reopened",
+                f"resume --reopen of a {was.value} job: {reopened} items back to be sent",
+                job_id=job_id,
+                data={
+                    "from": was.value,
+                    "items": int(reopened or 0),
+                    "expires_at": job.expires_at.isoformat() if job.expires_at else None,
+                },
+            )
         s.execute(
             update(Item)
-            .where(Item.job_id == job_id, Item.state.in_(reopen))
+            .where(Item.job_id == job_id, Item.state.in_(reopen_states))
             .values(
                 state=case(
                     (Item.score.is_(None), ItemState.PENDING), (Item.route.is_(None), ItemState.SCORED), else_=ItemState.ROUTED

@@ -46,13 +46,16 @@ class ItemState(StrEnum):
     FAILED = "failed"
     SKIPPED_BUDGET = "skipped_budget"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # the job's completion window ended before it was sent (OpenAI: batch_expired)
 
     @property
     def terminal(self) -> bool:
         return self in ITEM_TERMINAL
 
 
-ITEM_TERMINAL = frozenset({ItemState.SUCCEEDED, ItemState.FAILED, ItemState.SKIPPED_BUDGET, ItemState.CANCELLED})
+ITEM_TERMINAL = frozenset(
+    {ItemState.SUCCEEDED, ItemState.FAILED, ItemState.SKIPPED_BUDGET, ItemState.CANCELLED, ItemState.EXPIRED}
+)
 ITEM_OPEN = frozenset(ItemState) - ITEM_TERMINAL
 
 # Legal job transitions: from -> allowed targets.

@@ -14,12 +14,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from jobs.errors import JobNotFound
-from jobs.ledger.models import Attempt, Budget, InvalidRow, Item, Job
+from jobs.ledger.models import Attempt, Budget, InvalidRow, Item, Job, LedgerEvent
 from jobs.lifecycle.states import ItemState, JobState
 from jobs.money.budgets import budget_report
 from jobs.money.pricing import PriceVersion, latest_price, micro_to_usd
 
 INVALID_SAMPLE = 20
+NOTES_MAX = 50
+NOTE_KIND = "job_note"
 
 
 class InvalidRowInfo(BaseModel):
@@ -78,6 +80,14 @@ class JobStatus(BaseModel):
     """OpenAI Batch's counts: total, completed (answered), failed (everything else that ended)."""
     openai_timestamps: dict[str, int | None] = {}
     """The state timestamps as OpenAI names them (``created_at``, ``in_progress_at``, ...), Unix seconds."""
+    name: str | None = None
+    metadata: dict[str, str] | None = None
+    """``--metadata`` pairs, as OpenAI's Batch object has them."""
+    completion_window: str | None = None
+    expires_at: int | None = None
+    """When unfinished items end ``expired`` (``created_at`` + ``completion_window``), Unix seconds."""
+    notes: list[str] = []
+    """Short lines about the job (ledger events of kind ``job_note``), oldest first."""
 
     @property
     def terminal(self) -> bool:
@@ -200,6 +210,23 @@ def read_status(s: Session, job_id: str) -> JobStatus:
             "created_at": int(job.created_at.timestamp()),
             **{f"{st.value}_at": (int(at.timestamp()) if (at := _stamp(job, st)) else None) for st in OPENAI_STATES},
         },
+        name=job.name,
+        metadata=job.batch_metadata,
+        completion_window=job.completion_window,
+        expires_at=int(job.expires_at.timestamp()) if job.expires_at else None,
+        notes=job_notes(s, job_id),
+    )
+
+
+def job_notes(s: Session, job_id: str, limit: int = NOTES_MAX) -> list[str]:
+    """The texts of the job's ``job_note`` events, oldest first (the first ``limit``)."""
+    return list(
+        s.scalars(
+            select(LedgerEvent.message)
+            .where(LedgerEvent.job_id == job_id, LedgerEvent.kind == NOTE_KIND)
+            .order_by(LedgerEvent.at, LedgerEvent.id)
+            .limit(limit)
+        )
     )
 
 

@@ -12,7 +12,7 @@ from jobs.errors import IllegalTransition
 from jobs.ledger.models import Item, Job
 from jobs.ledger.session import rowcount, session_scope
 from jobs.ledger.types import utcnow
-from jobs.lifecycle.states import JOB_TRANSITIONS, ItemState, JobState
+from jobs.lifecycle.states import JOB_TERMINAL, JOB_TRANSITIONS, ItemState, JobState
 
 
 def transition(job: Job, target: JobState) -> None:
@@ -25,6 +25,19 @@ def transition(job: Job, target: JobState) -> None:
     setattr(job, f"{target.value}_at", utcnow())
     if target in _NOTIFIED:
         _notify(job, _NOTIFIED[target], f"job {job.id} {target.value}")
+    if target in JOB_TERMINAL:
+        _release_floor(job)
+
+
+def _release_floor(job: Job) -> None:
+    """A job that ends gives back what its weak floor still holds (jobs.money.admission)."""
+    from sqlalchemy.orm import object_session
+
+    from jobs.money.budgets import release_floor
+
+    s = object_session(job)
+    if s is not None:
+        release_floor(s, job.id, note=f"job {job.state}: floor released")
 
 
 def fail(job: Job, error: str) -> None:
@@ -37,6 +50,7 @@ _NOTIFIED = {
     JobState.COMPLETED: "job_completed",
     JobState.CANCELLED: "job_cancelled",
     JobState.BUDGET_EXHAUSTED: "job_budget_exhausted",
+    JobState.EXPIRED: "job_expired",
 }
 
 
@@ -54,7 +68,8 @@ def _notify(job: Job, kind: str, message: str) -> None:
 def cancel_unsent_items(db_url: str, job_id: str, item_ids: list[int], holds: list | None = None) -> int:
     """Items claimed but never handed to a provider because the job stopped first.
 
-    They end ``cancelled`` (or ``skipped_budget`` when the budget stopped the job), and
+    They end ``cancelled`` (``skipped_budget`` when the budget stopped the job, ``expired``
+    when its completion window ended), and
     any money held for them is released to zero: these calls provably were not made.
     """
     from jobs.money.budgets import release
@@ -65,14 +80,19 @@ def cancel_unsent_items(db_url: str, job_id: str, item_ids: list[int], holds: li
         if not item_ids:
             return 0
         job_state = s.scalar(select(Job.state).where(Job.id == job_id))
-        target = ItemState.SKIPPED_BUDGET if job_state == JobState.BUDGET_EXHAUSTED else ItemState.CANCELLED
+        target = _UNSENT_TARGET.get(JobState(job_state), ItemState.CANCELLED) if job_state else ItemState.CANCELLED
+        extra = (
+            {"error": "the batch's completion window ended before this request was sent"} if target == ItemState.EXPIRED else {}
+        )
         return rowcount(
             s.execute(
                 update(Item)
                 .where(Item.id.in_(item_ids), Item.state == ItemState.SENT)
-                .values(state=target, lease_until=None, updated_at=utcnow())
+                .values(state=target, lease_until=None, updated_at=utcnow(), **extra)
             )
         )
 
+
+_UNSENT_TARGET = {JobState.BUDGET_EXHAUSTED: ItemState.SKIPPED_BUDGET, JobState.EXPIRED: ItemState.EXPIRED}
 
 UNSENT_STATES = (ItemState.PENDING, ItemState.SCORED, ItemState.ROUTED, ItemState.RESERVED)

@@ -10,12 +10,13 @@ its own cap.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Insert, select, text, update
+from sqlalchemy import Insert, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from jobs.errors import BudgetError
@@ -172,6 +173,13 @@ def open_reservation(
     windows = tuple(w for w in (job_window, named_window) if w is not None)
     if not try_reserve(s, windows, amount):
         return None
+    return _record_hold(s, job_id, item_id, model, amount, job_window, named_window)
+
+
+def _record_hold(
+    s: Session, job_id: str, item_id: int, model: str, amount: int, job_window: int | None, named_window: int | None
+) -> Hold:
+    windows = tuple(w for w in (job_window, named_window) if w is not None)
     rid = uuid.uuid4().hex
     now = utcnow()
     s.add(
@@ -189,6 +197,228 @@ def open_reservation(
         )
     )
     return Hold(rid, amount, windows)
+
+
+# ---------------------------------------------------------------- the weak floor
+
+FLOOR_PREFIX = "floor-"
+FLOOR_MODES = ("covered", "short", "off")
+"""``covered``: the floor holds the weak worst case of every item not yet admitted;
+``short``: the cap could not cover it, so it holds what there was and the job answers weak
+only (``--on-exhausted downgrade``); ``off``: no floor (``--on-exhausted skip`` on a cap
+that cannot cover it)."""
+
+
+def floor_id(job_id: str) -> str:
+    """The one floor reservation of a job: a fixed id, so concurrent workers find one row."""
+    return FLOOR_PREFIX + hashlib.blake2b(job_id.encode("utf-8"), digest_size=16).hexdigest()
+
+
+@dataclass
+class Floor:
+    """A job's weak floor as one admission transaction holds it (its row locked).
+
+    ``amount`` is what is reserved for it on every window of ``window_ids`` right now;
+    draws move money from the floor to an item's hold without touching the windows.
+    """
+
+    reservation_id: str
+    amount: int
+    window_ids: tuple[int, ...]
+    mode: str
+    job_window: int | None
+    named_window: int | None
+
+    @property
+    def holds(self) -> bool:
+        return self.mode != "off"
+
+
+def lock_floor(s: Session, job_id: str, anchor_item_id: int | None = None) -> Reservation | None:
+    """The job's floor row, locked for this transaction (a Postgres row lock; SQLite
+    serialises writers anyway), or None when it has none.
+
+    With ``anchor_item_id`` a placeholder row (holding nothing) is created first when there
+    is none: a concurrent creator makes this INSERT wait until it commits, so two workers
+    admitting a job's first batches at once end up taking turns on one locked row instead
+    of each reserving a floor of its own.
+    """
+    rid = floor_id(job_id)
+    if anchor_item_id is not None:
+        now = utcnow()
+        _insert_ignore(
+            s,
+            Reservation.__table__,
+            {
+                "id": rid,
+                "job_id": job_id,
+                "item_id": anchor_item_id,
+                "model": "floor:none",
+                "amount_micro_usd": 0,
+                "state": "released",
+                "settled_micro_usd": 0,
+                "created_at": now,
+                "lease_until": now,
+                "settled_at": now,
+            },
+        )
+    return s.scalars(
+        select(Reservation).where(Reservation.id == rid).with_for_update().execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def floor_of(res: Reservation) -> Floor:
+    """The floor a floor row stands for: ``open`` holds ``amount``; ``settled`` was drawn to
+    zero (or is ``off``) in this run of the job and holds nothing."""
+    held = res.state == "open"
+    windows = tuple(w for w in (res.job_window_id, res.named_window_id) if w)
+    return Floor(
+        res.id,
+        res.amount_micro_usd if held else 0,
+        windows,
+        res.model.removeprefix("floor:"),
+        res.job_window_id,
+        res.named_window_id,
+    )
+
+
+def room_of(s: Session, window_ids: tuple[int, ...]) -> int:
+    """What the tightest window can still reserve now."""
+    if not window_ids:
+        return 2**62
+    rows = s.execute(
+        select(BudgetWindow.cap_micro_usd - BudgetWindow.spent_micro_usd - BudgetWindow.reserved_micro_usd).where(
+            BudgetWindow.id.in_(window_ids)
+        )
+    ).scalars()
+    return int(min(rows))
+
+
+def room_without_item_holds(s: Session, window_ids: tuple[int, ...], exclude_floor: str | None = None) -> int:
+    """What the tightest window could reserve once every item hold settled at zero: the
+    floors of jobs stay held (all of them but ``exclude_floor``, which the caller counts)."""
+    if not window_ids:
+        return 2**62
+    best: int | None = None
+    for wid in window_ids:
+        cap, spent = s.execute(
+            select(BudgetWindow.cap_micro_usd, BudgetWindow.spent_micro_usd).where(BudgetWindow.id == wid)
+        ).one()
+        floors = s.scalar(
+            select(func.coalesce(func.sum(Reservation.amount_micro_usd), 0)).where(
+                Reservation.state == "open",
+                Reservation.id.startswith(FLOOR_PREFIX),
+                Reservation.id != (exclude_floor or ""),
+                or_(Reservation.job_window_id == wid, Reservation.named_window_id == wid),
+            )
+        )
+        room = int(cap) - int(spent) - int(floors or 0)
+        best = room if best is None else min(best, room)
+    return int(best if best is not None else 2**62)
+
+
+def open_floor(
+    s: Session,
+    job_id: str,
+    anchor_item_id: int,
+    amount: int,
+    mode: str,
+    job_window: int | None,
+    named_window: int | None,
+) -> Floor | None:
+    """Hold ``amount`` for the job's floor on its windows (both or neither) and record it in
+    the job's floor row, created or reopened; None when the windows cannot afford it.
+
+    The caller holds the row lock (:func:`lock_floor`) and has released any earlier floor.
+    """
+    if mode not in FLOOR_MODES:
+        raise BudgetError(f"unknown floor mode {mode!r}")
+    windows = tuple(w for w in (job_window, named_window) if w is not None)
+    held = amount if mode != "off" else 0
+    if held and not try_reserve(s, windows, held):
+        return None
+    now = utcnow()
+    rid = floor_id(job_id)
+    values = {
+        "model": f"floor:{mode}",
+        "amount_micro_usd": held,
+        "job_window_id": job_window,
+        "named_window_id": named_window,
+        "state": "open" if mode != "off" else "settled",
+        "settled_micro_usd": None if mode != "off" else 0,
+        "note": "weak floor: the cheapest answer of every item not yet admitted",
+        "lease_until": now + RESERVATION_LEASE,
+        "settled_at": None if mode != "off" else now,
+    }
+    existing = s.get(Reservation, rid)
+    if existing is None:
+        s.add(Reservation(id=rid, job_id=job_id, item_id=anchor_item_id, created_at=now, **values))
+    else:
+        for key, value in values.items():
+            setattr(existing, key, value)
+    s.flush()
+    return Floor(rid, held, windows, mode, job_window, named_window)
+
+
+def save_floor(s: Session, floor: Floor) -> None:
+    """Write the floor's drawn-down amount and renew its lease (a floor whose job stopped
+    admitting for a whole lease is released by the reaper, and reopened on the next batch).
+
+    A floor drawn to zero is closed (``settled`` at zero): every item it was kept for has
+    its own hold now, so an open row would only keep the job's books from reading empty.
+    """
+    if not floor.holds:
+        return
+    now = utcnow()
+    if floor.amount <= 0:
+        values = {"amount_micro_usd": 0, "state": "settled", "settled_micro_usd": 0, "settled_at": now}
+    else:
+        values = {"amount_micro_usd": floor.amount, "lease_until": now + RESERVATION_LEASE}
+    s.execute(update(Reservation).where(Reservation.id == floor.reservation_id, Reservation.state == "open").values(**values))
+
+
+def shrink_floor(s: Session, floor: Floor, amount: int) -> None:
+    """Give ``amount`` of the floor back to the windows (an item it was kept for will not be
+    answered); the caller saves the floor afterwards."""
+    amount = min(amount, floor.amount)
+    if amount <= 0:
+        return
+    for wid in floor.window_ids:
+        s.execute(
+            text("UPDATE budget_windows SET reserved_micro_usd = reserved_micro_usd - :a WHERE id = :w"),
+            {"a": amount, "w": wid},
+        )
+    floor.amount -= amount
+
+
+def release_floor(s: Session, job_id: str, note: str = "job no longer admits: floor released") -> int:
+    """Release what the job's floor still holds (any terminal state, a changed window);
+    returns the amount given back."""
+    res = lock_floor(s, job_id)
+    if res is None or res.state != "open":
+        return 0
+    amount = res.amount_micro_usd
+    release(s, hold_of(res), note=note)
+    return amount
+
+
+def open_reservation_from_floor(
+    s: Session,
+    job_id: str,
+    item_id: int,
+    model: str,
+    amount: int,
+    floor: Floor,
+    draw: int,
+) -> Hold | None:
+    """An item's hold of ``amount``, ``draw`` of it taken from the job's floor (already held
+    on the windows) and the rest reserved conditionally, as :func:`open_reservation` does;
+    None when the rest does not fit. The caller saves the floor afterwards."""
+    draw = max(0, min(draw, amount, floor.amount if floor.holds else 0))
+    if amount > draw and not try_reserve(s, floor.window_ids, amount - draw):
+        return None
+    floor.amount -= draw
+    return _record_hold(s, job_id, item_id, model, amount, floor.job_window, floor.named_window)
 
 
 def settle(s: Session, hold: Hold, actual: int, note: str | None = None, job_id: str | None = None) -> None:

@@ -6,7 +6,7 @@ stores that version's id, so a later price change never rewrites history.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import select
@@ -27,40 +27,95 @@ def micro_to_usd(micro: int) -> float:
     return micro / MICRO
 
 
+CACHE_WRITE_MULTIPLIER = (5, 4)
+"""Anthropic's documented price of a prompt-cache write (5-minute cache): 1.25 x the input price."""
+ANTHROPIC_CACHE_READ_MULTIPLIER = (1, 10)
+"""Anthropic's documented price of a prompt-cache read: 0.1 x the input price."""
+
+
+def _times(micro: int, ratio: tuple[int, int]) -> int:
+    """``micro`` x ratio, rounded up (a derived price never under-charges)."""
+    return -(-micro * ratio[0] // ratio[1])
+
+
 @dataclass(frozen=True)
 class PriceVersion:
+    """One price version of a model, in integer micro-USD per million tokens.
+
+    ``cache_write_micro_per_mtok`` is the price of input tokens written to a prompt cache
+    (Anthropic's ``cache_creation_input_tokens``); None means no surcharge (the input price:
+    OpenAI-compatible providers report no cache writes). It is not a column of ``prices``
+    (yet): a version read back with :func:`latest_price` has None, and :func:`sync_prices`,
+    which every charge goes through, sets it from the config.
+    """
+
     id: int | None
     model: str
     input_micro_per_mtok: int
     cached_input_micro_per_mtok: int
     output_micro_per_mtok: int
+    cache_write_micro_per_mtok: int | None = None
 
     @classmethod
-    def from_config(cls, model: str, cfg: ModelConfig) -> PriceVersion:
-        cached = cfg.cached_input_usd_per_mtok if cfg.cached_input_usd_per_mtok is not None else cfg.input_usd_per_mtok
-        return cls(
-            None,
-            model,
-            usd_to_micro(cfg.input_usd_per_mtok),
-            usd_to_micro(cached),
-            usd_to_micro(cfg.output_usd_per_mtok),
-        )
+    def from_config(cls, model: str, cfg: ModelConfig, kind: str = "openai") -> PriceVersion:
+        """The config's prices; ``kind`` is the provider's protocol, which sets the defaults
+        of the cache prices: on ``anthropic`` a read costs 0.1 x input and a write 1.25 x, as
+        Anthropic documents; elsewhere a read costs the input price (which never under-charges
+        a provider whose discount is not configured) and a write has no surcharge."""
+        input_micro = usd_to_micro(cfg.input_usd_per_mtok)
+        read_usd = cfg.cache_read_usd_per_mtok if cfg.cache_read_usd_per_mtok is not None else cfg.cached_input_usd_per_mtok
+        if read_usd is not None:
+            cached = usd_to_micro(read_usd)
+        elif kind == "anthropic":
+            cached = _times(input_micro, ANTHROPIC_CACHE_READ_MULTIPLIER)
+        else:
+            cached = input_micro
+        write: int | None = None
+        if cfg.cache_write_usd_per_mtok is not None:
+            write = usd_to_micro(cfg.cache_write_usd_per_mtok)
+        elif kind == "anthropic":
+            write = _times(input_micro, CACHE_WRITE_MULTIPLIER)
+        return cls(None, model, input_micro, cached, usd_to_micro(cfg.output_usd_per_mtok), write)
+
+    @property
+    def cache_write_rate(self) -> int:
+        """Micro-USD per million cache-write tokens (the input price when none is set)."""
+        if self.cache_write_micro_per_mtok is not None:
+            return self.cache_write_micro_per_mtok
+        return self.input_micro_per_mtok
 
     def same_rates(self, other: PriceVersion) -> bool:
+        """Whether the rates stored in ``prices`` agree (the cache-write price is not stored)."""
         return (self.input_micro_per_mtok, self.cached_input_micro_per_mtok, self.output_micro_per_mtok) == (
             other.input_micro_per_mtok,
             other.cached_input_micro_per_mtok,
             other.output_micro_per_mtok,
         )
 
-    def cost_micro_usd(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
-        """Exact integer cost, rounded up to the next micro-dollar (never under-charged)."""
-        cached = min(max(cached_tokens, 0), max(prompt_tokens, 0))
+    def cost_micro_usd(
+        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
+    ) -> int:
+        """Exact integer cost, rounded up to the next micro-dollar (never under-charged).
+
+        ``prompt_tokens`` is all input, including ``cached_tokens`` (read from a prompt cache)
+        and ``cache_write_tokens`` (written to one); each part is charged at its own price.
+        """
+        prompt = max(prompt_tokens, 0)
+        cached = min(max(cached_tokens, 0), prompt)
+        written = min(max(cache_write_tokens, 0), prompt - cached)
         numerator = (
-            (prompt_tokens - cached) * self.input_micro_per_mtok
+            (prompt - cached - written) * self.input_micro_per_mtok
             + cached * self.cached_input_micro_per_mtok
+            + written * self.cache_write_rate
             + completion_tokens * self.output_micro_per_mtok
         )
+        return -(-numerator // MICRO)
+
+    def worst_case_micro_usd(self, prompt_tokens: int, completion_tokens: int) -> int:
+        """The most ``prompt_tokens`` in and ``completion_tokens`` out can cost: every input
+        token at the dearest input price (a cache write costs more than plain input)."""
+        dearest = max(self.input_micro_per_mtok, self.cached_input_micro_per_mtok, self.cache_write_rate)
+        numerator = max(prompt_tokens, 0) * dearest + max(completion_tokens, 0) * self.output_micro_per_mtok
         return -(-numerator // MICRO)
 
 
@@ -80,10 +135,10 @@ def sync_prices(session: Session, config: AppConfig, models: list[str] | None = 
     """Make the config's prices the current versions; insert a new version only on change."""
     out: dict[str, PriceVersion] = {}
     for name in models or list(config.models):
-        wanted = PriceVersion.from_config(name, config.model(name))
+        wanted = PriceVersion.from_config(name, config.model(name), config.provider_of(name).kind)
         current = latest_price(session, name)
         if current is not None and current.same_rates(wanted):
-            out[name] = current
+            out[name] = replace(current, cache_write_micro_per_mtok=wanted.cache_write_micro_per_mtok)
             continue
         row = Price(
             model=name,
@@ -94,5 +149,5 @@ def sync_prices(session: Session, config: AppConfig, models: list[str] | None = 
         )
         session.add(row)
         session.flush()
-        out[name] = _row_to_version(row)
+        out[name] = replace(_row_to_version(row), cache_write_micro_per_mtok=wanted.cache_write_micro_per_mtok)
     return out

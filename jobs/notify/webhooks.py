@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EVENT_KINDS = ("budget_alert", "job_completed", "job_failed", "job_cancelled", "job_budget_exhausted")
+EVENT_KINDS = ("budget_alert", "job_completed", "job_failed", "job_cancelled", "job_budget_exhausted", "job_expired")
 _PENDING_KEY = "routebatch_notifications"
 
 

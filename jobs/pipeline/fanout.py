@@ -10,6 +10,9 @@ Three parts with one job each, composed by :class:`FanOut`:
   waits for the database, only for its provider.
 - :class:`CancelWatch` polls the job state, so that no new call starts more than
   ``cancel_poll_s`` after ``cancel`` even while no answer comes back.
+
+With a budget, a sender marks its hold sent (:class:`jobs.pipeline.sent.SentLog`, group
+commits) before its call leaves, so a crash charges only holds whose calls may have gone out.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.lifecycle.states import JobState
 from jobs.money.admission import AdmitResult, Admitted, BudgetPlan, admit
@@ -28,6 +31,9 @@ from jobs.money.pricing import PriceVersion
 from jobs.providers.types import CallResult, ChatRequest
 from jobs.runtime import Runtime
 
+if TYPE_CHECKING:
+    from jobs.pipeline.record import Answer
+
 log = logging.getLogger(__name__)
 
 ADMIT_BATCH = 16
@@ -35,9 +41,6 @@ DEFER_SLEEP_S = 0.2
 DEFER_MAX_S = 60.0
 FLUSH_EVERY = 200
 FLUSH_SECONDS = 0.5
-
-Answer = tuple[int, CallResult, Hold | None]
-"""(item id, the call's result, the hold to settle) as the flusher records it."""
 
 
 class CancelWatch:
@@ -263,6 +266,15 @@ class FanOut:
 
         return await record_with_retry(self.rt, self.job_id, batch, self.prices, self.lease)
 
+    async def _mark_sent(self, reservation_ids: list[str]) -> None:
+        from jobs.pipeline.record import db_retrying
+        from jobs.pipeline.sent import mark_sent
+
+        warning = f"job {self.job_id}: database unreachable while marking {len(reservation_ids)} calls sent; retrying"
+        async for attempt in db_retrying(warning):
+            with attempt:
+                await asyncio.to_thread(mark_sent, self.rt.db_url, reservation_ids)
+
     async def _read_state(self) -> str:
         from jobs.pipeline.record import job_state
 
@@ -275,6 +287,7 @@ class FanOut:
     async def run(self) -> None:
         from jobs.lifecycle import transitions
         from jobs.pipeline import inflight
+        from jobs.pipeline.sent import SentLog
         from jobs.providers import ProviderPool
         from jobs.providers.ratelimit import limiter_for
 
@@ -284,6 +297,7 @@ class FanOut:
         flusher = LedgerFlusher(self._record, self.stop)
         gate = AdmissionGate(self.rows, self._admit, flusher, self.stop)
         watch = CancelWatch(self._read_state, self.rt.settings.cancel_poll_s, self.stop)
+        sent_log = SentLog(self._mark_sent)
 
         async def sender() -> None:
             while not self.stop.is_set():
@@ -296,9 +310,9 @@ class FanOut:
                     gate.answered()
                     flusher.add((adm.row.id, unbuildable(adm, exc), adm.hold))
                     continue
-                inflight.mark(self.job_id, adm.row.id)  # may reach the provider from here on
                 try:
-                    result = await pool.complete(request)
+                    inflight.mark(self.job_id, adm.row.id)  # may reach the provider from here on
+                    result = await pool.complete(request, sent_log.before_send(adm.hold))
                 finally:
                     gate.answered()
                 flusher.add((adm.row.id, result, adm.hold))

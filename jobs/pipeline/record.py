@@ -32,8 +32,23 @@ Answer = tuple[int, CallResult, Hold | None]
 
 
 def job_state(rt: Runtime, job_id: str) -> str:
+    from jobs.lifecycle.expiry import expire_due
+
+    expire_due(rt, job_id)  # a deadline that passed ends the job expired: the fan-out stops like on a cancel
     with session_scope(rt.db_url) as s:
         return s.scalar(select(Job.state).where(Job.id == job_id)) or ""
+
+
+def db_retrying(warning: str) -> AsyncRetrying:
+    """The one retry policy for the fan-out's own writes: transient database errors are
+    retried with backoff for up to ``RECORD_RETRY_S``, then the error is raised."""
+    return AsyncRetrying(
+        retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and is_transient_db_error(exc)),
+        wait=wait_exponential(multiplier=0.2, max=5.0),
+        stop=stop_after_delay(RECORD_RETRY_S),
+        reraise=True,
+        before_sleep=lambda _: log.warning("%s", warning),
+    )
 
 
 async def record_with_retry(
@@ -46,16 +61,7 @@ async def record_with_retry(
     acknowledgement was lost: the batch is recorded, so it is not written again.
     """
     tried = 0
-    retrying = AsyncRetrying(
-        retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and is_transient_db_error(exc)),
-        wait=wait_exponential(multiplier=0.2, max=5.0),
-        stop=stop_after_delay(RECORD_RETRY_S),
-        reraise=True,
-        before_sleep=lambda _: log.warning(
-            "job %s: database unreachable while recording %d results; retrying", job_id, len(batch)
-        ),
-    )
-    async for attempt in retrying:
+    async for attempt in db_retrying(f"job {job_id}: database unreachable while recording {len(batch)} results; retrying"):
         with attempt:
             tried += 1
             try:
@@ -107,7 +113,7 @@ def record_results(
             for a in result.attempts:
                 price = prices.get(a.model)
                 bound_usage(rt, a, result.request)
-                cost = max(price.cost_micro_usd(a.prompt_tokens, a.completion_tokens, a.cached_tokens), 0) if price else 0
+                cost = max(price.cost_micro_usd(a.prompt_tokens, a.completion_tokens, a.cached_tokens, a.cache_write_tokens), 0) if price else 0
                 total_cost += cost
                 attempt_rows.append(attempt_row(job_id, item_id, a, cost, price.id if price else None))
             final = result.attempts[-1] if result.attempts else None

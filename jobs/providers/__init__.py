@@ -1,10 +1,12 @@
-"""Providers: OpenAI-compatible chat completions with retries, fallback and rate limits.
+"""Providers: OpenAI-compatible chat completions and Anthropic's Messages API, with retries,
+fallback and rate limits.
 
 The public surface is small and re-exported here; modules behind it each do one thing:
-``types`` (values), ``pool`` (sending), ``errors`` (retryability), ``redact`` (secrets),
-``ratelimit`` (shared buckets), ``transport`` (the keep-alive HTTP/1.1 transport), and
-``sim/`` (the built-in simulated server: ``server``, ``options``, ``replay`` of labelled
-answer files).
+``types`` (values), ``pool`` (sending), ``wire`` (the protocol of a provider kind),
+``anthropic`` (the Messages API mapping), ``answers`` (the answer text of a stored body),
+``errors`` (retryability), ``redact`` (secrets), ``ratelimit`` (shared buckets, providers'
+limit headers), ``transport`` (the keep-alive HTTP/1.1 transport), and ``sim/`` (the built-in
+simulated server: ``server``, ``anthropic``, ``options``, ``replay`` of labelled answer files).
 """
 
 from jobs.providers.pool import ProviderPool

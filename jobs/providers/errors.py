@@ -1,7 +1,7 @@
 """What a failed provider call means: its error class, whether to retry, and how long to wait.
 
 One table decides retryability so that the pool, the tests and the docs agree: 429, 408,
-409 and 5xx, timeouts, dropped connections and a 2xx body that is not the protocol's JSON
+409 and 5xx (Anthropic's 529 ``overloaded_error`` among them), timeouts, dropped connections and a 2xx body that is not the protocol's JSON
 are transient; every other 4xx fails the item at once with the provider's message.
 """
 
@@ -24,6 +24,7 @@ _STATUS_CLASS = {
     409: "conflict",
     422: "unprocessable_entity",
     429: "rate_limited",
+    529: "overloaded",  # Anthropic's overloaded_error: transient, retried like 5xx
 }
 
 

@@ -1,4 +1,4 @@
-"""ProviderPool: send chat completions to OpenAI-compatible providers, with retries and fallback.
+"""ProviderPool: send chat calls to providers (OpenAI-compatible or Anthropic), with retries and fallback.
 
 One httpx transport per pool (keep-alive connections shared by every provider; by default
 :class:`~jobs.providers.transport.FastTransport`, see there why), created lazily on first
@@ -8,7 +8,9 @@ loop (``asyncio.run`` per chunk), since connections belong to the loop that open
 backing off, so a retrying item does not starve the others.
 
 Every HTTP try is one :class:`Attempt`. Retries follow ``ProviderConfig.retry`` through
-tenacity; a model that fails permanently for an item hands over to its ``fallback``.
+tenacity; a model that fails permanently for an item hands over to its ``fallback``. What is
+protocol-specific (URL, auth headers, body, reading the answer) is the provider's
+:class:`~jobs.providers.wire.Wire`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from tenacity import (
 
 from jobs.config import AppConfig, ModelConfig, ProviderConfig, RetryConfig
 from jobs.money import tokens
+from jobs.providers.answers import answer_text
 from jobs.providers.errors import (
     exception_error_class,
     exception_is_retryable,
@@ -48,9 +51,11 @@ from jobs.providers.errors import (
     status_error_class,
     status_is_retryable,
 )
+from jobs.providers.ratelimit import anthropic_pause_s
 from jobs.providers.redact import redact, redact_json, storable, storable_json
 from jobs.providers.transport import FastTransport
 from jobs.providers.types import Attempt, CallResult, ChatRequest
+from jobs.providers.wire import Unmappable, Usage, Wire, wire_for
 
 if TYPE_CHECKING:
     from jobs.providers.ratelimit import RateLimiter
@@ -83,6 +88,9 @@ COMPLETION_MARGIN_TOKENS = 16
 capped (framing a provider adds on its side); see :func:`check_usage`."""
 
 log = logging.getLogger("jobs.providers")
+
+BeforeSend = Callable[[], Awaitable[None]]
+"""Awaited before each try goes on the wire (see :meth:`ProviderPool.complete`)."""
 
 _UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 """A JSON escape for NUL or a surrogate in a body: the parsed strings may hold what a database
@@ -219,6 +227,8 @@ class ProviderPool:
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
         self._endpoints: dict[str, tuple[httpx.URL, dict[str, float | None]]] = {}
         self._policies: dict[str, Retrying] = {}
+        # provider -> time.monotonic() before which no call goes out (its own headers said so)
+        self._paused_until: dict[str, float] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
     def _loop_state(self) -> _LoopState:
@@ -245,8 +255,12 @@ class ProviderPool:
         await self.aclose()
 
     # -- public ------------------------------------------------------------------------
-    async def complete(self, req: ChatRequest) -> CallResult:
+    async def complete(self, req: ChatRequest, before_send: BeforeSend | None = None) -> CallResult:
         """Run ``req`` to a final outcome: success, or failure after retries and fallbacks.
+
+        ``before_send`` is awaited right before each try goes on the wire (after rate limits
+        and the concurrency slot): the fan-out makes its "this call may have reached the
+        provider" marker durable there. An exception from it propagates: nothing is sent.
 
         Never raises for provider or network failures (they are in the result); raises only
         for programming errors such as an unknown model key. A request the pool refuses to
@@ -263,7 +277,7 @@ class ProviderPool:
         while True:
             tried.add(model_key)
             try:
-                outcome = await self._run_with_retries(req, model_key, attempts, is_fallback)
+                outcome = await self._run_with_retries(req, model_key, attempts, is_fallback, before_send)
             except _Unsendable as exc:
                 log.warning("%s not sent: %s", req.custom_id, exc)
                 return CallResult(req, False, attempts, None, model_key, None, str(exc))
@@ -278,8 +292,8 @@ class ProviderPool:
 
     # -- internals -----------------------------------------------------------------------
     def _endpoint(self, provider_name: str, prov: ProviderConfig) -> tuple[httpx.URL, dict[str, float | None]]:
-        """The parsed chat-completions URL and timeouts of a provider, cached: parsing a URL
-        costs about 30 µs, which matters at thousands of requests per second."""
+        """The parsed call URL (chat completions or messages) and timeouts of a provider,
+        cached: parsing a URL costs about 30 µs, which matters at thousands of requests per second."""
         ep = self._endpoints.get(provider_name)
         if ep is None:
             base = (self.base_urls.get(provider_name) or prov.base_url).rstrip("/")
@@ -288,10 +302,13 @@ class ProviderPool:
                     f"provider {provider_name!r} has no base_url (a simulated provider must be started "
                     "and its URL passed in base_urls)"
                 )
-            ep = self._endpoints[provider_name] = (httpx.URL(base + "/chat/completions"), httpx.Timeout(prov.timeout_s).as_dict())
+            url = httpx.URL(wire_for(prov.kind).url(base))
+            ep = self._endpoints[provider_name] = (url, httpx.Timeout(prov.timeout_s).as_dict())
         return ep
 
-    async def _run_with_retries(self, req: ChatRequest, model_key: str, attempts: list[Attempt], is_fallback: bool) -> _Outcome:
+    async def _run_with_retries(
+        self, req: ChatRequest, model_key: str, attempts: list[Attempt], is_fallback: bool, before_send: BeforeSend | None = None
+    ) -> _Outcome:
         """Try until success, a permanent failure, or the provider's retry policy gives up.
 
         tenacity decides (stop, wait, retry); this loop only performs its actions. It drives
@@ -307,7 +324,7 @@ class ProviderPool:
         while True:
             action = retrying.iter(state)
             if isinstance(action, DoAttempt):
-                outcome = await self._send_once(req, model_key, model_cfg, prov, len(attempts) + 1, is_fallback)
+                outcome = await self._send_once(req, model_key, model_cfg, prov, len(attempts) + 1, is_fallback, before_send)
                 attempts.append(outcome.attempt)
                 state.set_result(outcome)
             elif isinstance(action, DoSleep):
@@ -344,16 +361,18 @@ class ProviderPool:
         max_tokens = req.max_tokens if req.max_tokens and req.max_tokens > 0 else None
         return max_tokens or model_cfg.max_tokens or self.config.defaults.max_tokens
 
-    def _body(self, req: ChatRequest, model_key: str, model_cfg: ModelConfig) -> dict:
+    def _body(self, req: ChatRequest, model_key: str, model_cfg: ModelConfig, wire: Wire) -> dict:
         """The JSON body: the row's params minus :data:`WIRE_PARAMS` (and ``_``-keys and the
-        choice counts), then model, messages and ``max_tokens``, which params cannot override."""
+        choice counts), then model, messages and ``max_tokens``, which params cannot override;
+        in the provider's protocol (an Anthropic body is mapped, and refuses what it cannot map:
+        :class:`~jobs.providers.wire.Unmappable`)."""
         params = {
             k: v
             for k, v in req.params.items()
             if k not in WIRE_PARAMS and k not in CHOICE_PARAMS and not (isinstance(k, str) and k.startswith("_"))
         }
         max_tokens = self._max_tokens(req, model_cfg)
-        return {**params, "model": model_cfg.name or model_key, "messages": req.messages, "max_tokens": max_tokens}
+        return wire.body(model_cfg.name or model_key, req.messages, max_tokens, params)
 
     async def _send_once(
         self,
@@ -363,22 +382,27 @@ class ProviderPool:
         prov: ProviderConfig,
         attempt_no: int,
         is_fallback: bool,
+        before_send: BeforeSend | None = None,
     ) -> _Outcome:
         """One HTTP try, always turned into an :class:`Attempt` (never raises for I/O errors)."""
         provider_name = model_cfg.provider
         st = self._loop_state()
-        body = self._body(req, model_key, model_cfg)
+        wire = wire_for(prov.kind)
+        try:
+            body = self._body(req, model_key, model_cfg, wire)
+        except Unmappable as bad:
+            raise _Unsendable(f"invalid_request: {bad} (provider {provider_name!r} speaks {prov.kind})") from None
         api_key = prov.api_key()
         attempt_id = uuid.uuid4().hex
         headers = {**req.headers, "content-type": "application/json", "idempotency-key": attempt_id}
-        if api_key:
-            headers["authorization"] = f"Bearer {api_key}"
+        headers.update(wire.auth_headers(api_key))
         url, timeout = self._endpoint(provider_name, prov)
         try:
             content = json.dumps(body).encode()
         except (ValueError, TypeError, RecursionError) as bad:
             raise _Unsendable(f"invalid_request: the request body cannot be encoded as JSON ({type(bad).__name__})") from None
 
+        await self._wait_provider_pause(provider_name)
         if self.rate_limiter is not None:
             est_in, est_out = tokens.rate_limit_tokens(req, model_cfg, body["max_tokens"])
             await self.rate_limiter.acquire(provider_name, model_key, est_in + est_out)
@@ -386,6 +410,8 @@ class ProviderPool:
         resp: _Response | None = None
         exc: Exception | None = None
         async with st.semaphores[provider_name]:
+            if before_send is not None:
+                await before_send()
             started = _utcnow()
             t0 = time.perf_counter()
             try:
@@ -399,7 +425,7 @@ class ProviderPool:
             error_class: str | None,
             message: str | None,
             rid: str | None = None,
-            usage: tuple[int, int, int, bool] = (0, 0, 0, False),
+            usage: tuple[int, int, int, int, bool] = (0, 0, 0, 0, False),
         ) -> Attempt:
             a = Attempt(
                 attempt_id=attempt_id,
@@ -414,10 +440,11 @@ class ProviderPool:
                 prompt_tokens=usage[0],
                 completion_tokens=usage[1],
                 cached_tokens=usage[2],
-                usage_estimated=usage[3],
+                usage_estimated=usage[4],
                 started_at=started,
                 finished_at=finished,
                 is_fallback=is_fallback,
+                cache_write_tokens=usage[3],
             )
             if error_class is None:
                 check_usage(a, req, body["max_tokens"])
@@ -428,18 +455,56 @@ class ProviderPool:
             cls = exception_error_class(exc)
             a = attempt(cls, f"{cls}: {exc}" if str(exc) else cls)
             return _Outcome(a, None, a.error_message, exception_is_retryable(exc))
-        outcome = self._interpret(resp, req, model_cfg, api_key, attempt)
-        if resp.status_code == 429 and self.rate_limiter is not None:
-            await self.rate_limiter.penalize(provider_name, model_key, outcome.retry_after_s)
+        outcome = self._interpret(resp, req, model_cfg, api_key, attempt, wire)
+        pause = self._announced_pause(prov, resp, outcome)
+        if pause is not None:
+            self._pause_provider(provider_name, pause)
+        if (resp.status_code == 429 or pause is not None) and self.rate_limiter is not None:
+            await self.rate_limiter.penalize(provider_name, model_key, outcome.retry_after_s or pause)
         return outcome
+
+    # -- what a provider says about its limits ---------------------------------------------
+    @staticmethod
+    def _announced_pause(prov: ProviderConfig, resp: _Response, outcome: _Outcome) -> float | None:
+        """Seconds every call to this provider should wait, from its own headers: an Anthropic
+        limit used up (``anthropic-ratelimit-*-remaining: 0`` until its ``-reset``), or its 429's
+        ``retry-after``. A 429 without ``retry-after`` waits for the reset the headers name
+        (the try's backoff is at least that long too). OpenAI-kind providers: only the
+        shared limiter is paused on a 429, as before."""
+        if prov.kind != "anthropic":
+            return None
+        pause = anthropic_pause_s(resp.headers)
+        if resp.status_code == 429:
+            if outcome.retry_after_s is None and pause is not None:
+                outcome.retry_after_s = pause
+            pause = max(pause or 0.0, outcome.retry_after_s or 0.0) or None
+        return pause
+
+    def _pause_provider(self, provider_name: str, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        if until > self._paused_until.get(provider_name, 0.0):
+            self._paused_until[provider_name] = until
+            log.info("provider %s reports its limit used up: calls wait %.2fs", provider_name, seconds)
+
+    async def _wait_provider_pause(self, provider_name: str) -> None:
+        """Hold a call while its provider said it has no room (see :meth:`_announced_pause`).
+        One wait: a pause announced meanwhile costs at most a 429, which is retried."""
+        wait = self._paused_until.get(provider_name, 0.0) - time.monotonic()
+        if wait > 0:
+            await self._sleep(wait)
 
     @staticmethod
     def _interpret(
-        resp: _Response, req: ChatRequest, model_cfg: ModelConfig, api_key: str | None, attempt: Callable[..., Attempt]
+        resp: _Response,
+        req: ChatRequest,
+        model_cfg: ModelConfig,
+        api_key: str | None,
+        attempt: Callable[..., Attempt],
+        wire: Wire,
     ) -> _Outcome:
         """What a response means: success with usage, or a transient/permanent failure."""
         status, raw = resp.status_code, resp.content
-        rid = _request_id(resp.headers.get("x-request-id"))
+        rid = _request_id(resp.headers.get("x-request-id") or resp.headers.get("request-id"))
         try:
             parsed: Any = json.loads(raw) if raw else None
         except ValueError:
@@ -463,10 +528,10 @@ class ProviderPool:
                 status_is_retryable(status),
                 parse_retry_after(resp.headers),
             )
-        if not _is_completion(parsed):
-            a = attempt("malformed_response", f"HTTP {status}: body is not a chat.completion JSON object", rid)
+        if not wire.is_answer(parsed):
+            a = attempt("malformed_response", f"HTTP {status}: body is not a {wire.answer_name}", rid)
             return _Outcome(a, None, a.error_message, True)
-        a = attempt(None, None, _request_id(rid or parsed.get("id")), _usage(parsed, req, model_cfg))
+        a = attempt(None, None, _request_id(rid or parsed.get("id")), _usage(parsed, req, model_cfg, wire))
         return _Outcome(a, parsed, None, False)
 
 
@@ -482,17 +547,12 @@ def _request_id(value: Any) -> str | None:
     return storable(text)[:MAX_REQUEST_ID_CHARS]
 
 
-def _is_completion(parsed: Any) -> bool:
-    if not isinstance(parsed, dict):
-        return False
-    choices = parsed.get("choices")
-    return isinstance(choices, list) and bool(choices) and isinstance(choices[0], dict)
-
-
 def _provider_message(parsed: Any, raw: bytes) -> str | None:
     if isinstance(parsed, dict):
         err = parsed.get("error")
         if isinstance(err, dict) and err.get("message"):
+            if parsed.get("type") == "error" and isinstance(err.get("type"), str):  # Anthropic's envelope
+                return f"{err['type']}: {err['message']}"
             return str(err["message"])
         if isinstance(err, str):
             return err
@@ -515,24 +575,14 @@ def request_problem(req: ChatRequest) -> str | None:
     return None
 
 
-def _token_count(value: Any) -> int | None:
-    """A token count as a provider sent it: an integer (or an integral float), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
 def check_usage(a: Attempt, req: ChatRequest, max_tokens: int) -> None:
     """Bring an answer's ``usage`` within what its request could have been billed, in place.
 
     A provider's numbers are untrusted: negative counts would lower ``spent`` (and then break
     the budget's CHECK constraint, losing the batch), absurd ones record a huge overdraft.
     Allowed: ``0 <= prompt <= input_token_bound(messages) + the params' bytes + 64``,
-    ``0 <= completion <= max_tokens + 16``, ``0 <= cached <= prompt``. What is outside is
+    ``0 <= completion <= max_tokens + 16``, ``0 <= cached <= prompt``,
+    ``0 <= cache writes <= prompt - cached``. What is outside is
     capped to the bound; the attempt is flagged ``usage_estimated`` (its usage is no longer the
     provider's) with the reason in ``error_message`` (the call still succeeded). Idempotent:
     the pool runs it when parsing, :mod:`jobs.pipeline.record` again before charging.
@@ -550,28 +600,23 @@ def check_usage(a: Attempt, req: ChatRequest, max_tokens: int) -> None:
     if a.cached_tokens < 0 or a.cached_tokens > a.prompt_tokens:
         problems.append(f"cached_tokens {a.cached_tokens} outside [0, prompt_tokens {a.prompt_tokens}]")
         a.cached_tokens = min(max(a.cached_tokens, 0), a.prompt_tokens)
+    room = a.prompt_tokens - a.cached_tokens
+    if a.cache_write_tokens < 0 or a.cache_write_tokens > room:
+        problems.append(f"cache_write_tokens {a.cache_write_tokens} outside [0, prompt_tokens - cached_tokens {room}]")
+        a.cache_write_tokens = min(max(a.cache_write_tokens, 0), room)
     if problems and not a.usage_estimated:  # a local count is flagged already; it is only capped
         a.usage_estimated = True
         note = "usage out of bounds, charged at the bound: " + "; ".join(problems)
         a.error_message = note if not a.error_message else f"{a.error_message}; {note}"
 
 
-def _usage(parsed: dict, req: ChatRequest, model_cfg: ModelConfig) -> tuple[int, int, int, bool]:
-    """(prompt, completion, cached, estimated) from ``usage``, or counted locally without it
-    (also when its counts are not integers). Bounds are applied by :func:`check_usage`."""
-    u = parsed.get("usage")
-    prompt = _token_count(u.get("prompt_tokens")) if isinstance(u, dict) else None
-    if isinstance(u, dict) and prompt is not None:
-        details = u.get("prompt_tokens_details")
-        cached = _token_count(details.get("cached_tokens")) if isinstance(details, dict) else None
-        completion = _token_count(u.get("completion_tokens") or 0)
-        if completion is not None:
-            return prompt, completion, cached or 0, False
-    text = ""
-    try:
-        content = parsed["choices"][0]["message"]["content"]
-        text = content if isinstance(content, str) else ""
-    except (KeyError, IndexError, TypeError):
-        pass
+def _usage(parsed: dict, req: ChatRequest, model_cfg: ModelConfig, wire: Wire) -> tuple[int, int, int, int, bool]:
+    """(prompt, completion, cache reads, cache writes, estimated) from the answer's usage, or
+    counted locally without it (also when its counts are not integers). Bounds are applied by
+    :func:`check_usage`."""
+    u: Usage | None = wire.usage(parsed)
+    if u is not None:
+        return u[0], u[1], u[2], u[3], False
+    text = answer_text(parsed) or ""
     enc = model_cfg.encoding
-    return tokens.count_message_tokens(req.messages, enc), tokens.count_text_tokens(text, enc), 0, True
+    return tokens.count_message_tokens(req.messages, enc), tokens.count_text_tokens(text, enc), 0, 0, True

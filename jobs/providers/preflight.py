@@ -1,6 +1,8 @@
 """Pre-flight: before a job ingests and scores anything, each provider it will use answers.
 
-One cheap request per provider: ``GET {base_url}/models`` with the API key. A missing key
+One cheap request per provider: ``GET {base_url}/models`` with the API key (on an
+``anthropic`` provider ``GET {base_url}/v1/models`` with ``x-api-key`` and
+``anthropic-version``, the Models API of the Messages API). A missing key
 variable, a rejected key (401/403) or an endpoint that cannot be reached (connection
 refused, DNS, timeout) stops the job with one line naming the provider and why
 (:class:`~jobs.errors.ProviderError`). Any other answer means the endpoint is there: 404 and
@@ -17,6 +19,7 @@ import httpx
 
 from jobs.config import AppConfig, ProviderConfig
 from jobs.errors import ProviderError
+from jobs.providers import anthropic
 from jobs.providers.redact import redact
 
 log = logging.getLogger("jobs.providers")
@@ -63,8 +66,12 @@ def check_provider(name: str, prov: ProviderConfig, base_url: str) -> str | None
             return f"provider {name!r}: the API key in {prov.api_key_env} has a line break or surrounding spaces"
     if not base_url:
         return f"provider {name!r}: no base_url (a simulated provider must be started first)"
-    url = base_url.rstrip("/") + "/models"
-    headers = {"authorization": f"Bearer {key}"} if key else {}
+    if prov.kind == "anthropic":
+        url = anthropic.endpoint(base_url, anthropic.MODELS_PATH)
+        headers = anthropic.headers(key)
+    else:
+        url = base_url.rstrip("/") + "/models"
+        headers = {"authorization": f"Bearer {key}"} if key else {}
     timeout = min(prov.timeout_s, PREFLIGHT_TIMEOUT_S)
     where = _origin(base_url)
     try:

@@ -25,7 +25,9 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -328,6 +330,54 @@ class RedisRateLimiter:
         if self._client is not None and self._loop is asyncio.get_running_loop():
             await self._client.aclose()
         self._client = None
+
+
+# --- what a provider says about its own limits -----------------------------------------------
+
+ANTHROPIC_LIMITS = ("requests", "tokens", "input-tokens", "output-tokens")
+"""The limits Anthropic reports on every answer: ``anthropic-ratelimit-<limit>-limit``,
+``-remaining`` and ``-reset`` (an RFC 3339 time)."""
+
+MAX_HEADER_PAUSE_S = 60.0
+"""A provider's reset time is believed up to this far ahead (its limits are per minute; a
+clock skew or a hostile header must not stall a job for hours)."""
+
+
+def _reset_in(value: str | None, now: float) -> float | None:
+    if not value:
+        return None
+    try:
+        at = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        return None
+    return max(at.timestamp() - now, 0.0)
+
+
+def anthropic_pause_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """How long to hold every call to an Anthropic provider because a limit it reports is
+    used up (``-remaining`` is 0): until the latest ``-reset`` of those limits, at most
+    :data:`MAX_HEADER_PAUSE_S`. None when every reported limit has room (or none is reported).
+
+    ``headers`` looks names up case-insensitively (lower-cased keys or httpx.Headers).
+    """
+    now = time.time() if now is None else now
+    pause: float | None = None
+    for limit in ANTHROPIC_LIMITS:
+        remaining = headers.get(f"anthropic-ratelimit-{limit}-remaining")
+        if remaining is None:
+            continue
+        try:
+            if float(remaining) > 0:
+                continue
+        except ValueError:
+            continue
+        wait = _reset_in(headers.get(f"anthropic-ratelimit-{limit}-reset"), now)
+        if wait is None:
+            wait = DEFAULT_PAUSE_S
+        pause = max(pause or 0.0, min(wait, MAX_HEADER_PAUSE_S))
+    return pause
 
 
 def limiter_for(config: AppConfig, broker_url: str | None) -> RateLimiter | None:

@@ -57,6 +57,10 @@ class Attempt:
     started_at: datetime
     finished_at: datetime
     is_fallback: bool = False
+    cache_write_tokens: int = 0
+    """Input tokens written to a prompt cache (Anthropic's ``cache_creation_input_tokens``),
+    part of ``prompt_tokens`` like ``cached_tokens`` (the reads), charged at the cache-write
+    price. Not a column of ``attempts``: it is in the attempt's cost."""
 
     @property
     def ok(self) -> bool:
@@ -81,10 +85,10 @@ class CallResult:
 
     @property
     def text(self) -> str | None:
-        """The assistant message of the first choice, when the call succeeded."""
+        """The answer text, when the call succeeded: the first choice's message (OpenAI), or
+        the text blocks of the Message (Anthropic)."""
         if not self.ok or not self.body:
             return None
-        try:
-            return self.body["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            return None
+        from jobs.providers.answers import answer_text  # a leaf; types.py stays import-free
+
+        return answer_text(self.body)

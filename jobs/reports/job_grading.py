@@ -17,6 +17,7 @@ def grade_job(rt: Runtime, job_id: str, labels: Path) -> dict:
     The model -> labels-column mapping is the simulated provider's ``replay_models``; for a
     model without one, its API name (``name``) or key is taken as the column.
     """
+    from jobs.providers.answers import answer_text
     from jobs.reports.grading import grade, model_columns_from_config
 
     with session_scope(rt.db_url) as s:
@@ -25,9 +26,7 @@ def grade_job(rt: Runtime, job_id: str, labels: Path) -> dict:
         ).all()
     triples = []
     for prompt, model, response in rows:
-        choices = (response or {}).get("choices") or [{}]
-        text = (choices[0].get("message") or {}).get("content") or ""
-        triples.append((prompt, model, text))
+        triples.append((prompt, model, answer_text(response) or ""))
     columns = {key: (m.name or key) for key, m in rt.config.models.items()}
     columns.update(model_columns_from_config(rt.config))
     return grade(triples, labels, columns).to_dict()

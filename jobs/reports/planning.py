@@ -1,27 +1,56 @@
-"""``routebatch plan``: what a dataset would cost, before any provider call.
+"""``routebatch plan``: what a dataset would cost, before any call of the job itself.
 
-Reads and scores the file (no ingestion, no calls) and prices each prompt exactly as a
-budget hold would (``jobs.money.admission.worst_case_micro``: the one input-token bound, the
-request's ``max_tokens``, the dearest model of the fallback chain), or with ``output_tokens``
-in place of ``max_tokens`` when given; then prices
-all-weak, all-strong, routing at strong shares 10..90%, and, with a budget, the
-budget-optimal allocation.
+The rows are those ``submit`` would accept (the same reader, the same per-model limits, and
+duplicate ``custom_id``s rejected as ingest rejects them). Each prompt is priced three ways:
+
+* the **estimate**: input tokens and answer lengths per model from the ledger's history of
+  that model (``jobs.reports.lengths``: recent succeeded answers, by prompt-length bucket),
+  which a pilot (``plan --pilot N``: N sampled items really answered by both models and
+  recorded as jobs) provides when there is none; ``--output-tokens`` overrides the length;
+* an **interval** next to it: the same prices with every answer as short as the 10th or as
+  long as the 90th percentile of its bucket (capped at ``max_tokens``);
+* the **worst case** a budget hold takes (``jobs.money.admission.worst_case_micro``: the
+  input-token bound, ``max_tokens``, the dearest model of the fallback chain), which is also
+  what the weak floor and ``--allocate budget`` are sized by.
+
+Rows: all-weak, routed at 10..90% strong (the same cut ``--strong-share`` makes), all-strong
+and, with a budget, the weak floor and the budget-optimal allocation.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jobs.config import AppConfig
-from jobs.datasets import BadRow, read_rows
+from jobs.datasets import BadRow, PromptRow, read_rows
 from jobs.money.pricing import PriceVersion, micro_to_usd
-from routing import get_router, route_strong, threshold_for_strong_share
+from jobs.reports.lengths import LengthModel, load_history, text_bytes
+from routing import get_router
+
+if TYPE_CHECKING:
+    from jobs.runtime import Runtime
 
 SCORE_BATCH = 256
+Progress = Callable[[int, int], None]
+"""(prompts scored so far, prompts to score)."""
+
+
+@dataclass
+class Costs:
+    """Per-prompt micro-USD of one model: estimate, interval, worst case."""
+
+    estimate: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    worst: np.ndarray
+    basis: str
 
 
 @dataclass
@@ -30,10 +59,89 @@ class PlanInput:
     strong_micro: np.ndarray
     weak_micro: np.ndarray
     invalid: int
+    strong_worst_micro: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    weak_worst_micro: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    strong_low_micro: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    strong_high_micro: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    weak_low_micro: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    weak_high_micro: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    basis: dict[str, str] = field(default_factory=dict)
 
 
 def _prices(config: AppConfig, models: list[str]) -> dict[str, PriceVersion]:
     return {m: PriceVersion.from_config(m, config.model(m)) for m in config.models_with_fallbacks(models)}
+
+
+def accepted_rows(
+    config: AppConfig, path: Path, strong: str, weak: str, *, fmt: str | None = None, prompt_column: str = "prompt"
+) -> tuple[list[PromptRow], int]:
+    """(the rows ``submit`` would ingest, how many it would reject): the same reader and
+    limits, and a repeated ``custom_id`` (``line-<n>`` when a row has none) is invalid."""
+    from jobs.datasets.limits import limits_for_models
+
+    rows: list[PromptRow] = []
+    seen: set[str] = set()
+    invalid = 0
+    for row in read_rows(path, fmt, prompt_column, limits=limits_for_models(config, [strong, weak])):
+        if isinstance(row, BadRow):
+            invalid += 1
+            continue
+        cid = row.custom_id if row.custom_id is not None else f"line-{row.line_no}"
+        if cid in seen:
+            invalid += 1
+            continue
+        seen.add(cid)
+        rows.append(row)
+    return rows, invalid
+
+
+def model_costs(
+    config: AppConfig,
+    rows: list[PromptRow],
+    model: str,
+    prices: dict[str, PriceVersion],
+    *,
+    max_tokens: int | None = None,
+    output_tokens: int | None = None,
+    history: LengthModel | None = None,
+) -> Costs:
+    """Estimate, p10-p90 interval and worst case of answering each row with ``model``."""
+    from jobs.money.admission import worst_case_micro
+    from jobs.money.tokens import count_message_tokens
+    from jobs.pipeline.request import request_shape
+
+    price = prices[model]
+    encoding = config.model(model).encoding
+    n = len(rows)
+    est, low, high, worst = (np.empty(n) for _ in range(4))
+    use_history = output_tokens is None and history is not None and not history.empty
+    for i, row in enumerate(rows):
+        shape = request_shape(
+            config, model, prompt=row.prompt, messages=row.messages, row_max_tokens=row.max_tokens, job_max_tokens=max_tokens
+        )
+        worst[i] = worst_case_micro(shape, model, prices, config)
+        if output_tokens is None and not use_history:
+            est[i] = low[i] = high[i] = worst[i]
+            continue
+        nbytes = text_bytes(shape.messages)
+        tokens_in = history.input_tokens(nbytes) if use_history and history is not None else None
+        if tokens_in is None:
+            tokens_in = count_message_tokens(shape.messages, encoding)
+        if use_history and history is not None:
+            mean, p_lo, p_hi = history.expected(nbytes, shape.max_tokens)
+        else:
+            mean = p_lo = p_hi = float(min(output_tokens or 0, shape.max_tokens))
+        per_in = tokens_in * price.input_micro_per_mtok / 1e6
+        est[i] = per_in + mean * price.output_micro_per_mtok / 1e6
+        low[i] = per_in + p_lo * price.output_micro_per_mtok / 1e6
+        high[i] = per_in + p_hi * price.output_micro_per_mtok / 1e6
+    if output_tokens is not None:
+        basis = f"--output-tokens {output_tokens} per answer (at most max_tokens)"
+    elif use_history and history is not None:
+        basis = history.basis()
+    else:
+        basis = LengthModel(model).basis()
+    return Costs(est, low, high, worst, basis)
 
 
 def estimate(
@@ -47,77 +155,168 @@ def estimate(
     prompt_column: str = "prompt",
     max_tokens: int | None = None,
     output_tokens: int | None = None,
+    db_url: str | None = None,
+    progress: Progress | None = None,
+    rows: tuple[list[PromptRow], int] | None = None,
 ) -> PlanInput:
-    from jobs.money.admission import worst_case_micro
-    from jobs.pipeline.request import RequestShape, request_shape
-
-    router = get_router(router_spec)
+    """Score and price the rows ``submit`` would accept. With ``db_url`` the answer lengths
+    come from that ledger's history; without it (or with no history) from ``max_tokens``."""
+    valid, invalid = rows if rows is not None else accepted_rows(config, path, strong, weak, fmt=fmt, prompt_column=prompt_column)
     prices = _prices(config, [strong, weak])
-
-    def cost(row: Any, model: str) -> int:
-        shape = request_shape(
-            config, model, prompt=row.prompt, messages=row.messages, row_max_tokens=row.max_tokens, job_max_tokens=max_tokens
+    costs = {}
+    for model in (strong, weak):
+        history = load_history(db_url, model) if db_url and output_tokens is None else None
+        costs[model] = model_costs(
+            config, valid, model, prices, max_tokens=max_tokens, output_tokens=output_tokens, history=history
         )
-        if output_tokens:
-            shape = RequestShape(shape.messages, output_tokens)
-        return worst_case_micro(shape, model, prices, config)
-
+    router = get_router(router_spec)
     scores: list[np.ndarray] = []
-    cs: list[int] = []
-    cw: list[int] = []
-    invalid = 0
-    batch: list[str] = []
-    for row in read_rows(path, fmt, prompt_column):
-        if isinstance(row, BadRow):
-            invalid += 1
-            continue
-        cs.append(cost(row, strong))
-        cw.append(cost(row, weak))
-        batch.append(row.prompt)
-        if len(batch) >= SCORE_BATCH:
-            scores.append(np.asarray(router.score(batch), dtype=np.float64))
-            batch = []
-    if batch:
+    total = len(valid)
+    if progress:
+        progress(0, total)
+    for start in range(0, total, SCORE_BATCH):
+        batch = [r.prompt for r in valid[start : start + SCORE_BATCH]]
         scores.append(np.asarray(router.score(batch), dtype=np.float64))
+        if progress:
+            progress(min(start + SCORE_BATCH, total), total)
+    cs, cw = costs[strong], costs[weak]
     return PlanInput(
-        np.concatenate(scores) if scores else np.zeros(0), np.asarray(cs, dtype=np.int64), np.asarray(cw, dtype=np.int64), invalid
+        np.concatenate(scores) if scores else np.zeros(0),
+        cs.estimate,
+        cw.estimate,
+        invalid,
+        strong_worst_micro=cs.worst,
+        weak_worst_micro=cw.worst,
+        strong_low_micro=cs.low,
+        strong_high_micro=cs.high,
+        weak_low_micro=cw.low,
+        weak_high_micro=cw.high,
+        basis={"strong": cs.basis, "weak": cw.basis},
     )
 
 
+def _row(inp: PlanInput, policy: str, mask: np.ndarray, **extra: Any) -> dict[str, Any]:
+    def total(strong: np.ndarray, weak: np.ndarray) -> int:
+        if mask.size == 0:
+            return 0
+        return int(round(float(np.where(mask, strong, weak).sum())))
+
+    n = mask.size
+    low = inp.strong_low_micro if inp.strong_low_micro.size else inp.strong_micro
+    return {
+        "policy": policy,
+        "strong_share": round(float(mask.mean()), 4) if n else 0.0,
+        "strong_items": int(mask.sum()),
+        **extra,
+        "cost_micro_usd": total(inp.strong_micro, inp.weak_micro),
+        "cost_low_micro_usd": total(low, inp.weak_low_micro if inp.weak_low_micro.size else inp.weak_micro),
+        "cost_high_micro_usd": total(
+            inp.strong_high_micro if inp.strong_high_micro.size else inp.strong_micro,
+            inp.weak_high_micro if inp.weak_high_micro.size else inp.weak_micro,
+        ),
+        "worst_case_micro_usd": total(_worst(inp, "strong"), _worst(inp, "weak")),
+    }
+
+
+def _worst(inp: PlanInput, which: str) -> np.ndarray:
+    arr = inp.strong_worst_micro if which == "strong" else inp.weak_worst_micro
+    if arr.size:
+        return arr
+    return inp.strong_micro if which == "strong" else inp.weak_micro
+
+
 def plan_table(inp: PlanInput, budget_usd: float | None = None) -> dict:
+    from routing.thresholds import cut_for_strong_share
+
     n = inp.scores.size
-    all_strong = int(inp.strong_micro.sum())
-    rows: list[dict[str, Any]] = [
-        {"policy": "all weak", "strong_share": 0.0, "strong_items": 0, "cost_micro_usd": int(inp.weak_micro.sum())}
-    ]
+    rows: list[dict[str, Any]] = [_row(inp, "all weak", np.zeros(n, dtype=bool))]
     for pct in range(10, 100, 10):
-        t = threshold_for_strong_share(inp.scores, pct / 100)
-        mask = route_strong(inp.scores, t)
-        cost = int(np.where(mask, inp.strong_micro, inp.weak_micro).sum())
-        rows.append(
-            {
-                "policy": f"routed {pct}%",
-                "strong_share": round(mask.mean(), 4) if n else 0.0,
-                "strong_items": int(mask.sum()),
-                "threshold": t,
-                "cost_micro_usd": cost,
-            }
-        )
-    rows.append({"policy": "all strong", "strong_share": 1.0, "strong_items": n, "cost_micro_usd": all_strong})
+        cut = cut_for_strong_share(inp.scores, pct / 100)
+        rows.append(_row(inp, f"routed {pct}%", cut.strong, threshold=cut.threshold))
+    rows.append(_row(inp, "all strong", np.ones(n, dtype=bool)))
+    out: dict[str, Any] = {"items": n, "invalid": inp.invalid, "basis": inp.basis}
     if budget_usd is not None:
         from routing.allocation import allocate_budget
 
-        alloc = allocate_budget(inp.scores, inp.strong_micro, inp.weak_micro, budget_usd * 1_000_000)
+        cap = budget_usd * 1_000_000
+        floor = int(_worst(inp, "weak").sum())
+        out["floor"] = {
+            "weak_worst_case_micro_usd": floor,
+            "weak_worst_case_usd": micro_to_usd(floor),
+            "cap_usd": budget_usd,
+            "covered": floor <= cap,
+        }
+        if floor > cap:
+            out["warning"] = (
+                f"the cap ${budget_usd:g} cannot cover the weak answer of every item (worst case "
+                f"${micro_to_usd(floor):.6f}); --on-exhausted decides: downgrade answers weak while the money "
+                "lasts and skips the rest, skip keeps the routing and skips what does not fit, stop ends the job "
+                "before its first call"
+            )
+        # sized by worst cases, as the job's own allocation and its holds are
+        alloc = allocate_budget(inp.scores, _worst(inp, "strong"), _worst(inp, "weak"), cap)
         rows.append(
-            {
-                "policy": "budget optimum" if alloc.affordable else "budget optimum (cap below all-weak)",
-                "strong_share": round(float(alloc.strong.mean()), 4) if n else 0.0,
-                "strong_items": int(alloc.strong.sum()),
-                "cost_micro_usd": int(alloc.cost),
-                "expected_gain": round(float(inp.scores[alloc.strong].sum()), 3),
-            }
+            _row(
+                inp,
+                "budget optimum" if alloc.affordable else "budget optimum (cap below all-weak)",
+                alloc.strong,
+                expected_gain=round(float(inp.scores[alloc.strong].sum()), 3),
+            )
         )
+    all_strong = rows[-1 if budget_usd is None else -2]["cost_micro_usd"]
     for r in rows:
         r["cost_usd"] = micro_to_usd(r["cost_micro_usd"])
+        r["cost_low_usd"] = micro_to_usd(r["cost_low_micro_usd"])
+        r["cost_high_usd"] = micro_to_usd(r["cost_high_micro_usd"])
+        r["worst_case_usd"] = micro_to_usd(r["worst_case_micro_usd"])
         r["savings_pct"] = round(100.0 * (1 - r["cost_micro_usd"] / all_strong), 2) if all_strong else 0.0
-    return {"items": n, "invalid": inp.invalid, "rows": rows}
+    out["rows"] = rows
+    return out
+
+
+def run_pilot(
+    rt: Runtime,
+    rows: list[PromptRow],
+    n: int,
+    strong: str,
+    weak: str,
+    *,
+    workdir: Path,
+    max_tokens: int | None = None,
+    seed: int = 0,
+) -> list[str]:
+    """Answer ``n`` sampled rows with both models, as two ordinary jobs (so every call, its
+    tokens and its cost are in the ledger and later plans count them as history); returns
+    the job ids. The jobs carry ``metadata.routebatch = pilot``."""
+    from jobs.lifecycle.service import JobSpec, run
+
+    if n <= 0 or not rows:
+        return []
+    sample = random.Random(seed).sample(rows, min(n, len(rows)))
+    path = workdir / "pilot.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        for row in sample:
+            rec: dict[str, Any] = {"custom_id": row.custom_id or f"line-{row.line_no}"}
+            if row.messages:
+                rec["messages"] = row.messages
+            else:
+                rec["prompt"] = row.prompt
+            if row.max_tokens:
+                rec["max_tokens"] = row.max_tokens
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    ids = []
+    for model, share in ((strong, 1.0), (weak, 0.0)):
+        spec = JobSpec.model_validate(
+            {
+                "input_file": str(path),
+                "router": "length",
+                "strong": strong,
+                "weak": weak,
+                "strong_share": share,
+                "max_tokens": max_tokens,
+                "metadata": {"routebatch": "pilot", "model": model},
+            }
+        )
+        st = run(rt, spec)
+        ids.append(st.job_id)
+    return ids

@@ -359,6 +359,16 @@ def job_counts(db_url: str, job_id: str) -> dict[str, int]:
         return dict(s.execute(select(Item.state, func.count()).where(Item.job_id == job_id).group_by(Item.state)).all())
 
 
+def attempt_count(db_url: str, job_id: str) -> int:
+    from sqlalchemy import func, select
+
+    from jobs.ledger.models import Attempt
+    from jobs.ledger.session import session_scope
+
+    with session_scope(db_url) as s:
+        return int(s.scalar(select(func.count()).select_from(Attempt).where(Attempt.job_id == job_id)) or 0)
+
+
 def job_state(db_url: str, job_id: str) -> str:
     from sqlalchemy import select
 

@@ -22,7 +22,12 @@ USAGE_FAULT_KINDS = ("negative_usage", "huge_usage")
 (a hostile or broken provider; the ledger must cap it). Never part of ``fault_rate``'s
 default split: name them in ``faults`` or ``fault_kinds``."""
 
-ALL_FAULT_KINDS = FAULT_KINDS + USAGE_FAULT_KINDS
+OVERLOAD_FAULT_KINDS = ("529",)
+"""Anthropic's ``529 overloaded_error`` (transient). Only when named, so that ``fault_rate``'s
+split (and every seeded run that uses it) stays as it was; on ``/v1/messages`` the ``503``
+fault answers 529 too, since that is how Anthropic reports an overloaded service."""
+
+ALL_FAULT_KINDS = FAULT_KINDS + USAGE_FAULT_KINDS + OVERLOAD_FAULT_KINDS
 
 LATENCY_KINDS = ("fixed", "uniform", "lognormal")
 
@@ -43,6 +48,13 @@ class SimOptions:
     replay_file: str | None = None
     replay_models: dict[str, str] = field(default_factory=dict)
     replay_miss: str = "error"
+    rate_limit_requests: int | None = None
+    rate_limit_tokens: int | None = None
+    rate_limit_window_s: float = 60.0
+    batch_complete_s: float = 2.0
+    """How long a provider batch (``/v1/batches``, ``/v1/messages/batches``) takes to complete."""
+    batch_expire_s: float | None = None
+    """When set below ``batch_complete_s``: batches expire part-way at this age."""
 
     @classmethod
     def from_dict(cls, options: dict[str, Any] | None) -> SimOptions:
@@ -83,6 +95,16 @@ class SimOptions:
             raise ValueError(f"simulated.latency: {out.latency!r} is not one of {', '.join(LATENCY_KINDS)}")
         if out.replay_miss not in ("error", "generate"):
             raise ValueError("simulated.replay_miss: must be 'error' or 'generate'")
+        for key in ("rate_limit_requests", "rate_limit_tokens"):
+            v = getattr(out, key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"simulated.{key}: must be an integer >= 1")
+        if not out.rate_limit_window_s > 0:
+            raise ValueError("simulated.rate_limit_window_s: must be > 0")
+        if not (isinstance(out.batch_complete_s, int | float) and 0 <= out.batch_complete_s < math.inf):
+            raise ValueError("simulated.batch_complete_s: must be a number >= 0")
+        if out.batch_expire_s is not None and not (isinstance(out.batch_expire_s, int | float) and out.batch_expire_s > 0):
+            raise ValueError("simulated.batch_expire_s: must be a number > 0")
         return out
 
     def draw_latency_s(self, rng: random.Random) -> float:

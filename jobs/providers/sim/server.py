@@ -1,4 +1,6 @@
-"""The simulated OpenAI-compatible provider: a small, fast HTTP server for runs and tests.
+"""The simulated provider: a small, fast HTTP server for runs and tests, speaking OpenAI's
+chat completions (``/v1/chat/completions``) and Anthropic's Messages API (``/v1/messages``,
+see :mod:`jobs.providers.sim.anthropic`).
 
 It is a raw asyncio protocol on httptools (on uvloop when available) rather than an ASGI
 app, for two reasons: the dispatch benchmark needs well over 1,000 requests/s with client
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import random
 import re
 import socket
@@ -31,6 +34,9 @@ from typing import Any
 
 import httptools
 
+from jobs.providers.sim import anthropic as anth
+from jobs.providers.sim.batches import Answer as BatchAnswer
+from jobs.providers.sim.batches import SimBatches
 from jobs.providers.sim.options import ALL_FAULT_KINDS, SimOptions
 from jobs.providers.sim.replay import ReplayTable, load_replay_table, prompt_of
 
@@ -51,10 +57,12 @@ _REASONS = {
     409: "Conflict",
     422: "Unprocessable Entity",
     429: "Too Many Requests",
+    413: "Payload Too Large",
     500: "Internal Server Error",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
+    529: "Overloaded",
 }
 
 
@@ -121,6 +129,18 @@ class SimulatedApp:
         self._seen: dict[bytes, int] = {}
         self._random = options.latency != "fixed" or bool(options.faults)
         self.requests = 0
+        self.cache = anth.PromptCache()
+        self.limits = anth.RateLimits(options.rate_limit_requests, options.rate_limit_tokens, options.rate_limit_window_s)
+        self.batches = SimBatches(self._batch_answer, options.batch_complete_s, options.batch_expire_s)
+
+    def _batch_answer(self, path: str, headers: dict[str, str], body: bytes) -> BatchAnswer:
+        """One request of a provider batch, answered by the synchronous endpoint (same
+        answers, faults and usage; no latency). A dropped or hung call is a 500 line."""
+        reply = self.handle("POST", path, headers, body)
+        if reply.drop or reply.status == 0:
+            return BatchAnswer(500, json.dumps({"error": {"message": "simulated server error", "type": "server_error"}}).encode())
+        rid = next((v for k, v in reply.headers if k.lower() in ("x-request-id", "request-id")), None)
+        return BatchAnswer(reply.status, reply.body, rid)
 
     def models(self) -> list[str]:
         names = list(self.options.models) or ["sim-strong", "sim-weak"]
@@ -129,12 +149,30 @@ class SimulatedApp:
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> _Reply:
         self.requests += 1
+        path_and_query = path
         path = path.split("?", 1)[0].rstrip("/")
-        if self.options.api_key is not None and headers.get("authorization") != f"Bearer {self.options.api_key}":
+        if path.endswith("/v1/messages"):
+            return self._messages(method, headers, body)
+        anthropic_style = "x-api-key" in headers or "anthropic-version" in headers
+        key_ok = headers.get("authorization") == f"Bearer {self.options.api_key}"
+        if anthropic_style:  # the models list answers either protocol's client
+            key_ok = headers.get("x-api-key") == self.options.api_key
+        if self.options.api_key is not None and not key_ok:
             # Echoes the key it got, as some real providers do (partly): redaction is tested on it.
-            got = headers.get("authorization", "").removeprefix("Bearer ")
+            got = headers.get("x-api-key", "") if anthropic_style else headers.get("authorization", "").removeprefix("Bearer ")
             return _error(401, f"Incorrect API key provided: {got or '(none)'}.", "invalid_request_error")
+        if "/batches" in path or "/files" in path:  # the provider batch APIs, same key rules
+            batch_reply = self.batches.handle(method, path_and_query, headers, body)
+            if batch_reply is not None:
+                code, answer = batch_reply
+                return _Reply(code, answer if isinstance(answer, bytes) else json.dumps(answer).encode())
         if path.endswith("/models") and method == "GET":  # what the pre-flight check asks, with the key
+            if anthropic_style:
+                listed = [
+                    {"type": "model", "id": m, "display_name": m, "created_at": "2026-01-01T00:00:00Z"} for m in self.models()
+                ]
+                page = {"data": listed, "has_more": False, "first_id": listed[0]["id"], "last_id": listed[-1]["id"]}
+                return _Reply(200, json.dumps(page).encode())
             data = [{"id": m, "object": "model", "owned_by": "routebatch-sim"} for m in self.models()]
             return _Reply(200, json.dumps({"object": "list", "data": data}).encode())
         if not path.endswith("/chat/completions"):
@@ -151,18 +189,7 @@ class SimulatedApp:
             return _error(400, "body must be JSON with 'model' and a non-empty 'messages' list", "invalid_request_error")
         max_tokens = req.get("max_tokens") or req.get("max_completion_tokens") or 256
         prompt = prompt_of(messages)
-
-        opts = self.options
-        rng = None
-        if self._random:  # a seeded generator costs ~10 µs; only distributions and faults need one
-            d = _digest(str(opts.seed), model, prompt)
-            n = self._seen.get(d, 0)
-            self._seen[d] = n + 1
-            rng = random.Random(int.from_bytes(d, "big") ^ (n * 0x9E3779B97F4A7C15))
-        delay = opts.draw_latency_s(rng) if rng is not None else opts.latency_ms / 1000.0
-        if "x-sim-latency-ms" in headers:
-            delay = float(headers["x-sim-latency-ms"]) / 1000.0
-        fault = headers.get("x-sim-fault") or (opts.draw_fault(rng) if rng is not None else None)
+        delay, fault = self._draw(model, prompt, headers)
 
         if fault is not None and fault not in ALL_FAULT_KINDS:
             try:
@@ -181,7 +208,7 @@ class SimulatedApp:
                 [("Retry-After", f"{ra:g}"), ("retry-after-ms", str(int(ra * 1000)))],
             )
             return r
-        if fault in ("500", "503"):
+        if fault in ("500", "503", "529"):
             r = _error(int(fault), "The server had an error (simulated).", "server_error")
             r.delay_s = delay
             return r
@@ -216,6 +243,103 @@ class SimulatedApp:
         if fault == "malformed":
             payload = payload[: len(payload) // 2]
         return _Reply(200, payload, [("x-request-id", out["id"])], delay_s=delay)
+
+    def _draw(self, model: str, prompt: str, headers: dict[str, str]) -> tuple[float, str | None]:
+        """(latency in seconds, fault or None) of this request: drawn from (seed, model,
+        prompt, n-th request for them), or forced by ``X-Sim-Latency-Ms`` / ``X-Sim-Fault``."""
+        opts = self.options
+        rng = None
+        if self._random:  # a seeded generator costs ~10 µs; only distributions and faults need one
+            d = _digest(str(opts.seed), model, prompt)
+            n = self._seen.get(d, 0)
+            self._seen[d] = n + 1
+            rng = random.Random(int.from_bytes(d, "big") ^ (n * 0x9E3779B97F4A7C15))
+        delay = opts.draw_latency_s(rng) if rng is not None else opts.latency_ms / 1000.0
+        if "x-sim-latency-ms" in headers:
+            delay = float(headers["x-sim-latency-ms"]) / 1000.0
+        fault = headers.get("x-sim-fault") or (opts.draw_fault(rng) if rng is not None else None)
+        return delay, fault
+
+    def _messages(self, method: str, headers: dict[str, str], body: bytes) -> _Reply:
+        """``POST /v1/messages``: Anthropic's Messages API, with the same faults and latencies
+        as chat completions (``503`` answers Anthropic's ``529 overloaded_error``)."""
+
+        def err(status: int, message: str, extra: list[tuple[str, str]] | None = None) -> _Reply:
+            return _Reply(status, anth.error_body(status, message), extra or [])
+
+        opts = self.options
+        if opts.api_key is not None and headers.get("x-api-key") != opts.api_key:
+            got = headers.get("x-api-key", "")  # echoed, as on the OpenAI endpoint: redaction is tested on it
+            return err(401, f"invalid x-api-key: {got or '(none)'}")
+        if method != "POST":
+            return err(405, "use POST")
+        try:
+            req = json.loads(body)
+        except ValueError:
+            return err(400, "the body is not valid JSON")
+        problem = anth.validate(req, headers)
+        if problem is not None:
+            return err(400, problem)
+        model, messages = req["model"], req["messages"]
+        prompt = prompt_of(messages)
+        delay, fault = self._draw(model, prompt, headers)
+        fresh, written, read = self.cache.usage(req, sim_count_tokens)
+
+        limit_headers: list[tuple[str, str]] = []
+        if self.limits:
+            admitted, limit_headers, reset_in = self.limits.take(fresh + written + read + int(req["max_tokens"]))
+            if not admitted:
+                wait = f"{max(math.ceil(reset_in), 1)}"
+                return err(
+                    429, "Number of requests has exceeded your rate limit (simulated).", [("retry-after", wait), *limit_headers]
+                )
+        if fault is not None and fault not in ALL_FAULT_KINDS:
+            try:
+                status = int(fault)
+            except ValueError:
+                return err(400, f"unknown X-Sim-Fault {fault!r}")
+            r = err(status, f"simulated error {status}", limit_headers)
+            r.delay_s = delay
+            return r
+        if fault == "429":
+            return err(
+                429,
+                "Number of requests has exceeded your rate limit (simulated).",
+                [("retry-after", f"{opts.retry_after_s:g}"), *limit_headers],
+            )
+        if fault in ("500", "503", "529"):
+            status = 500 if fault == "500" else 529
+            r = err(status, "Overloaded (simulated)." if status == 529 else "Internal server error (simulated).", limit_headers)
+            r.delay_s = delay
+            return r
+        if fault == "drop":
+            return _Reply(0, b"", drop=True, delay_s=delay)
+        if fault == "hang":
+            delay = opts.hang_s
+
+        text = self._answer(model, prompt)
+        if text is None:
+            return err(404, f"replay: no recorded answer of model {model!r} for this prompt")
+        text, stop_sequence = anth.apply_stop(text, req.get("stop_sequences"))
+        text, completion_tokens, finish = _truncate(text, int(req["max_tokens"]))
+        stop_reason = "max_tokens" if finish == "length" else ("stop_sequence" if stop_sequence else "end_turn")
+        counts = {
+            "input_tokens": fresh,
+            "output_tokens": completion_tokens,
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": read,
+        }
+        if fault == "negative_usage":
+            counts.update(input_tokens=-1_000_000, output_tokens=-1_000_000)
+        elif fault == "huge_usage":
+            counts["output_tokens"] = 1_000_000_000
+        usage = None if fault == "no_usage" else counts
+        msg_id = f"msg_{uuid.uuid4().hex[:24]}"
+        out = anth.message(msg_id, model, text, stop_reason, stop_sequence if stop_reason == "stop_sequence" else None, usage)
+        payload = json.dumps(out).encode()
+        if fault == "malformed":
+            payload = payload[: len(payload) // 2]
+        return _Reply(200, payload, [("request-id", f"req_{uuid.uuid4().hex[:24]}"), *limit_headers], delay_s=delay)
 
     def _answer(self, model: str, prompt: str) -> str | None:
         if self.replay is None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
+from jobs.errors import IllegalTransition
 from jobs.ledger.models import Attempt, InvalidRow, Item
 from jobs.ledger.session import session_scope
 from jobs.ledger.export import export_job
@@ -129,7 +131,9 @@ def test_cancel_then_resume_finishes_every_item(tmp_path: Path, sqlite_url: str,
     assert status(rt, job_id).counts["cancelled"] == 120
 
     queue = InlineQueue()
-    resume(rt, job_id, queue)
+    with pytest.raises(IllegalTransition, match="--reopen"):  # a cancel is final (issue 15)...
+        resume(rt, job_id, queue)
+    resume(rt, job_id, queue, reopen=True)  # ...unless reopened
     drain_inline(rt, queue, job_id)
     st = status(rt, job_id)
     assert st.status == "completed" and st.succeeded == 120

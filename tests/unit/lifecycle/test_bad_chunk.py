@@ -29,10 +29,10 @@ def broken_row(monkeypatch):
 
     real = ProviderPool.complete
 
-    async def complete(self, req):
+    async def complete(self, req, before_send=None):
         if req.custom_id == BAD:
             raise TypeError("'_headers' must be a mapping, got str")
-        return await real(self, req)
+        return await real(self, req, before_send)
 
     monkeypatch.setattr(ProviderPool, "complete", complete)
 

@@ -73,7 +73,8 @@ def test_capped_job_sends_50_80_100_and_completion_exactly_once(tmp_path: Path, 
     rt = runtime_factory(sqlite_url, {"webhooks": [{"name": "ops", "url": receiver.url, "format": "json"}]})
     cap = round(0.3 * all_strong, 6)
     st = run(rt, JobSpec(input_file=str(data), router="length", strong_share=0.9, budget_usd=cap, on_exhausted="skip", max_tokens=64))
-    assert st.skipped_budget > 0  # the cap bit, so 100% was reached
+    # the cap bit (upgrades it could not pay were answered weak: the weak floor), so 100% was reached
+    assert st.skipped_budget == 0 and st.strong_calls < 135
     webhooks.flush()
     kinds = [(b["kind"], b["data"].get("level")) for b in receiver.bodies]
     assert sorted(k for k in kinds if k[0] == "budget_alert") == [("budget_alert", 50), ("budget_alert", 80), ("budget_alert", 100)]
@@ -152,3 +153,24 @@ def test_unknown_event_names_are_a_config_error() -> None:
 
     with pytest.raises(ValidationError, match="unknown events"):
         WebhookConfig(url="https://example.invalid/x", events=("budget_alrt",))
+
+
+def test_an_expired_job_sends_job_expired_once(tmp_path: Path, sqlite_url: str, runtime_factory, receiver) -> None:
+    from jobs.lifecycle.states import JobState
+    from jobs.settings import Settings
+
+    rt = runtime_factory(
+        sqlite_url,
+        {
+            "webhooks": [{"name": "ops", "url": receiver.url, "format": "json"}],
+            "providers.sim.simulated.latency_ms": 40,
+            "providers.sim.concurrency": 2,
+        },
+    )
+    rt.settings = Settings(database_url=sqlite_url, broker_url=None, cancel_poll_s=0.05)
+    spec = JobSpec(input_file=str(_prompts(tmp_path / "in.jsonl", 300)), router="length", chunk_size=40, completion_window="2s")
+    st = run(rt, spec)
+    assert st.status == JobState.EXPIRED
+    webhooks.flush()
+    kinds = [b["kind"] for b in receiver.bodies]
+    assert kinds.count("job_expired") == 1 and "job_completed" not in kinds

@@ -147,9 +147,9 @@ def sends(monkeypatch) -> Sends:
     seen = Sends()
 
     class RecordingPool(ProviderPool):
-        async def complete(self, req: ChatRequest) -> CallResult:
+        async def complete(self, req: ChatRequest, before_send=None) -> CallResult:
             seen.calls.append((req.custom_id, bool(seen.fan and seen.fan.stop.is_set()), time.monotonic()))
-            return await super().complete(req)
+            return await super().complete(req, before_send)
 
     monkeypatch.setattr("jobs.providers.ProviderPool", RecordingPool)  # FanOut.run imports it from there
     return seen

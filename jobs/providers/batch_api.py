@@ -1,0 +1,284 @@
+"""Clients of the providers' own batch APIs: OpenAI Batch (files + batches) and Anthropic
+Message Batches, behind one small interface.
+
+Both charge half the synchronous price for results within 24 hours, which is what an
+offline job wants (issue 14). The two APIs differ in shape — OpenAI takes an uploaded JSONL
+file and answers with output and error files in any order; Anthropic takes the requests in
+the create call and streams results not in request order — so callers see only
+:class:`RemoteBatch` (a normalised state) and :class:`BatchResult` (one line per request,
+matched by ``custom_id``).
+
+Calls are few and large, so this is a plain synchronous ``httpx.Client`` with tenacity
+retries on 429, 5xx and connection errors; ``Retry-After`` is honoured.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from jobs.errors import ProviderError
+from jobs.providers.redact import redact, redact_json
+
+RUNNING = "running"
+ENDED = "ended"
+
+_OPENAI_ENDED = {"completed", "failed", "expired", "cancelled"}
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One request of a batch: its ``custom_id`` and the body in the provider's protocol."""
+
+    custom_id: str
+    body: dict[str, Any]
+
+
+@dataclass
+class RemoteBatch:
+    """A provider batch as routebatch tracks it: ``phase`` is ``running`` or ``ended``;
+    ``status`` is the provider's own word (completed, expired, cancelled, failed, ended, ...)."""
+
+    id: str
+    phase: str
+    status: str
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    results_url: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One request's outcome: an HTTP-like status and body, or an error code without a body
+    (``batch_expired``, ``batch_cancelled``, ...)."""
+
+    custom_id: str
+    status_code: int | None
+    body: dict[str, Any] | None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class BatchClient(Protocol):
+    def submit(self, requests: list[BatchRequest], metadata: dict[str, str]) -> RemoteBatch: ...
+    def retrieve(self, batch_id: str) -> RemoteBatch: ...
+    def cancel(self, batch_id: str) -> RemoteBatch: ...
+    def list_recent(self, limit: int = 100) -> list[RemoteBatch]: ...
+    def results(self, batch: RemoteBatch) -> Iterator[BatchResult]: ...
+    def close(self) -> None: ...
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _wait(state: Any) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, _Retryable) and exc.retry_after is not None:
+        return min(exc.retry_after, 60.0)
+    return float(wait_exponential(multiplier=0.5, max=30.0)(state))
+
+
+class _HttpBatchClient:
+    def __init__(
+        self,
+        base_url: str,
+        headers: dict[str, str],
+        secret: str | None,
+        timeout_s: float = 120.0,
+        max_attempts: int = 5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s, transport=transport)
+        self._max_attempts = max_attempts
+        self._secrets = [secret] if secret else []
+
+    def redacted(self, body: Any) -> Any:
+        """A provider body as it may be stored: without the key, in any spelling."""
+        return redact_json(body, self._secrets, patterns=False)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        retrying = Retrying(
+            retry=retry_if_exception(lambda e: isinstance(e, _Retryable | httpx.TransportError)),
+            wait=_wait,
+            stop=stop_after_attempt(self._max_attempts),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                resp = self._http.request(method, path, **kwargs)
+                if resp.status_code == 429 or resp.status_code >= 500:
+                    ra = resp.headers.get("retry-after")
+                    raise _Retryable(f"{method} {path}: HTTP {resp.status_code}", float(ra) if ra else None)
+                if resp.status_code >= 400:
+                    raise ProviderError(redact(f"{method} {path}: HTTP {resp.status_code}: {_message(resp)}", self._secrets))
+                return resp
+        raise AssertionError("unreachable: tenacity returns or reraises")
+
+    def _clean(self, result: BatchResult) -> BatchResult:
+        if not self._secrets:
+            return result
+        return BatchResult(
+            result.custom_id,
+            result.status_code,
+            self.redacted(result.body),
+            result.error_code,
+            redact(result.error_message, self._secrets) if result.error_message else None,
+        )
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        got = self._call(method, path, **kwargs).json()
+        if not isinstance(got, dict):
+            raise ProviderError(f"{method} {path}: expected a JSON object")
+        return got
+
+
+class OpenAIBatchClient(_HttpBatchClient):
+    """``POST /v1/files`` (purpose batch), ``/v1/batches`` create/retrieve/cancel/list, file content."""
+
+    endpoint = "/v1/chat/completions"
+
+    def __init__(self, base_url: str, api_key: str | None, **kwargs: Any) -> None:
+        super().__init__(base_url, {"authorization": f"Bearer {api_key}"} if api_key else {}, api_key, **kwargs)
+
+    def submit(self, requests: list[BatchRequest], metadata: dict[str, str]) -> RemoteBatch:
+        lines = "".join(
+            json.dumps({"custom_id": r.custom_id, "method": "POST", "url": self.endpoint, "body": r.body}) + "\n"
+            for r in requests
+        ).encode()
+        f = self._json(
+            "POST", "/v1/files", files={"file": ("batch.jsonl", lines, "application/jsonl")}, data={"purpose": "batch"}
+        )
+        body = {"input_file_id": f["id"], "endpoint": self.endpoint, "completion_window": "24h", "metadata": metadata}
+        return _openai_batch(self._json("POST", "/v1/batches", json=body))
+
+    def retrieve(self, batch_id: str) -> RemoteBatch:
+        return _openai_batch(self._json("GET", f"/v1/batches/{batch_id}"))
+
+    def cancel(self, batch_id: str) -> RemoteBatch:
+        return _openai_batch(self._json("POST", f"/v1/batches/{batch_id}/cancel"))
+
+    def list_recent(self, limit: int = 100) -> list[RemoteBatch]:
+        return [_openai_batch(b) for b in self._json("GET", "/v1/batches", params={"limit": limit}).get("data", [])]
+
+    def results(self, batch: RemoteBatch) -> Iterator[BatchResult]:
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            for raw in self._call("GET", f"/v1/files/{file_id}/content").content.splitlines():
+                if raw.strip():
+                    yield self._clean(_openai_line(raw))
+
+
+class AnthropicBatchClient(_HttpBatchClient):
+    """``/v1/messages/batches`` create/retrieve/cancel/list and the results stream."""
+
+    def __init__(self, base_url: str, api_key: str | None, version: str = "2023-06-01", **kwargs: Any) -> None:
+        headers = {"anthropic-version": version} | ({"x-api-key": api_key} if api_key else {})
+        super().__init__(base_url, headers, api_key, **kwargs)
+
+    def submit(self, requests: list[BatchRequest], metadata: dict[str, str]) -> RemoteBatch:
+        body = {"requests": [{"custom_id": r.custom_id, "params": r.body} for r in requests]}
+        got = _anthropic_batch(self._json("POST", "/v1/messages/batches", json=body))
+        got.metadata = dict(metadata)  # Anthropic keeps none: the ledger's record is the source
+        return got
+
+    def retrieve(self, batch_id: str) -> RemoteBatch:
+        return _anthropic_batch(self._json("GET", f"/v1/messages/batches/{batch_id}"))
+
+    def cancel(self, batch_id: str) -> RemoteBatch:
+        return _anthropic_batch(self._json("POST", f"/v1/messages/batches/{batch_id}/cancel"))
+
+    def list_recent(self, limit: int = 100) -> list[RemoteBatch]:
+        return [_anthropic_batch(b) for b in self._json("GET", "/v1/messages/batches", params={"limit": limit}).get("data", [])]
+
+    def results(self, batch: RemoteBatch) -> Iterator[BatchResult]:
+        url = batch.results_url or f"/v1/messages/batches/{batch.id}/results"
+        for raw in self._call("GET", url).content.splitlines():
+            if raw.strip():
+                yield self._clean(_anthropic_line(raw))
+
+
+# -- normalising -----------------------------------------------------------------------------
+def _openai_batch(b: dict[str, Any]) -> RemoteBatch:
+    counts = b.get("request_counts") or {}
+    status = str(b.get("status"))
+    return RemoteBatch(
+        id=str(b["id"]),
+        phase=ENDED if status in _OPENAI_ENDED else RUNNING,
+        status=status,
+        total=int(counts.get("total") or 0),
+        done=int(counts.get("completed") or 0),
+        failed=int(counts.get("failed") or 0),
+        output_file_id=b.get("output_file_id"),
+        error_file_id=b.get("error_file_id"),
+        metadata=dict(b.get("metadata") or {}),
+        raw=b,
+    )
+
+
+def _anthropic_batch(b: dict[str, Any]) -> RemoteBatch:
+    counts = b.get("request_counts") or {}
+    status = str(b.get("processing_status"))
+    failed = sum(int(counts.get(k) or 0) for k in ("errored", "canceled", "expired"))
+    return RemoteBatch(
+        id=str(b["id"]),
+        phase=ENDED if status == "ended" else RUNNING,
+        status=status,
+        total=sum(int(v or 0) for v in counts.values()),
+        done=int(counts.get("succeeded") or 0),
+        failed=failed,
+        results_url=b.get("results_url"),
+        raw=b,
+    )
+
+
+def _openai_line(raw: bytes) -> BatchResult:
+    line = json.loads(raw)
+    resp = line.get("response") or None
+    err = line.get("error") or None
+    if resp is not None:
+        return BatchResult(str(line["custom_id"]), int(resp.get("status_code") or 0), resp.get("body"))
+    return BatchResult(str(line["custom_id"]), None, None, (err or {}).get("code"), (err or {}).get("message"))
+
+
+def _anthropic_line(raw: bytes) -> BatchResult:
+    line = json.loads(raw)
+    result = line.get("result") or {}
+    kind = result.get("type")
+    if kind == "succeeded":
+        return BatchResult(str(line["custom_id"]), 200, result.get("message"))
+    if kind == "errored":
+        error = result.get("error") or {}
+        inner = error.get("error") or {}
+        return BatchResult(str(line["custom_id"]), 400, error, inner.get("type"), inner.get("message"))
+    code = {"canceled": "batch_cancelled", "expired": "batch_expired"}.get(str(kind), str(kind))
+    return BatchResult(str(line["custom_id"]), None, None, code, f"request {kind}")
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:200]
+    err = body.get("error") if isinstance(body, dict) else None
+    return str((err or {}).get("message") if isinstance(err, dict) else body)[:200]
