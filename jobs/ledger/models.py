@@ -173,6 +173,9 @@ class Price(Base):
     input_micro_per_mtok: Mapped[int] = mapped_column(BigInteger)
     cached_input_micro_per_mtok: Mapped[int] = mapped_column(BigInteger)
     output_micro_per_mtok: Mapped[int] = mapped_column(BigInteger)
+    cache_write_micro_per_mtok: Mapped[int | None] = mapped_column(
+        BigInteger, nullable=True, doc="input written to a prompt cache (Anthropic); NULL: the input price"
+    )
 
 
 class Attempt(Base):
@@ -195,6 +198,7 @@ class Attempt(Base):
     latency_ms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     cached_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     cost_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

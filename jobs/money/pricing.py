@@ -6,7 +6,7 @@ stores that version's id, so a later price change never rewrites history.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -44,9 +44,9 @@ class PriceVersion:
 
     ``cache_write_micro_per_mtok`` is the price of input tokens written to a prompt cache
     (Anthropic's ``cache_creation_input_tokens``); None means no surcharge (the input price:
-    OpenAI-compatible providers report no cache writes). It is not a column of ``prices``
-    (yet): a version read back with :func:`latest_price` has None, and :func:`sync_prices`,
-    which every charge goes through, sets it from the config.
+    OpenAI-compatible providers report no cache writes). Stored with the version
+    (``prices.cache_write_micro_per_mtok``, migration 0008), so charges can be recomputed
+    from the ledger alone.
     """
 
     id: int | None
@@ -85,11 +85,17 @@ class PriceVersion:
         return self.input_micro_per_mtok
 
     def same_rates(self, other: PriceVersion) -> bool:
-        """Whether the rates stored in ``prices`` agree (the cache-write price is not stored)."""
-        return (self.input_micro_per_mtok, self.cached_input_micro_per_mtok, self.output_micro_per_mtok) == (
+        """Whether the rates stored in ``prices`` agree (a change of any is a new version)."""
+        return (
+            self.input_micro_per_mtok,
+            self.cached_input_micro_per_mtok,
+            self.output_micro_per_mtok,
+            self.cache_write_micro_per_mtok,
+        ) == (
             other.input_micro_per_mtok,
             other.cached_input_micro_per_mtok,
             other.output_micro_per_mtok,
+            other.cache_write_micro_per_mtok,
         )
 
     def cost_micro_usd(
@@ -120,7 +126,14 @@ class PriceVersion:
 
 
 def _row_to_version(row: Price) -> PriceVersion:
-    return PriceVersion(row.id, row.model, row.input_micro_per_mtok, row.cached_input_micro_per_mtok, row.output_micro_per_mtok)
+    return PriceVersion(
+        row.id,
+        row.model,
+        row.input_micro_per_mtok,
+        row.cached_input_micro_per_mtok,
+        row.output_micro_per_mtok,
+        row.cache_write_micro_per_mtok,
+    )
 
 
 def latest_price(session: Session, model: str, at: datetime | None = None) -> PriceVersion | None:
@@ -138,7 +151,7 @@ def sync_prices(session: Session, config: AppConfig, models: list[str] | None = 
         wanted = PriceVersion.from_config(name, config.model(name), config.provider_of(name).kind)
         current = latest_price(session, name)
         if current is not None and current.same_rates(wanted):
-            out[name] = replace(current, cache_write_micro_per_mtok=wanted.cache_write_micro_per_mtok)
+            out[name] = current
             continue
         row = Price(
             model=name,
@@ -146,8 +159,9 @@ def sync_prices(session: Session, config: AppConfig, models: list[str] | None = 
             input_micro_per_mtok=wanted.input_micro_per_mtok,
             cached_input_micro_per_mtok=wanted.cached_input_micro_per_mtok,
             output_micro_per_mtok=wanted.output_micro_per_mtok,
+            cache_write_micro_per_mtok=wanted.cache_write_micro_per_mtok,
         )
         session.add(row)
         session.flush()
-        out[name] = replace(_row_to_version(row), cache_write_micro_per_mtok=wanted.cache_write_micro_per_mtok)
+        out[name] = _row_to_version(row)
     return out

@@ -79,3 +79,18 @@ def test_sync_prices_versions_the_rates_and_applies_the_cache_write_price(tmp_pa
     assert first.id is not None and again.id == first.id  # no new version for the same rates
     assert first.cache_write_rate == again.cache_write_rate == 7_500_000
     assert stored is not None and stored.cached_input_micro_per_mtok == 300_000
+
+
+def test_the_cache_write_price_is_stored_with_its_version(tmp_path) -> None:
+    """Recovery's worst case and status read prices back from the ledger: the cache-write
+    rate must come back too, and a change of it alone is a new price version."""
+    from jobs.ledger.migrate import upgrade
+
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    upgrade(db)
+    with session_scope(db) as s:
+        first = sync_prices(s, config(cache_write_usd_per_mtok=7.5), ["m"])["m"]
+        stored = latest_price(s, "m")
+        changed = sync_prices(s, config(cache_write_usd_per_mtok=9.0), ["m"])["m"]
+    assert stored is not None and stored.cache_write_rate == 7_500_000
+    assert changed.id != first.id and changed.cache_write_rate == 9_000_000

@@ -105,6 +105,7 @@ def test_costs_are_the_anthropic_prices_of_the_reported_usage(finished) -> None:
             assert last.cost_micro_usd == want, (item.custom_id, u)
             assert last.prompt_tokens == u["input_tokens"] + u["cache_read_input_tokens"] + u["cache_creation_input_tokens"]
             assert last.cached_tokens == u["cache_read_input_tokens"]
+            assert last.cache_write_tokens == u["cache_creation_input_tokens"]  # kept, so the charge can be recomputed
             writes += u["cache_creation_input_tokens"] > 0
             reads += u["cache_read_input_tokens"] > 0
         attempt_cost = s.scalar(select(func.sum(Attempt.cost_micro_usd)).where(Attempt.job_id == st.job_id))
