@@ -26,14 +26,21 @@ def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> in
         job = s.get(Job, job_id)
         if job is None or job.state != JobState.IN_PROGRESS:
             return 0
-        now = utcnow()
         rows = s.execute(
             select(Item.id, Item.custom_id, Item.prompt, Item.messages, Item.params, Item.max_tokens, Item.model)
             .where(Item.job_id == job_id, Item.chunk == chunk, Item.state == ItemState.ROUTED)
             .order_by(Item.id)
         ).all()
-        lease = now + timedelta(seconds=rt.settings.send_lease_s)
-        if rows:
+        # Prices first, in their own transaction: the claim below then holds its row locks only
+        # for one UPDATE (the models of the rows it may claim are a superset of those it gets).
+        models = sorted({r.model for r in rows} | {job.weak_model})
+        prices = sync_prices(s, rt.config, rt.config.models_with_fallbacks(models))
+        job_max = job.spec.get("max_tokens")
+        plan = budget_plan(job)
+    now = utcnow()
+    lease = now + timedelta(seconds=rt.settings.send_lease_s)
+    if rows:
+        with session_scope(rt.db_url) as s:
             # Mark sent before sending: a crash after this leaves a visible, leased 'sent' item.
             # Only the rows this UPDATE claimed are sent: a duplicate delivery of the same chunk
             # running at the same time gets the others' ids back from RETURNING, not its own.
@@ -46,11 +53,7 @@ def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> in
                     execution_options={"synchronize_session": False},
                 )
             )
-            rows = [r for r in rows if r.id in claimed]
-        models = sorted({r.model for r in rows} | {job.weak_model})
-        prices = sync_prices(s, rt.config, rt.config.models_with_fallbacks(models))
-        job_max = job.spec.get("max_tokens")
-        plan = budget_plan(job)
+        rows = [r for r in rows if r.id in claimed]
     if rows:
         asyncio.run(FanOut(rt, job_id, rows, prices, job_max, lease, plan).run())
         inflight.forget(job_id, [r.id for r in rows])  # answered and recorded (or provably unsent)

@@ -28,7 +28,7 @@ import logging
 from jobs.pipeline.finalize import maybe_finalize
 from jobs.pipeline.generate import generate_chunk
 from jobs.pipeline.route import route_job
-from jobs.pipeline.score import score_chunk
+from jobs.pipeline.score import route_when_scored, score_chunk
 from jobs.pipeline.tasks import TaskQueue
 from jobs.runtime import Runtime
 
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 def run_task(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: int | None, runner_id: str | None = None) -> None:
     """Run one step; ``runner_id`` is the caller's lease (None for a worker)."""
+    from jobs.lifecycle.expiry import expire_due
     from jobs.lifecycle.lease import held_by_other
 
     if task not in TASKS:
@@ -49,6 +50,7 @@ def run_task(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: int |
         log.warning("skipping %s of job %s chunk %s: the job is held by runner %s", task, job_id, chunk, holder)
         return
     try:
+        expire_due(rt, job_id)  # past its completion window: the job ends expired and this step starts no call
         _run(rt, queue, task, job_id, chunk)
     except Exception as exc:
         if task not in ("score", "generate") or _is_transient(exc):
@@ -129,10 +131,7 @@ def _chunk_failed(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: 
         add_event(s, "chunk_failed", f"{task} of chunk {chunk}: items failed after the same error twice: {reason}", job_id=job_id)
     log.warning("%s of job %s chunk %s raised the same error twice: its items are failed", task, job_id, chunk)
     if task == "score":
-        from jobs.pipeline.score import count_items
-
-        if count_items(rt, job_id, [ItemState.PENDING]) == 0:
-            route_job(rt, queue, job_id)
+        route_when_scored(rt, queue, job_id)
     else:
         maybe_finalize(rt, job_id)
     return True

@@ -26,20 +26,43 @@ class TaskQueue(Protocol):
 
 
 class InlineQueue:
-    """FIFO of (task, job_id, chunk) run in the calling process by ``drain``."""
+    """The steps queued by (task, job_id, chunk), run in the calling process by ``drain``.
+
+    FIFO, except that every other step runs before the next ``score``. Submit queues
+    one score per chunk up front, so with a single FIFO a chunk routed as soon as it is
+    scored (a streaming rule, ``jobs.pipeline.route``) would wait behind every other
+    chunk's scoring; this way it is generated before the next chunk is scored, as a
+    distributed job's generate workers would. Without a streaming rule nothing but score
+    steps is queued until all are done, so the order is the same as before.
+    """
 
     def __init__(self) -> None:
         self._pending: deque[tuple[str, str, int | None]] = deque()
+        self._front = 0  # how many steps other than score lead the deque
 
     def enqueue(self, task: str, job_id: str, chunk: int | None = None) -> None:
-        self._pending.append((task, job_id, chunk))
+        if task == "score":
+            self._pending.append((task, job_id, chunk))
+            return
+        at = min(self._front, len(self._pending))
+        while at and self._pending[at - 1][0] == "score":  # a count gone stale (a caller popped directly)
+            at -= 1
+        self._pending.insert(at, (task, job_id, chunk))
+        self._front = at + 1
 
     def __len__(self) -> int:
         return len(self._pending)
 
+    def pop(self) -> tuple[str, str, int | None]:
+        """The next step to run (IndexError when none is queued)."""
+        step = self._pending.popleft()
+        if step[0] != "score" and self._front:
+            self._front -= 1
+        return step
+
     def drain(self, run_task: Callable[[str, str, int | None], None], after_each: Callable[[], None] | None = None) -> None:
         while self._pending:
-            task, job_id, chunk = self._pending.popleft()
+            task, job_id, chunk = self.pop()
             run_task(task, job_id, chunk)
             if after_each:
                 after_each()
