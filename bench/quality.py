@@ -36,9 +36,9 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from routing.crossfit import assign_folds, out_of_fold_scores  # noqa: E402
-from routing.data import LabelRecord, load_gsm8k, load_mmlu  # noqa: E402
-from routing.evaluation import bootstrap_apgr, evaluate, random_baseline  # noqa: E402
+from routing.crossfit import assign_folds, out_of_fold_scores
+from routing.data import LabelRecord, load_gsm8k, load_mmlu
+from routing.evaluation import bootstrap_apgr, evaluate, random_baseline
 
 TARGETS = {
     "mmlu_random": {"apgr": 0.66, "cpt50": 30.0},

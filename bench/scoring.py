@@ -8,7 +8,11 @@ Prints, on this machine (and on CUDA when present):
 2. prompts/s of end-to-end scoring (tokenise + embed + cache write + MF / SW head) on the
    same batches, and the ratio to (1) (target >= 0.8; the head alone should add <= 10%);
 3. batched scoring vs the same router called one prompt at a time (RouteLLM's way);
-4. the SW ranking head with 10,000 training battles: its time as a share of embedding time.
+4. the SW ranking head with 10,000 training battles: its time as a share of embedding time;
+5. ``routebatch score`` end to end (read, tokenise, embed, score, write) with the default
+   router (``blend`` on this machine's default embedder: ``static`` on a CPU) and, in the same
+   run, with ``ROUTEBATCH_EMBEDDER=minilm`` (fresh cache), and their ratio. Target: the
+   default >= 10,000 prompts/s on a 2-core CPU (``--cli-prompts``, ``--no-cli`` to skip).
 
 The core, :func:`score_batches` / :func:`time_end_to_end`, takes any iterator of prompt
 batches, so a caller can feed it batches read from the ledger DB and write the scores back.
@@ -222,6 +226,29 @@ def run(n_prompts: int = 512, batch_size: int = 64, words: int = 50, repeats: in
     return out
 
 
+def cli_rates(n_default: int, n_minilm: int, words: int, chunk: int = 4096) -> dict[str, Any]:
+    """``routebatch score`` with the default router, then with MiniLM forced: both rates, one run."""
+    from bench.static_embedder import routebatch_score, write_prompts
+    from routing.embeddings import default_embedder_spec
+
+    env = {k: v for k, v in os.environ.items() if k != "ROUTEBATCH_EMBEDDER"}
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory(prefix="rb-cli-bench-") as tmp:
+        root = Path(tmp)
+        big, small, warm = root / "p.jsonl", root / "p_minilm.jsonl", root / "warm.jsonl"
+        write_prompts(big, synthetic_prompts(n_default, words, seed=1))
+        write_prompts(small, synthetic_prompts(n_minilm, words, seed=int(time.time())))
+        write_prompts(warm, synthetic_prompts(10, words, seed=2))
+        routebatch_score(warm, root / "warm.out", env, chunk)  # builds the static embedder once if needed
+        d = routebatch_score(big, root / "d.out", env, chunk)
+        m = routebatch_score(small, root / "m.out", {**env, "ROUTEBATCH_EMBEDDER": "minilm",
+                                                    "ROUTEBATCH_CACHE_DIR": str(root / "cold")}, chunk)
+    return {"default_embedder": default_embedder_spec(), "default_prompts": d["scored"],
+            "default_prompts_per_s": d["prompts_per_s"], "minilm_prompts": m["scored"],
+            "minilm_prompts_per_s": m["prompts_per_s"], "ratio": d["prompts_per_s"] / m["prompts_per_s"],
+            "chunk": chunk}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prompts", type=int, default=512)
@@ -233,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--gpu-prompts", type=int, default=65_536)
     ap.add_argument("--gpu-batch-size", type=int, default=1024)
+    ap.add_argument("--cli-prompts", type=int, default=50_000, help="prompts for the routebatch score run")
+    ap.add_argument("--cli-minilm-prompts", type=int, default=500)
+    ap.add_argument("--no-cli", action="store_true", help="skip the routebatch score comparison")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -248,10 +278,18 @@ def main(argv: list[str] | None = None) -> int:
                             "cuda", args.battles)
     else:
         report["gpu"] = "skipped: no CUDA device"
+    if not args.no_cli:
+        report["cli"] = cli_rates(args.cli_prompts, args.cli_minilm_prompts, args.words)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"machine: {report['machine']}, load average {report['load_avg']:.2f}")
+    if "cli" in report:
+        c = report["cli"]
+        print(f"[routebatch score] default ({c['default_embedder']}) {c['default_prompts_per_s']:>9,.0f} prompts/s "
+              f"({c['default_prompts']:,} prompts)   MiniLM {c['minilm_prompts_per_s']:>6,.0f} prompts/s "
+              f"({c['minilm_prompts']:,} prompts, fresh cache)   ratio {c['ratio']:,.0f}x   "
+              f"target default >= 10,000: {'met' if c['default_prompts_per_s'] >= 10_000 else 'NOT met'}")
     for dev in ("cpu", "gpu"):
         r = report[dev]
         if isinstance(r, str):

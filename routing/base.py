@@ -6,7 +6,9 @@ sequence and returns an array.
 
 What a score is, once, for every router: a float64 in [0, 1] per prompt, higher meaning
 "more likely to need the strong model", and the same for a prompt alone or inside any batch
-(no batch-relative normalisation). It is an ordering, not necessarily a probability: only
+(no batch-relative normalisation) — with one deliberate exception: ``blend`` strips a
+template that a batch of at least 16 prompts shares (``routing.templates``), so a templated
+prompt scores as its varying part would; a batch without one scores exactly as before. It is an ordering, not necessarily a probability: only
 ``mf``/``sw_ranking``/``bert``/``causal_llm`` (and calibrated checkpoints) estimate the
 strong-win probability; ``blend`` returns a rank (the mean of its parts' CDF values) and
 ``length`` a squashed length. So a fixed ``--threshold`` is only meaningful for the router

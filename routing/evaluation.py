@@ -317,3 +317,59 @@ def cross_fit_scores(n: int, folds: np.ndarray, fit: Fit, always_train: np.ndarr
             raise AssertionError("a test row is in its own training set")
         out[test] = np.asarray(fit(train)(test), dtype=np.float64)
     return out
+
+
+# ---------------------------------------------------------------- is APGR meaningful here?
+
+#: the strong-weak gap must be this many standard errors above zero
+MIN_GAP_Z = 2.0
+#: a 95% bootstrap interval wider than this says the APGR is not measured
+MAX_INTERVAL_WIDTH = 0.5
+
+
+@dataclass(frozen=True)
+class GapCheck:
+    """Whether the labels separate the two models enough for APGR to mean something.
+
+    APGR divides by the strong-weak quality gap. When the gap is within noise of zero
+    (few prompts, or two models of about the same quality) the ratio swings wildly: 168
+    MMLU prompts with a gap of 0.036 ± 0.035 give ``length`` an "APGR" of 0.92 with a 95%
+    interval of [-1.7, 3.2]. Such a number must come with a warning, not alone.
+    """
+
+    gap: float
+    gap_se: float
+    z: float
+    interval_width: float | None
+    warning: str | None
+
+    def to_dict(self) -> dict[str, float | str | None]:
+        return asdict(self)
+
+
+def check_gap(
+    strong: Sequence[float] | np.ndarray,
+    weak: Sequence[float] | np.ndarray,
+    spread: Spread | None = None,
+    min_z: float = MIN_GAP_Z,
+    max_width: float = MAX_INTERVAL_WIDTH,
+) -> GapCheck:
+    """The gap, its standard error (of the paired per-prompt difference) and a warning or None."""
+    a = np.asarray(strong, dtype=np.float64)
+    b = np.asarray(weak, dtype=np.float64)
+    d = a - b
+    gap = float(d.mean()) if d.size else float("nan")
+    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("inf")
+    z = gap / se if se > 0 else (float("inf") if gap > 0 else float("-inf") if gap < 0 else 0.0)
+    width = None if spread is None or not np.isfinite(spread.high - spread.low) else float(spread.high - spread.low)
+    warning = None
+    if not gap > 0:
+        warning = f"the strong model is not better than the weak one on these labels (gap {gap:+.4f}): APGR is meaningless"
+    elif z < min_z:
+        warning = (
+            f"strong-weak gap {gap:.4f} ± {se:.4f} is within noise ({z:.1f} standard errors, need {min_z:g}): "
+            f"APGR is not meaningful on these {d.size} prompts; use more prompts or a pair with a larger gap"
+        )
+    elif width is not None and width > max_width:
+        warning = f"APGR's 95% interval is {width:.2f} wide (more than {max_width:g}): too few prompts to measure it"
+    return GapCheck(gap, se, float(z), width, warning)

@@ -13,6 +13,9 @@ import typer
 from jobs.cli.app import app
 from jobs.cli.output import JsonOption, emit, fail, styled
 
+#: bootstrap draws used even when --boot asks for fewer: an APGR is never shown without its interval
+MIN_BOOT = 20
+
 
 def _plot(curve: Any, spec: str, out: Path, title: str) -> None:
     """Quality against % strong calls, with the strong, weak and random lines."""
@@ -54,7 +57,9 @@ def eval_cmd(
         help="Record field (e.g. subject): with --folds, no group is in both train and test; APGR is also given per group.",
     ),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write quality vs %% strong calls to this PNG."),
-    boot: int = typer.Option(200, "--boot", help="Bootstrap resamples for the APGR spread (0: none)."),
+    boot: int = typer.Option(
+        200, "--boot", help=f"Bootstrap resamples for the APGR interval (at least {MIN_BOOT}: the interval is always given)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of folds, bootstrap and the random baseline."),
     budget_share: Optional[str] = typer.Option(
         None,
@@ -73,7 +78,7 @@ def eval_cmd(
     import numpy as np
 
     from routing.data.labels import read_labels
-    from routing.evaluation import bootstrap_apgr, evaluate, per_group_metrics, random_baseline, routing_curve
+    from routing.evaluation import bootstrap_apgr, check_gap, evaluate, per_group_metrics, random_baseline, routing_curve
 
     if not labels.exists():
         fail(f"{labels}: no such file", as_json)
@@ -113,8 +118,11 @@ def eval_cmd(
         **metrics.to_dict(),
         "random": base.to_dict(),
     }
-    if boot > 0:
-        result["apgr_boot"] = bootstrap_apgr(scores, strong, weak, draws=boot, seed=seed).to_dict()
+    spread = bootstrap_apgr(scores, strong, weak, draws=max(boot, MIN_BOOT), seed=seed)
+    result["apgr_boot"] = spread.to_dict()
+    gap = check_gap(strong, weak, spread)
+    result["gap"] = gap.to_dict()
+    result["warnings"] = [gap.warning] if gap.warning else []
     if group_by:
         result["per_group"] = per_group_metrics(scores, strong, weak, [str(rec.get(group_by, "")) for rec in records])
     if budget_share:
@@ -134,13 +142,13 @@ def eval_cmd(
         t = Table()
         for col in ("", "APGR", "CPT(50%)", "CPT(80%)"):
             t.add_column(col, justify="right" if col else "left")
-        spread = ""
-        if "apgr_boot" in result:
-            b = result["apgr_boot"]
-            spread = f" ± {b['std']:.3f} [{b['low']:.3f}, {b['high']:.3f}]"
-        t.add_row(router, f"{metrics.apgr:.4f}{spread}", f"{metrics.cpt50:.1f}%", f"{metrics.cpt80:.1f}%")
+        b = result["apgr_boot"]
+        interval = f" ± {b['std']:.3f} [{b['low']:.3f}, {b['high']:.3f}]"
+        t.add_row(router, f"{metrics.apgr:.4f}{interval}", f"{metrics.cpt50:.1f}%", f"{metrics.cpt80:.1f}%")
         t.add_row("random (mean)", f"{base.apgr:.4f}", f"{base.cpt50:.1f}%", f"{base.cpt80:.1f}%")
         con.print(t)
+        for warning in result["warnings"]:
+            con.print(styled(("warning: ", "bold yellow"), warning))
         if result.get("per_group"):
             g = Table(title=f"per {group_by}")
             for col in (group_by or "group", "n", "APGR", "CPT(50%)"):

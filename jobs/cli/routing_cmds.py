@@ -7,6 +7,7 @@ Heavy imports (torch, transformers, the routers) happen inside the commands so t
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,8 +181,9 @@ def score(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
     counts = {"scored": 0, "strong": 0}
+    templates: dict[str, int] = {}
     try:
-        _score_file(r, input_file, tmp, chunk, threshold, as_json, counts)
+        _score_file(r, input_file, tmp, chunk, threshold, as_json, counts, templates)
     except BaseException:
         tmp.unlink(missing_ok=True)  # never leave a half-written file behind
         raise
@@ -197,17 +199,33 @@ def score(
     }
     if threshold is not None:
         result.update(threshold=threshold, strong=strong, weak=count - strong)
+    result["templates"] = [{"note": note, "chunks": n} for note, n in templates.items()]
 
     def render(con) -> None:
         con.print(f"scored {count} prompts with {router} in {seconds:.1f} s -> {out}")
+        for t in result["templates"]:
+            con.print(f"{t['note']} ({t['chunks']} chunk{'s' if t['chunks'] != 1 else ''} of up to {chunk})", markup=False)
 
     emit(result, as_json, render)
 
 
 def _score_file(
-    r: Any, input_file: Path, tmp: Path, chunk: int, threshold: float | None, as_json: bool, counts: dict[str, int]
+    r: Any,
+    input_file: Path,
+    tmp: Path,
+    chunk: int,
+    threshold: float | None,
+    as_json: bool,
+    counts: dict[str, int],
+    templates: dict[str, int],
 ) -> None:
-    """Stream ``input_file`` through the router ``chunk`` lines at a time into ``tmp``."""
+    """Stream ``input_file`` through the router ``chunk`` lines at a time into ``tmp``.
+
+    ``templates`` collects what the router stripped (``routing.templates``): description ->
+    number of chunks.
+    """
+    from routing.templates import score_with_template
+
     with open(tmp, "w", encoding="utf-8") as fh:
         ids: list[str] = []
         prompts: list[str] = []
@@ -215,13 +233,21 @@ def _score_file(
         def flush() -> None:
             if not prompts:
                 return
-            scores = r.score(prompts)
-            for cid, s in zip(ids, scores):
-                rec: dict[str, Any] = {"custom_id": cid, "score": float(s)}
+            scores, template = score_with_template(r, prompts)
+            if template.stripped:
+                templates[template.describe()] = templates.get(template.describe(), 0) + 1
+            lines = []
+            for cid, s in zip(ids, scores.tolist() if hasattr(scores, "tolist") else scores):
+                # what json.dumps({"custom_id": cid, "score": s[, "route": ...]}) writes, without
+                # building a dict per line (json writes a finite float as its repr)
+                value = repr(float(s)) if math.isfinite(s) else json.dumps(float(s))
+                line = f'{{"custom_id": {json.dumps(cid, ensure_ascii=False)}, "score": {value}'
                 if threshold is not None:
-                    rec["route"] = "strong" if s >= threshold else "weak"
-                    counts["strong"] += rec["route"] == "strong"
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    route = "strong" if s >= threshold else "weak"
+                    counts["strong"] += route == "strong"
+                    line += f', "route": "{route}"'
+                lines.append(line + "}\n")
+            fh.write("".join(lines))
             counts["scored"] += len(prompts)
             ids.clear()
             prompts.clear()

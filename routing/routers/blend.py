@@ -36,6 +36,7 @@ import numpy as np
 from routing.base import Router
 from routing.routers._embedding_router import EmbedderHolder
 from routing.routers.blend_features import FEATURE_NAMES, feature_matrix
+from routing.templates import TemplateInfo
 
 NAME = "blend"
 GRID = 1001
@@ -85,6 +86,25 @@ class BlendModel:
         )
 
     def part_embedding(self, E: np.ndarray, F: np.ndarray) -> np.ndarray:
+        """``_rowdot(embedding_design(E, F), coef) + b`` without building the design matrix.
+
+        numpy sums a row pairwise, splitting a row of 2d values (d a multiple of 8) into its
+        two halves, so the sum over ``[e, e * free]`` is the sum over ``e`` plus the sum over
+        ``e * free`` bit for bit; the second is 0 on rows with options and is only computed on
+        free-form rows. ``part_embedding_reference`` is the plain formula (tests compare).
+        """
+        coef = self.a["coef_emb"]
+        d = coef.size // 2
+        E = np.asarray(E, dtype=np.float64)
+        if E.shape[1] != d or d % 8:
+            return self.part_embedding_reference(E, F)
+        out = _rowdot(E, coef[:d])
+        free = _free_flag(F)[:, 0] != 0.0
+        if free.any():
+            out[free] = out[free] + _rowdot(E[free] * _free_flag(F)[free], coef[d:])
+        return out + self.a["b_emb"][0]
+
+    def part_embedding_reference(self, E: np.ndarray, F: np.ndarray) -> np.ndarray:
         return _rowdot(embedding_design(E, F), self.a["coef_emb"]) + self.a["b_emb"][0]
 
     def score_arrays(self, E: np.ndarray, F: np.ndarray) -> np.ndarray:
@@ -184,7 +204,11 @@ def _check_pair(config: dict[str, Any], asked: dict[str, str | None]) -> None:
 class BlendRouter(EmbedderHolder, Router):
     """Router over a :class:`BlendModel` checkpoint (default: the shipped one for the embedder).
 
-    Spec: ``blend`` or ``blend:CHECKPOINT_DIR``; options ``embedder=...``, ``cache=0``.
+    Spec: ``blend`` or ``blend:CHECKPOINT_DIR``; options ``embedder=...``, ``cache=0``,
+    ``templates=0`` (score prompts whole: no shared-template stripping, no head/tail windows).
+    With templates on (the default), each scored batch goes through
+    :func:`routing.templates.find_template` and the part that varies is scored (embedding
+    and text features); :meth:`score_with_template` also returns what was stripped.
     Without a path the shipped checkpoint matching the embedder is used: ``embedder=`` if
     given, else ``$ROUTEBATCH_EMBEDDER``, else ``minilm`` where CUDA exists and ``static``
     otherwise. That last choice asks torch about CUDA, so it is made on first use (after a
@@ -205,11 +229,14 @@ class BlendRouter(EmbedderHolder, Router):
         batch_size: Any = None,
         device: str | None = None,
         num_threads: Any = None,
+        templates: Any = True,
     ) -> None:
         import os
 
         from routing.embeddings import EMBEDDER_ENV
+        from routing.routers._embedding_router import _flag
 
+        self.templates = _flag(templates)
         self._path_arg = path
         self._asked_embedder = embedder if embedder not in (None, "", "auto") else None
         self._asked_pair = {"strong": strong, "weak": weak}
@@ -284,10 +311,40 @@ class BlendRouter(EmbedderHolder, Router):
         return emb
 
     def score(self, prompts: Sequence[str]) -> np.ndarray:
+        return self.score_with_template(prompts)[0]
+
+    def score_with_template(self, prompts: Sequence[str]) -> tuple[np.ndarray, TemplateInfo]:
+        """Scores, and the shared template stripped from this batch before scoring."""
+        from routing.templates import NO_TEMPLATE, template_views
+
         if len(prompts) == 0:
-            return np.zeros(0, dtype=np.float64)
+            return np.zeros(0, dtype=np.float64), NO_TEMPLATE
         self._resolve()
-        return self.score_embeddings(self.embed(prompts), prompts)
+        if not self.templates:
+            return self.score_embeddings(self.embed(prompts), prompts), NO_TEMPLATE
+        for_embedding, for_features, info = template_views(prompts)
+        return self.score_embeddings(self.embed_windowed(for_embedding), for_features), info
+
+    def embed_windowed(self, prompts: Sequence[str]) -> np.ndarray:
+        """Embeddings where a prompt longer than the embedder's window is the mean of its head
+        and tail windows (instead of its head alone, which truncation would give)."""
+        from routing.templates import windows
+
+        prompts = list(prompts)
+        emb = self.embedder
+        limit = 4 * int(getattr(emb, "max_length", None) or getattr(getattr(emb, "inner", None), "max_length", 0) or 0)
+        long = [(i, w) for i, p in enumerate(prompts) if len(p) > limit > 0 and (w := windows(p, limit)) is not None]
+        if not long:
+            return self.embed(prompts)
+        texts = list(prompts)
+        for i, (head, _) in long:
+            texts[i] = head
+        E = np.array(self.embed(texts), dtype=np.float32)
+        tails = self.embed([tail for _, (_, tail) in long])
+        idx = np.array([i for i, _ in long])
+        pair = E[idx] + tails
+        E[idx] = pair / np.maximum(np.linalg.norm(pair, axis=1, keepdims=True), 1e-12)
+        return E
 
     def score_embeddings(self, embeddings: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
         """Score with precomputed embeddings (evaluation reuses them across folds)."""
@@ -316,6 +373,7 @@ class BlendRouter(EmbedderHolder, Router):
             "trained_on": model.config.get("trained_on"),
             "strong": model.config.get("strong"),
             "weak": model.config.get("weak"),
+            "templates": self.templates,
         }
         fingerprint = getattr(_checkpoint, "fingerprint", None)
         if self.path is not None and fingerprint is not None:

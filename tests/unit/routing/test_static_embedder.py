@@ -241,3 +241,36 @@ def test_no_gpu_driver_means_static_without_importing_torch() -> None:
             "E._GPU_DRIVER_PATHS = ('/nonexistent/gpu',); print(E.default_embedder_spec(), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["static", "False"]
+
+
+def _corpus() -> list[str]:
+    from routing.data.routellm import load_gsm8k, load_mmlu
+
+    sample = Path(__file__).resolve().parents[2] / "fixtures" / "routellm_sample"
+    edge = ["Ünïcode café naïve 3 hours", "tab\there\x0bvertical", "a_b-c'd\"e [x]{y}^_`~|\\", "x" * 150, "a" * 101 + " b",
+            "CamelCase UPPER 12,345.67 $5 50% q123: zzqxj", "word " * 600, "", "   ", "nul\x00inside", "end."]
+    return [r.prompt for r in load_mmlu(sample)] + [r.prompt for r in load_gsm8k(sample)] + PROMPTS + edge
+
+
+def test_fast_tokenisation_gives_the_tokenizers_ids(tiny_source: Path, distilled: Path) -> None:
+    """The pure-Python path (ASCII text) and the tokenizer agree, [UNK] and truncation included:
+    the tiny model's vocabulary is a 7,000-token cut, so many words fall to [UNK] or pieces."""
+    emb = E.StaticEmbedder(tiny_source, pca_dims=8, directory=distilled)
+    texts = _corpus()
+    expected = [e.ids for e in emb.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+    assert emb.token_ids(texts) == expected
+    assert emb.token_ids(texts) == expected  # second call: every chunk from the word cache
+    assert max(map(len, expected)) == emb.max_length  # the 600-word prompt was truncated
+
+
+def test_batched_text_features_equal_the_reference() -> None:
+    from routing.routers.blend_features import feature_matrix, text_features, text_features_reference
+
+    texts = _corpus() + ["Q\nA.", "A. a\nB. b\n", "5,,, 1/2 more than less  than", "Statement 1 | x", "NOTE NOT"]
+    ref = np.array([text_features_reference(t) for t in texts])
+    assert np.array_equal(np.array([text_features(t) for t in texts]), ref)
+    assert np.array_equal(feature_matrix(texts), ref)
+    assert np.array_equal(feature_matrix(texts[::-1]), ref[::-1])
+    assert np.array_equal(feature_matrix(["a b.", ""]), np.array([text_features_reference("a b."), ref[texts.index("")]]))
+    for k in (1, 2, 5):
+        assert np.array_equal(feature_matrix(texts[:k]), ref[:k])
