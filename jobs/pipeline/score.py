@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
 from sqlalchemy import func, select, update
 
 from jobs.ledger.models import Item, Job
 from jobs.ledger.session import session_scope
 from jobs.ledger.types import utcnow
 from jobs.lifecycle.states import ItemState, JobState
+from jobs.money.budgets import add_event
 from jobs.pipeline.route import hold_sample_threshold, note_rule, route_job, route_scored_chunks, routed_values
 from jobs.pipeline.tasks import TaskQueue
 from jobs.runtime import Runtime
+from routing.templates import score_with_template
 
 
 def count_items(rt: Runtime, job_id: str, states: Iterable[str]) -> int:
@@ -53,9 +54,19 @@ def score_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> int:
     scored = 0
     to_generate: list[int] = []
     if rows:
-        scores = np.asarray(rt.router(router_spec).score([r.prompt for r in rows]), dtype=np.float64).tolist()
+        scored_scores, template = score_with_template(rt.router(router_spec), [r.prompt for r in rows])
+        scores = scored_scores.tolist()
         now = utcnow()
         with session_scope(rt.db_url) as s:
+            if template.stripped:  # what the router did not read, once per job (the first chunk that had it)
+                add_event(
+                    s,
+                    "job_note",
+                    template.describe(),
+                    job_id=job_id,
+                    dedupe_key=f"template:{job_id}",
+                    data={"chunk": chunk, **template.to_dict()},
+                )
             if rule.held:
                 job = s.get_one(Job, job_id)
                 values = routed_values(job, rule, scores)
