@@ -113,7 +113,11 @@ def record_results(
             for a in result.attempts:
                 price = prices.get(a.model)
                 bound_usage(rt, a, result.request)
-                cost = max(price.cost_micro_usd(a.prompt_tokens, a.completion_tokens, a.cached_tokens, a.cache_write_tokens), 0) if price else 0
+                cost = (
+                    max(price.cost_micro_usd(a.prompt_tokens, a.completion_tokens, a.cached_tokens, a.cache_write_tokens), 0)
+                    if price
+                    else 0
+                )
                 total_cost += cost
                 attempt_rows.append(attempt_row(job_id, item_id, a, cost, price.id if price else None))
             final = result.attempts[-1] if result.attempts else None

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from jobs.providers.types import token_count
+
 ANTHROPIC_VERSION = "2023-06-01"
 """The ``anthropic-version`` header every request carries (the Messages API's stable version)."""
 
@@ -190,16 +192,6 @@ def message_text(body: Any) -> str | None:
     return "".join(t for t in texts if isinstance(t, str))
 
 
-def _count(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
 def message_usage(body: dict) -> tuple[int, int, int, int] | None:
     """(prompt, completion, cache reads, cache writes) of a Message, or None without usable usage.
 
@@ -210,11 +202,11 @@ def message_usage(body: dict) -> tuple[int, int, int, int] | None:
     u = body.get("usage")
     if not isinstance(u, dict):
         return None
-    fresh, out = _count(u.get("input_tokens")), _count(u.get("output_tokens"))
+    fresh, out = token_count(u.get("input_tokens")), token_count(u.get("output_tokens"))
     if fresh is None or out is None:
         return None
-    write = _count(u.get("cache_creation_input_tokens") or 0)
-    read = _count(u.get("cache_read_input_tokens") or 0)
+    write = token_count(u.get("cache_creation_input_tokens") or 0)
+    read = token_count(u.get("cache_read_input_tokens") or 0)
     if write is None or read is None:
         return None
     return fresh + max(write, 0) + max(read, 0), out, read, write

@@ -92,3 +92,15 @@ class CallResult:
         from jobs.providers.answers import answer_text  # a leaf; types.py stays import-free
 
         return answer_text(self.body)
+
+
+def token_count(value: object) -> int | None:
+    """A token count as a provider sent it: an integer (or an integral float), else None
+    (booleans, strings and fractions are not counts: the caller counts locally instead)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None

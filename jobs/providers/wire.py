@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from jobs.providers import anthropic
 from jobs.providers.anthropic import Unmappable
+from jobs.providers.types import token_count
 
 __all__ = ["AnthropicMessages", "OpenAIChat", "Unmappable", "Usage", "Wire", "wire_for"]
 
@@ -35,17 +36,6 @@ class Wire(Protocol):
     def is_answer(self, parsed: Any) -> bool: ...
 
     def usage(self, parsed: dict) -> Usage | None: ...
-
-
-def _token_count(value: Any) -> int | None:
-    """A token count as a provider sent it: an integer (or an integral float), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
 
 
 class OpenAIChat:
@@ -73,12 +63,12 @@ class OpenAIChat:
         u = parsed.get("usage")
         if not isinstance(u, dict):
             return None
-        prompt = _token_count(u.get("prompt_tokens"))
-        completion = _token_count(u.get("completion_tokens") or 0)
+        prompt = token_count(u.get("prompt_tokens"))
+        completion = token_count(u.get("completion_tokens") or 0)
         if prompt is None or completion is None:
             return None
         details = u.get("prompt_tokens_details")
-        cached = _token_count(details.get("cached_tokens")) if isinstance(details, dict) else None
+        cached = token_count(details.get("cached_tokens")) if isinstance(details, dict) else None
         return prompt, completion, cached or 0, 0
 
 
