@@ -170,8 +170,11 @@ def open_work(s: Session, job_id: str, phase: str) -> list[Enqueue]:
         return sorted(s.scalars(select(Item.chunk).where(Item.job_id == job_id, Item.state == state).distinct()).all())
 
     if phase == Phase.SCORING:
+        # Routed items while scoring exist only under a streaming rule (jobs.pipeline.route):
+        # those chunks go out now, not after the rest is scored.
+        routed = [("generate", job_id, c) for c in chunks(ItemState.ROUTED)]
         pending = chunks(ItemState.PENDING)
-        return [("score", job_id, c) for c in pending] or [("route", job_id, None)]
+        return routed + ([("score", job_id, c) for c in pending] or [("route", job_id, None)])
     return [("generate", job_id, c) for c in chunks(ItemState.ROUTED)] + [("finalize", job_id, None)]
 
 

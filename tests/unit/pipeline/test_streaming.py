@@ -217,6 +217,8 @@ def test_a_streaming_job_resumed_after_a_crash_mid_scoring_finishes_once(
     monkeypatch.setattr(runner, "run_task", real)
     queue = InlineQueue()
     service.resume(rt, job_id, queue)
+    first = queue._pending[0]
+    assert (first[0], first[2]) == ("generate", 2), "the routed chunk goes out first, not after the rest is scored"
     service.drain_inline(rt, queue, job_id)
     st = service.status(rt, job_id)
     assert st.status == JobState.COMPLETED and st.counts.get("succeeded") == N
