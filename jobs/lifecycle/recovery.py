@@ -172,7 +172,7 @@ def open_work(s: Session, job_id: str, phase: str) -> list[Enqueue]:
     if phase == Phase.SCORING:
         # Routed items while scoring exist only under a streaming rule (jobs.pipeline.route):
         # those chunks go out now, not after the rest is scored.
-        routed = [("generate", job_id, c) for c in chunks(ItemState.ROUTED)]
+        routed: list[Enqueue] = [("generate", job_id, c) for c in chunks(ItemState.ROUTED)]
         pending = chunks(ItemState.PENDING)
         return routed + ([("score", job_id, c) for c in pending] or [("route", job_id, None)])
     return [("generate", job_id, c) for c in chunks(ItemState.ROUTED)] + [("finalize", job_id, None)]
