@@ -173,8 +173,8 @@ def open_work(s: Session, job_id: str, phase: str) -> list[Enqueue]:
         # Routed items while scoring exist only under a streaming rule (jobs.pipeline.route):
         # those chunks go out now, not after the rest is scored.
         routed: list[Enqueue] = [("generate", job_id, c) for c in chunks(ItemState.ROUTED)]
-        pending = chunks(ItemState.PENDING)
-        return routed + ([("score", job_id, c) for c in pending] or [("route", job_id, None)])
+        scores: list[Enqueue] = [("score", job_id, c) for c in chunks(ItemState.PENDING)]
+        return routed + (scores or [("route", job_id, None)])
     return [("generate", job_id, c) for c in chunks(ItemState.ROUTED)] + [("finalize", job_id, None)]
 
 
