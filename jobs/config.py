@@ -12,7 +12,7 @@ import re
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -121,6 +121,9 @@ class ProviderConfig(_Strict):
 MAX_USD_PER_MTOK = 100_000.0
 """The highest price accepted (USD per million tokens); real prices are below 1,000."""
 
+UsdPerMtok = Annotated[float, Field(ge=0, le=MAX_USD_PER_MTOK, allow_inf_nan=False)]
+"""A price: finite and at most MAX_USD_PER_MTOK (inf or 1e13 would overflow the integer micro-USD ledger)."""
+
 
 class ModelConfig(_Strict):
     """A model on a provider, with its prices in USD per million tokens."""
@@ -128,23 +131,16 @@ class ModelConfig(_Strict):
     provider: str
     name: str | None = Field(default=None, description="Model id sent to the API; defaults to the table key.")
     context_window: int = Field(default=8192, ge=1)
-    # Finite and at most MAX_USD_PER_MTOK: a price of inf or 1e13 overflows the integer micro-USD ledger.
-    input_usd_per_mtok: float = Field(..., ge=0, le=MAX_USD_PER_MTOK, allow_inf_nan=False)
-    output_usd_per_mtok: float = Field(..., ge=0, le=MAX_USD_PER_MTOK, allow_inf_nan=False)
-    cached_input_usd_per_mtok: float | None = Field(default=None, ge=0, le=MAX_USD_PER_MTOK, allow_inf_nan=False)
-    cache_read_usd_per_mtok: float | None = Field(
+    input_usd_per_mtok: UsdPerMtok
+    output_usd_per_mtok: UsdPerMtok
+    cached_input_usd_per_mtok: UsdPerMtok | None = None
+    cache_read_usd_per_mtok: UsdPerMtok | None = Field(
         default=None,
-        ge=0,
-        le=MAX_USD_PER_MTOK,
-        allow_inf_nan=False,
         description="Input tokens read from the prompt cache (Anthropic's name for cached_input_usd_per_mtok); "
         "default: 0.1 x input on an anthropic provider, the input price elsewhere.",
     )
-    cache_write_usd_per_mtok: float | None = Field(
+    cache_write_usd_per_mtok: UsdPerMtok | None = Field(
         default=None,
-        ge=0,
-        le=MAX_USD_PER_MTOK,
-        allow_inf_nan=False,
         description="Input tokens written to the prompt cache (Anthropic: 5-minute cache); default 1.25 x input on an "
         "anthropic provider, the input price elsewhere (no surcharge).",
     )

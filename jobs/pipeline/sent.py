@@ -43,7 +43,6 @@ class SentLog:
         self._write = write
         self._pending: list[tuple[str, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self.flushes = 0
 
     async def mark(self, reservation_id: str) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -78,7 +77,6 @@ class SentLog:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            self.flushes += 1
             for _, future in batch:
                 if not future.done():
                     future.set_result(None)
