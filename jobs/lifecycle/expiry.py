@@ -48,11 +48,6 @@ def parse_window(text: str) -> timedelta:
     return window
 
 
-def expired_message(job: Job) -> str:
-    window = job.completion_window or "completion"
-    return f"the batch's {window} completion window ended before this request was sent"
-
-
 def expire_if_due(s: Session, job_id: str, now: datetime | None = None) -> bool:
     """Apply the deadline to one job inside the caller's transaction.
 
@@ -76,7 +71,7 @@ def expire_if_due(s: Session, job_id: str, now: datetime | None = None) -> bool:
         s.execute(
             update(Item)
             .where(Item.job_id == job_id, Item.state.in_(lifecycle.UNSENT_STATES))
-            .values(state=ItemState.EXPIRED, error=expired_message(job), lease_until=None, updated_at=now),
+            .values(state=ItemState.EXPIRED, error=lifecycle.expired_message(job), lease_until=None, updated_at=now),
             execution_options={"synchronize_session": False},
         )
     )

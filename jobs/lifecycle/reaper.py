@@ -38,7 +38,7 @@ from jobs.ledger.models import Item, Job
 from jobs.ledger.session import rowcount, session_scope
 from jobs.ledger.types import utcnow
 from jobs.lifecycle import transitions as lifecycle
-from jobs.lifecycle.expiry import due_job_ids, expire_if_due, expired_message
+from jobs.lifecycle.expiry import due_job_ids, expire_if_due
 from jobs.lifecycle.recovery import Enqueue, LostCounts, open_work, recover_lost
 from jobs.lifecycle.states import ITEM_OPEN, ItemState, JobState, Phase
 from jobs.pipeline.tasks import TaskQueue
@@ -225,17 +225,11 @@ def _cancel_leftovers(s: Session, job_id: str, now: datetime) -> int:
     """A cancelling (or expired) job whose workers are gone: its unsent items end cancelled
     (expired)."""
     job = s.get(Job, job_id)
-    expired = job is not None and job.state == JobState.EXPIRED
     n = rowcount(
         s.execute(
             update(Item)
             .where(Item.job_id == job_id, Item.state.in_(lifecycle.UNSENT_STATES))
-            .values(
-                state=ItemState.EXPIRED if expired else ItemState.CANCELLED,
-                lease_until=None,
-                updated_at=now,
-                **({"error": expired_message(job)} if expired and job is not None else {}),
-            )
+            .values(lease_until=None, updated_at=now, **lifecycle.unsent_outcome(job))
         )
     )
     if job is not None and job.phase == Phase.SCORING:

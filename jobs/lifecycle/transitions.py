@@ -6,7 +6,7 @@ legal moves are the table in ``jobs.lifecycle.states``.
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from jobs.errors import IllegalTransition
 from jobs.ledger.models import Item, Job
@@ -79,20 +79,31 @@ def cancel_unsent_items(db_url: str, job_id: str, item_ids: list[int], holds: li
             release(s, hold, note="job stopped before the call: released to zero")
         if not item_ids:
             return 0
-        job_state = s.scalar(select(Job.state).where(Job.id == job_id))
-        target = _UNSENT_TARGET.get(JobState(job_state), ItemState.CANCELLED) if job_state else ItemState.CANCELLED
-        extra = (
-            {"error": "the batch's completion window ended before this request was sent"} if target == ItemState.EXPIRED else {}
-        )
         return rowcount(
             s.execute(
                 update(Item)
                 .where(Item.id.in_(item_ids), Item.state == ItemState.SENT)
-                .values(state=target, lease_until=None, updated_at=utcnow(), **extra)
+                .values(lease_until=None, updated_at=utcnow(), **unsent_outcome(s.get(Job, job_id)))
             )
         )
 
 
 _UNSENT_TARGET = {JobState.BUDGET_EXHAUSTED: ItemState.SKIPPED_BUDGET, JobState.EXPIRED: ItemState.EXPIRED}
+
+
+def expired_message(job: Job) -> str:
+    window = job.completion_window or "completion"
+    return f"the batch's {window} completion window ended before this request was sent"
+
+
+def unsent_outcome(job: Job | None) -> dict:
+    """How an item never handed to a provider ends when its job stopped (the one rule):
+    ``cancelled``, ``skipped_budget`` after the budget stopped the job, or ``expired`` (with
+    the reason) after its completion window ended."""
+    target = _UNSENT_TARGET.get(JobState(job.state), ItemState.CANCELLED) if job is not None else ItemState.CANCELLED
+    if target == ItemState.EXPIRED and job is not None:
+        return {"state": target, "error": expired_message(job)}
+    return {"state": target}
+
 
 UNSENT_STATES = (ItemState.PENDING, ItemState.SCORED, ItemState.ROUTED, ItemState.RESERVED)
