@@ -68,3 +68,43 @@ def test_cancel_stops_provider_calls_across_workers_within_seconds(cluster, sim,
     counts = job_counts(cluster.db_url, job_id)
     assert counts.get("cancelled", 0) > 0 and report["succeeded"] < 1500
     assert time.monotonic() - t_cancel < 60
+
+
+def test_a_workers_metrics_port_shows_the_counters_moving_during_the_job(cluster, sim, tmp_path):
+    """Issue 15: ``curl localhost:PORT/metrics`` during a distributed job shows the counters move."""
+    import socket
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def attempts() -> float | None:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return None
+        return sum(
+            sample.value
+            for fam in text_string_to_metric_families(text)
+            for sample in fam.samples
+            if sample.name == "routebatch_attempts_total"
+        )
+
+    cluster.start_worker("score")
+    cluster.start_worker("generate", "--concurrency", "1", "--metrics-port", str(port))
+    wait_for(lambda: attempts() is not None, 60, every=0.2, what="the worker's /metrics")
+    job_id = cluster.cli_json("submit", str(write_prompts(tmp_path / "p.jsonl", 300)))["job_id"]
+    seen: list[float] = []
+    deadline = time.monotonic() + 90
+    while job_state(cluster.db_url, job_id) != "completed" and time.monotonic() < deadline:
+        got = attempts()
+        if got is not None and (not seen or got != seen[-1]):
+            seen.append(got)
+        time.sleep(0.1)
+    assert job_state(cluster.db_url, job_id) == "completed", cluster.logs()
+    assert len(seen) >= 3 and seen == sorted(seen), f"attempt counter while the job ran: {seen}"
+    assert 0 < seen[1] < 300, "a scrape in the middle of the job saw part of it"
+    assert attempts() == 300
