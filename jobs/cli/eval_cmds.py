@@ -201,3 +201,59 @@ def render_comparison(con: Any, rows: list[dict]) -> None:
             f"{100 * r['difference']:+.2f} pts",
         )
     con.print(t)
+
+
+@app.command("eval-tiers")
+def eval_tiers_cmd(
+    labels: Path = typer.Option(..., "--labels", help="JSONL {prompt, scores: {model: 0..1}} (llmrouter's format)."),
+    tiers: str = typer.Option(..., "--tiers", help="Config model keys, dearest first, e.g. big,mid,small."),
+    folds: int = typer.Option(5, "--folds", help="Out-of-fold quality heads: K folds."),
+    embedder: str = typer.Option("static", "--embedder", help="Embedder of the quality heads (static, minilm)."),
+    output_tokens: int = typer.Option(256, "--output-tokens", help="Assumed answer length for the call costs."),
+    points: int = typer.Option(20, "--points", help="Caps on the curve, from all-cheapest to all-dearest."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the cost-quality curve to this PNG."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the folds."),
+    as_json: bool = JsonOption,
+) -> None:
+    """The cost-quality curve of routing among N models under a budget (issue 13), at the config's prices."""
+    from jobs.config import ConfigError, load_config
+    from jobs.reports.tier_curve import call_costs, plot_tier_curve, read_tier_labels, tier_curve_report
+    from jobs.settings import get_settings
+
+    names = [t.strip() for t in tiers.split(",") if t.strip()]
+    if len(names) < 2:
+        fail("--tiers: name at least two models", as_json)
+    try:
+        cfg = load_config(get_settings().config_file())
+        for t in names:
+            cfg.model(t)
+        data = read_tier_labels(labels, cfg, names)
+    except (ConfigError, ValueError, OSError) as exc:
+        fail(str(exc), as_json)
+    report = tier_curve_report(
+        data, call_costs(cfg, names, data.prompts, output_tokens), names, folds=folds, embedder=embedder, points=points, seed=seed
+    )
+    if plot is not None:
+        plot_tier_curve(report, plot)
+        report["plot"] = str(plot)
+    if as_json:
+        emit(report, True)
+        return
+    from rich.table import Table
+
+    from jobs.cli.output import console
+
+    table = Table(title=f"{len(names)}-model allocation, out-of-fold ({report['n']} prompts)")
+    for col in ("spend (of all-top)", "quality", *names):
+        table.add_column(col)
+    for p in report["curve"]:
+        table.add_row(
+            f"{100 * p['spend_share']:.1f}%", f"{p['quality']:.4f}", *(f"{100 * p['model_shares'][m]:.0f}%" for m in names)
+        )
+    for s in report["single"]:
+        table.add_row(
+            f"{100 * s['spend_share']:.1f}%", f"{s['quality']:.4f}", *(("all" if m == s["model"] else "") for m in names)
+        )
+    console().print(table)
+    if plot is not None:
+        console().print(styled(f"plot: {plot}"))
