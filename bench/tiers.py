@@ -120,7 +120,7 @@ def main() -> int:
         q1, mix_name = mix_at(spend)
         d1 = b3 - float(q1)
         share_of = [float((three.choice == j).mean()) for j in range(3)]
-        gap = (three.lp_bound - three.quality) / n
+        gap = three.gap / n
         print(f"budget {100 * share:.0f}% of all-top: allocator spends {100 * spend / top_cost:.1f}% "
               f"(models {', '.join(f'{100 * s:.0f}%' for s in share_of)}), quality {q3:.4f} "
               f"[{np.percentile(b3, 2.5):.4f}, {np.percentile(b3, 97.5):.4f}]; predicted-quality gap to the LP bound {gap:.5f}/prompt")

@@ -155,7 +155,10 @@ def allocate_tiers(q: np.ndarray, c: np.ndarray, cap: float) -> TierAllocation:
     ``affordable=False`` and the caller decides (skip items, or refuse the job).
     """
     q, c = _check(q, c)
-    up = _upgrades(q, c)
+    return _allocate(q, c, _upgrades(q, c), cap)
+
+
+def _allocate(q: np.ndarray, c: np.ndarray, up: _Upgrades, cap: float) -> TierAllocation:
     n = q.shape[0]
     choice = up.base_choice.copy()
     rows = np.arange(n)
@@ -191,8 +194,11 @@ def allocate_tiers(q: np.ndarray, c: np.ndarray, cap: float) -> TierAllocation:
 
 
 def tier_curve(q: np.ndarray, c: np.ndarray, caps: np.ndarray) -> list[TierAllocation]:
-    """``allocate_tiers`` at each cap (the cost-quality curve of one set of predictions)."""
-    return [allocate_tiers(q, c, float(cap)) for cap in np.asarray(caps, dtype=np.float64)]
+    """``allocate_tiers`` at each cap (the cost-quality curve of one set of predictions); the
+    hulls are built once for all caps."""
+    q, c = _check(q, c)
+    up = _upgrades(q, c)
+    return [_allocate(q, c, up, float(cap)) for cap in np.asarray(caps, dtype=np.float64)]
 
 
 def brute_force(q: np.ndarray, c: np.ndarray, cap: float) -> tuple[np.ndarray, float] | None:

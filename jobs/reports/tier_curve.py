@@ -75,7 +75,7 @@ def tier_curve_report(
 ) -> dict[str, Any]:
     from routing.embeddings import get_embedder
     from routing.tier_quality import out_of_fold_quality, tier_design
-    from routing.tiers import allocate_tiers
+    from routing.tiers import tier_curve
 
     n = len(labels.prompts)
     X = tier_design(get_embedder(embedder).embed(labels.prompts), labels.prompts)
@@ -84,17 +84,16 @@ def tier_curve_report(
     top = float(costs[:, 0].sum())
     floor = float(costs.min(axis=1).sum())
     rows = np.arange(n)
-    curve = []
-    for cap in np.linspace(floor, float(costs.max(axis=1).sum()), points):
-        a = allocate_tiers(pred, costs, float(cap))
-        curve.append(
-            {
-                "cap_share": float(cap) / top,
-                "spend_share": a.cost / top,
-                "quality": float(labels.scores[rows, a.choice].mean()),
-                "model_shares": {t: float((a.choice == j).mean()) for j, t in enumerate(tiers)},
-            }
-        )
+    caps = np.linspace(floor, float(costs.max(axis=1).sum()), points)
+    curve = [
+        {
+            "cap_share": float(cap) / top,
+            "spend_share": a.cost / top,
+            "quality": float(labels.scores[rows, a.choice].mean()),
+            "model_shares": {t: float((a.choice == j).mean()) for j, t in enumerate(tiers)},
+        }
+        for cap, a in zip(caps, tier_curve(pred, costs, caps), strict=True)
+    ]
     singles = [
         {"model": t, "spend_share": float(costs[:, j].sum()) / top, "quality": float(labels.scores[:, j].mean())}
         for j, t in enumerate(tiers)
