@@ -433,6 +433,18 @@ def _batch_features(texts: Sequence[str]) -> np.ndarray:
     cols["question_marks"] = per_text(b == 63)
     cols["answer_suffix"] = np.fromiter((t.rstrip().endswith("Answer:") for t in texts), dtype=np.float64, count=n)
     out = np.column_stack([cols[name] for name in FEATURE_NAMES])
-    # math.log1p(max(x, 0)), as text_features does; np.log1p gives the same doubles
-    out[:, _LOG_COLUMNS] = np.log1p(np.maximum(out[:, _LOG_COLUMNS], 0.0))
+    out[:, _LOG_COLUMNS] = _exact_log1p(out[:, _LOG_COLUMNS])
     return out
+
+
+def _exact_log1p(x: np.ndarray) -> np.ndarray:
+    """``math.log1p(max(v, 0))`` of every value, as ``text_features`` computes it, bit for bit.
+
+    ``np.log1p`` is not: its SIMD kernels differ from libm by an ulp on some CPUs (seen on
+    this project's VM, where 1.0986122886681098 came out for log1p(2)), which would make the
+    batched scores of the same prompt depend on the machine. The columns are counts, so
+    there are few distinct values: libm on each of those, then a gather.
+    """
+    values, where = np.unique(np.maximum(x, 0.0), return_inverse=True)
+    logs = np.fromiter((math.log1p(v) for v in values.tolist()), dtype=np.float64, count=values.size)
+    return logs[where].reshape(x.shape)
