@@ -87,6 +87,21 @@ class ProviderConfig(_Strict):
     simulated: dict[str, Any] | None = Field(
         default=None, description="Options of the built-in simulated provider; when set, routebatch starts it itself."
     )
+    dispatch: Literal["sync", "batch", "auto"] = Field(
+        default="sync",
+        description="How routed items are sent: 'sync' (one call each), 'batch' (the provider's batch API at batch "
+        "prices, results within 24 h), 'auto' (batch unless the job's deadline is less than an hour away).",
+    )
+    batch_max_requests: int | None = Field(
+        default=None, ge=1, description="Requests per provider batch; default the provider's limit (50,000 / 100,000)."
+    )
+    batch_poll_s: float = Field(default=30.0, gt=0, description="First wait before polling a provider batch.")
+    batch_poll_max_s: float = Field(default=600.0, gt=0, description="Longest wait between two polls (the wait doubles).")
+    batch_retry: Literal["sync", "batch", "fail"] = Field(
+        default="sync",
+        description="Lines of a provider batch that expired, was cancelled or failed: sent again synchronously, "
+        "in a new batch, or failed.",
+    )
 
     @model_validator(mode="after")
     def _needs_url_or_sim(self) -> ProviderConfig:
@@ -149,6 +164,12 @@ class ModelConfig(_Strict):
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
     fallback: str | None = Field(default=None, description="Model to use when this one fails permanently for an item.")
+    batch_input_usd_per_mtok: UsdPerMtok | None = Field(
+        default=None, description="Input price through the provider's batch API; default 50% of input_usd_per_mtok."
+    )
+    batch_output_usd_per_mtok: UsdPerMtok | None = Field(
+        default=None, description="Output price through the provider's batch API; default 50% of output_usd_per_mtok."
+    )
 
     @model_validator(mode="after")
     def _one_cache_read_price(self) -> ModelConfig:

@@ -25,6 +25,7 @@ QUEUE_OF: dict[str, str] = {
     "generate": GENERATE_QUEUE,
     "route": GENERATE_QUEUE,
     "finalize": GENERATE_QUEUE,
+    "poll": GENERATE_QUEUE,  # a provider batch: retrieve, and settle its results once it ended
 }
 
 
@@ -35,7 +36,7 @@ def task_name(task: str) -> str:
 def time_limits(settings: Settings, task: str) -> tuple[float, float]:
     """(soft, hard) seconds. The soft limit leaves the task a moment to fail cleanly."""
     hard = settings.score_time_limit_s if task == "score" else settings.generate_time_limit_s
-    if task in ("route", "finalize"):
+    if task in ("route", "finalize", "poll"):
         hard = max(60.0, min(hard, 600.0))
     soft = max(hard - 30.0, hard * 0.9)
     return soft, hard

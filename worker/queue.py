@@ -24,10 +24,11 @@ class CeleryQueue:
             app = get_app(settings)
         self.app = app
 
-    def enqueue(self, task: str, job_id: str, chunk: int | None = None) -> None:
+    def enqueue(self, task: str, job_id: str, chunk: int | None = None, delay_s: float = 0.0) -> None:
         from worker.app import QUEUE_OF, task_name
 
-        self.app.send_task(task_name(task), args=(job_id, chunk), queue=QUEUE_OF[task])
+        countdown = delay_s if delay_s > 0 else None  # a provider batch's next poll
+        self.app.send_task(task_name(task), args=(job_id, chunk), queue=QUEUE_OF[task], countdown=countdown)
 
     def backlog(self, task: str) -> int:
         """Messages waiting in the task's queue (not counting those a worker holds)."""

@@ -79,6 +79,13 @@ def _summary_table(st: dict) -> Table:
     if "grade" in st:
         g = st["grade"]
         table.add_row("realised quality", f"{g.get('accuracy')} over {g.get('n')} graded items")
+    for i, pb in enumerate(st.get("provider_batches") or []):
+        table.add_row(
+            "provider batches" if i == 0 else "",
+            f"{pb['remote_id'] or pb['id']} ({pb['provider']}, {pb['model']}): {pb['state']}"
+            + (f"/{pb['remote_status']}" if pb.get("remote_status") else "")
+            + f", {pb['completed']}/{pb['requests']} done, {pb['failed']} failed",
+        )
     for i, note in enumerate(st.get("notes") or []):
         table.add_row("notes" if i == 0 else "", note)
     return table
@@ -172,6 +179,16 @@ SPEC_OPTIONS: list[tuple[str, object, object]] = [
             None,
             "--completion-window",
             help="e.g. 24h, 90m, 2d: items unfinished by then end expired (batch_expired in the errors file).",
+        ),
+    ),
+    (
+        "dispatch",
+        Optional[str],
+        typer.Option(
+            None,
+            "--dispatch",
+            help="sync | batch | auto: send through the providers' batch APIs at batch prices (default: each "
+            "provider's dispatch in the config).",
         ),
     ),
 ]
@@ -456,6 +473,11 @@ def export(
     errors_in_results: bool = typer.Option(
         False, "--errors-in-results", help="Also list unanswered items in the results (one line per item, as before 0.2)."
     ),
+    native_bodies: bool = typer.Option(
+        False,
+        "--native-bodies",
+        help="Write each provider's own answer body (an Anthropic Message) instead of a chat.completion.",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Write answered items in the OpenAI Batch output format (or Parquet); the rest go to --errors.
@@ -467,7 +489,17 @@ def export(
 
     rt = _runtime()
     job_id = _job_id(rt, job_id)
-    counts = export_job(rt.db_url, job_id, out, errors, fmt, force=force, partial=partial, errors_in_results=errors_in_results)
+    counts = export_job(
+        rt.db_url,
+        job_id,
+        out,
+        errors,
+        fmt,
+        force=force,
+        partial=partial,
+        errors_in_results=errors_in_results,
+        native_bodies=native_bodies,
+    )
     data = {"job_id": job_id, "out": str(out), "errors": str(errors) if errors else None, **counts}
     emit(
         data,

@@ -1,4 +1,4 @@
-"""Streaming dataset readers: JSONL (plain or OpenAI Batch), CSV, Parquet.
+"""Streaming dataset readers: JSONL (plain, OpenAI Batch or Anthropic Message Batches), CSV, Parquet.
 
 ``read_rows`` yields one ``PromptRow`` or ``BadRow`` per input row, in input order, holding
 only the current row (a million-line file is read in constant memory; a line longer than
@@ -200,9 +200,10 @@ def _blank_transport(obj: dict) -> dict:
     out = {
         k: ("[removed]" if isinstance(k, str) and (is_transport_field(k) or k in TRANSPORT_FIELDS) else v) for k, v in obj.items()
     }
-    body = out.get("body")
-    if isinstance(body, dict):
-        out["body"] = {k: ("[removed]" if isinstance(k, str) and is_transport_field(k) else v) for k, v in body.items()}
+    for nested in ("body", "params"):  # an OpenAI Batch body, an Anthropic Message Batches params
+        inner = out.get(nested)
+        if isinstance(inner, dict):
+            out[nested] = {k: ("[removed]" if isinstance(k, str) and is_transport_field(k) else v) for k, v in inner.items()}
     return out
 
 

@@ -5,6 +5,9 @@ Datasets are untrusted. A row reaches the ledger only if everything in it can be
 most ``RowLimits.max_depth`` deep) and nothing in it can reach the wire except the JSON
 body of the request.
 
+Anthropic Message Batches lines (``custom_id`` + ``params``) are read by
+:mod:`jobs.datasets.anthropic_rows` into the same OpenAI-style row.
+
 What an OpenAI Batch ``body`` may carry (everything else is an invalid row, so a dataset
 cannot set HTTP headers, query strings, timeouts or a price tier):
 
@@ -20,7 +23,7 @@ reserve for: ``service_tier``, ``modalities``/``audio``, ``prediction``,
 
 ``_headers``, ``headers``, ``extra_headers``, ``extra_query``, ``extra_body``, ``timeout``
 and every key starting with ``_`` are refused with a reason naming the field, in a batch
-body, at the top of a batch line and in a plain row; their values are never stored (the
+body (or an Anthropic line's ``params``), at the top of a batch line and in a plain row; their values are never stored (the
 row's ``raw`` text has them blanked).
 """
 
@@ -229,7 +232,7 @@ def routing_text(messages: Any, field: str = "messages", limits: RowLimits = _DE
     return last_user
 
 
-def _refuse_transport(obj: dict, where: str | None) -> None:
+def refuse_transport(obj: dict, where: str | None) -> None:
     for key in obj:
         if isinstance(key, str) and is_transport_field(key):
             raise RowError(
@@ -238,13 +241,25 @@ def _refuse_transport(obj: dict, where: str | None) -> None:
             )
 
 
+def is_anthropic_line(obj: dict) -> bool:
+    """An Anthropic Message Batches request line: ``params`` and no plain-row prompt fields
+    (a plain row may carry other keys, ignored as before)."""
+    return "params" in obj and "prompt" not in obj and "messages" not in obj
+
+
 def row_from_object(obj: Any, line_no: int, limits: RowLimits = _DEFAULT_LIMITS) -> PromptRow:
-    """A JSONL object in either accepted shape: plain prompt/messages or an OpenAI Batch line."""
+    """A JSONL object in any accepted shape: plain prompt/messages, an OpenAI Batch line
+    (``method``/``url``/``body``) or an Anthropic Message Batches line (``custom_id`` and
+    ``params``, :mod:`jobs.datasets.anthropic_rows`)."""
     if not isinstance(obj, dict):
         raise RowError(None, f"line must be a JSON object, got {type(obj).__name__}")
-    _refuse_transport(obj, None)
+    refuse_transport(obj, None)
     if "body" in obj or "method" in obj or "url" in obj:
         return _openai_batch_row(obj, line_no, limits)
+    if is_anthropic_line(obj):
+        from jobs.datasets.anthropic_rows import anthropic_batch_row  # imports this module
+
+        return anthropic_batch_row(obj, line_no, limits)
     custom_id = check_custom_id(obj.get("custom_id"))
     max_tokens = check_max_tokens(obj.get("max_tokens"), cap=limits.max_tokens)
     if "messages" in obj:
@@ -268,7 +283,7 @@ def _check_n(body: dict) -> None:
 
 def body_params(body: dict, limits: RowLimits = _DEFAULT_LIMITS) -> dict | None:
     """The body fields passed on to the provider as they are (see the module docstring)."""
-    _refuse_transport(body, "body")
+    refuse_transport(body, "body")
     for key in body:
         if key not in BODY_PARAMS and key not in _BODY_HANDLED:
             raise RowError(

@@ -1,7 +1,10 @@
 """Results export in the OpenAI Batch output format (JSONL) or as a flat Parquet table.
 
-One line per item, in input order, with the routing decision in the body's ``metadata``
-so that a consumer of OpenAI Batch files sees where each answer came from.
+One line per item, in input order, with the routing decision in the line's ``routebatch``
+object so that a consumer of OpenAI Batch files sees where each answer came from. Every
+answer body is a ``chat.completion``, whichever provider's protocol produced it (an
+Anthropic Message is mapped by :mod:`jobs.ledger.anthropic_export`); ``native_bodies``
+exports the provider's own bodies instead.
 
 An export never destroys data: each file is written to a temporary file in its own
 directory and renamed over the target only when complete; the ledger database (with its
@@ -23,6 +26,7 @@ from typing import Any
 from sqlalchemy import select
 
 from jobs.errors import ConfigError, ExportRefused, JobNotFound
+from jobs.ledger.anthropic_export import openai_body
 from jobs.ledger.models import InvalidRow, Item, Job
 from jobs.ledger.session import session_scope
 
@@ -78,17 +82,34 @@ def _provider_error_body(item: Item) -> dict[str, Any]:
     return {"error": {"message": str(message), "type": "provider_error", "param": None, "code": None}}
 
 
-def openai_line(item: Item, job: Job) -> dict:
+def _created(item: Item, job: Job) -> int:
+    """Unix seconds for a ``chat.completion`` made from a Message (which has no timestamp):
+    the item's last update (the call's send or answer), else the job's creation."""
+    when = item.updated_at or job.created_at
+    return int(when.timestamp()) if when is not None else 0
+
+
+def answer_body(item: Item, job: Job, *, native_bodies: bool = False) -> Any:
+    """The exported body of an answered item: a ``chat.completion`` whatever the provider
+    spoke (an Anthropic Message is mapped, :mod:`jobs.ledger.anthropic_export`), or with
+    ``native_bodies`` exactly what the provider returned."""
+    body = item.response or {}
+    return body if native_bodies else openai_body(body, _created(item, job))
+
+
+def openai_line(item: Item, job: Job, *, native_bodies: bool = False) -> dict:
     """One line of an OpenAI Batch output (or error) file for ``item``.
 
-    The body is exactly what the provider returned (secrets were redacted before it was
-    stored), so ``openai.types.chat.ChatCompletion.model_validate(line["response"]["body"])``
-    accepts it, or for an Anthropic provider ``anthropic.types.Message.model_validate``;
-    routing data is the line's own ``routebatch`` object.
+    The body of an answer is a ``chat.completion``, so
+    ``openai.types.chat.ChatCompletion.model_validate(line["response"]["body"])`` accepts
+    every line, whichever provider answered: an OpenAI-compatible body as returned (secrets
+    were redacted before it was stored), an Anthropic Message mapped. With ``native_bodies``
+    the body is the provider's own (for Anthropic, ``anthropic.types.Message``). Routing data
+    is the line's own ``routebatch`` object.
     """
     meta = routing_metadata(item, job)
     if item.state == "succeeded":
-        body = item.response or {}
+        body = answer_body(item, job, native_bodies=native_bodies)
         return {
             "id": f"batch_req_{item.id}",
             "custom_id": item.custom_id,
@@ -228,13 +249,16 @@ def export_job(
     force: bool = False,
     partial: bool = False,
     errors_in_results: bool = False,
+    native_bodies: bool = False,
 ) -> dict:
     """Write the results (and optionally the errors file); returns line counts.
 
     As in OpenAI's Batch API, the results hold the answered items and the errors file the
     rest (invalid input rows, failed, skipped and cancelled items), each once;
     ``errors_in_results`` also lists every unanswered item in the results (one line per
-    input item, the behaviour before 0.2).
+    input item, the behaviour before 0.2). Answers are ``chat.completion`` bodies whatever
+    the provider; ``native_bodies`` writes the provider's own body instead (an Anthropic
+    Message), in JSONL and in Parquet's ``response_body``.
 
     Refuses (``ExportRefused``) to write onto the ledger, the job's input or the other
     output, onto an existing file without ``force``, and a job still running without
@@ -255,10 +279,11 @@ def export_job(
             with tmp_out.open("w", encoding="utf-8") as fh:
                 for item in _iter_items(db_url, job_id):
                     if item.state == "succeeded" or (errors_in_results and item.state in UNANSWERED):
-                        fh.write(json.dumps(openai_line(item, job), ensure_ascii=False) + "\n")
+                        line = openai_line(item, job, native_bodies=native_bodies)
+                        fh.write(json.dumps(line, ensure_ascii=False) + "\n")
                         counts["results"] += 1
         else:
-            counts["results"] = _write_parquet(db_url, job, tmp_out)
+            counts["results"] = _write_parquet(db_url, job, tmp_out, native_bodies=native_bodies)
         renames: list[Callable[[], None]] = [lambda: os.replace(tmp_out, out)]
         if errors is not None:
             tmp_err = stack.enter_context(_atomic(errors))
@@ -269,7 +294,7 @@ def export_job(
     return counts
 
 
-def _write_parquet(db_url: str, job: Job, out: Path) -> int:
+def _write_parquet(db_url: str, job: Job, out: Path, *, native_bodies: bool = False) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -298,6 +323,7 @@ def _write_parquet(db_url: str, job: Job, out: Path) -> int:
         batch: list[dict] = []
         for item in _iter_items(db_url, job.id):
             content = answer_text(item.response) if item.state == "succeeded" else None
+            body = answer_body(item, job, native_bodies=native_bodies) if item.state == "succeeded" else item.response
             batch.append(
                 {
                     "custom_id": item.custom_id,
@@ -308,7 +334,7 @@ def _write_parquet(db_url: str, job: Job, out: Path) -> int:
                     "score": item.score,
                     "threshold": item.threshold,
                     "content": content,
-                    "response_body": json.dumps(item.response, ensure_ascii=False) if item.response is not None else None,
+                    "response_body": json.dumps(body, ensure_ascii=False) if body is not None else None,
                     "status_code": item.status_code,
                     "error": item.error,
                     "prompt_tokens": item.prompt_tokens,

@@ -205,6 +205,49 @@ class Attempt(Base):
     price_id: Mapped[int | None] = mapped_column(ForeignKey("prices.id"), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    provider_batch_id: Mapped[str | None] = mapped_column(
+        String(40), nullable=True, doc="The provider batch that carried this call (batch dispatch); NULL for a sync call."
+    )
+
+
+class ProviderBatch(Base):
+    """One batch uploaded to a provider's batch API (OpenAI Batch, Anthropic Message Batches).
+
+    The row is written (``preparing``) *before* the upload, with the item ids it carries, so
+    a worker killed between upload and record leaves a trace: recovery finds the upload at
+    the provider by our id (its metadata, or the requests' ``custom_id`` prefix) instead of
+    uploading again. States: preparing -> submitted -> settled, or failed (never uploaded).
+    """
+
+    __tablename__ = "provider_batches"
+    __table_args__ = (Index("ix_provider_batches_job_id_state", "job_id", "state"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, doc="Ours; every request's custom_id is '<id>-<n>'.")
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(20))
+    remote_id: Mapped[str | None] = mapped_column(String(200), nullable=True, doc="The provider's batch id.")
+    remote_status: Mapped[str | None] = mapped_column(String(40), nullable=True, doc="The provider's own word for it.")
+    input_file_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    output_file_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    error_file_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    item_ids: Mapped[list] = mapped_column(JSON, doc="Item ids in request order: request n is item_ids[n].")
+    request_count: Mapped[int] = mapped_column(Integer)
+    done_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    poll_interval_s: Mapped[float] = mapped_column(Float, default=30.0, server_default="30")
+    lease_until: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, nullable=True, doc="A 'preparing' row past this is reconciled with the provider's list."
+    )
+    items_lease: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, doc="The items' claim while in this batch.")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class InvalidRow(Base):

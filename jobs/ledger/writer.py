@@ -51,6 +51,7 @@ def attempt_row(job_id: str, item_id: int, a: CallAttempt, cost_micro_usd: int, 
         "price_id": price_id,
         "started_at": a.started_at,
         "finished_at": a.finished_at,
+        "provider_batch_id": a.provider_batch_id,
     }
 
 

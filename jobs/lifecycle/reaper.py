@@ -84,6 +84,7 @@ def tick(rt: Runtime, queue: TaskQueue, now: datetime | None = None, deep: bool 
         report.expired = expire_overdue(s, now, finalize)
         report.lost_in_flight, report.cancelled, report.reservations = reap_expired_leases(s, rt, now, todo, finalize)
         report.rekicked = rekick_stalled(s, rt, queue, now, todo, finalize, deep)
+        rekick_polls(s, now, todo)
     for item in dict.fromkeys(todo):
         queue.enqueue(*item)
         report.enqueued += 1
@@ -206,6 +207,24 @@ def rekick_stalled(
     if kicked:
         log.warning("reaper: re-enqueued stalled jobs %s", ", ".join(kicked))
     return kicked
+
+
+POLL_OVERDUE = timedelta(seconds=120)
+"""A provider batch this late for its poll lost its poll chain (the worker died holding it)."""
+
+
+def rekick_polls(s: Session, now: datetime, todo: list[Enqueue]) -> None:
+    """Queue a ``poll`` for each job whose provider batches are overdue: submitted ones past
+    their poll time, or preparing ones whose uploader's lease ran out (to be reconciled)."""
+    from jobs.ledger.models import ProviderBatch
+
+    late = now - POLL_OVERDUE
+    overdue = or_(
+        and_(ProviderBatch.state == "submitted", ProviderBatch.next_poll_at < late),
+        and_(ProviderBatch.state == "preparing", ProviderBatch.lease_until < now),
+    )
+    jobs = s.scalars(select(ProviderBatch.job_id).where(overdue).distinct()).all()
+    todo.extend(("poll", job_id, None) for job_id in sorted(jobs))
 
 
 _last_deep_check: dict[int, datetime] = {}

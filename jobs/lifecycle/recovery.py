@@ -77,7 +77,14 @@ def recover_lost(
     if not force:
         lost_q = lost_q.where((Item.lease_until.is_(None)) | (Item.lease_until < now))
     budgeted: dict[str, bool] = {}
+    in_batches: dict[str, set[int]] = {}
     for item in s.scalars(lost_q.with_for_update(skip_locked=True)).all():
+        if item.job_id not in in_batches:
+            from jobs.ledger.provider_batches import batched_item_ids
+
+            in_batches[item.job_id] = batched_item_ids(s, item.job_id)
+        if item.id in in_batches[item.job_id]:
+            continue  # inside a provider batch: its results settle it (jobs.pipeline.batch_poll)
         holds = list(
             s.scalars(
                 select(Reservation).where(
@@ -175,7 +182,10 @@ def open_work(s: Session, job_id: str, phase: str) -> list[Enqueue]:
         routed: list[Enqueue] = [("generate", job_id, c) for c in chunks(ItemState.ROUTED)]
         scores: list[Enqueue] = [("score", job_id, c) for c in chunks(ItemState.PENDING)]
         return routed + (scores or [("route", job_id, None)])
-    return [("generate", job_id, c) for c in chunks(ItemState.ROUTED)] + [("finalize", job_id, None)]
+    from jobs.ledger.provider_batches import open_batches_exist
+
+    polls: list[Enqueue] = [("poll", job_id, None)] if open_batches_exist(s, job_id) else []
+    return [("generate", job_id, c) for c in chunks(ItemState.ROUTED)] + polls + [("finalize", job_id, None)]
 
 
 def worst_case_estimator(config: AppConfig) -> Callable[[Session, Item], int]:

@@ -109,6 +109,11 @@ class JobSpec(BaseModel):
     completion_window: str | None = Field(
         None, description="e.g. 24h, 90m, 2d: unfinished items then end expired (OpenAI Batch's completion_window)."
     )
+    dispatch: Literal["sync", "batch", "auto"] | None = Field(
+        None,
+        description="Override every provider's dispatch: sync calls, the providers' batch APIs at batch prices, or "
+        "auto (batch unless the deadline is under an hour away). Default: each provider's config.",
+    )
 
     @field_validator("metadata", mode="before")
     @classmethod
@@ -708,8 +713,20 @@ def export(
     force: bool = False,
     partial: bool = False,
     errors_in_results: bool = False,
+    native_bodies: bool = False,
 ) -> dict[str, int]:
-    """Write the job's results (and optionally its errors file); returns line counts."""
+    """Write the job's results (and optionally its errors file); returns line counts.
+    ``native_bodies``: each provider's own answer body (an Anthropic Message), not a chat.completion."""
     from jobs.ledger.export import export_job
 
-    return export_job(rt.db_url, job_id, out, errors, fmt, force=force, partial=partial, errors_in_results=errors_in_results)
+    return export_job(
+        rt.db_url,
+        job_id,
+        out,
+        errors,
+        fmt,
+        force=force,
+        partial=partial,
+        errors_in_results=errors_in_results,
+        native_bodies=native_bodies,
+    )

@@ -87,6 +87,8 @@ class JobStatus(BaseModel):
     expires_at: int | None = None
     """When unfinished items end ``expired`` (``created_at`` + ``completion_window``), Unix seconds."""
     notes: list[str] = []
+    provider_batches: list[dict[str, Any]] = []
+    """The job's provider batches (batch dispatch): ours and the provider's id, state, counts."""
     """Short lines about the job (ledger events of kind ``job_note``), oldest first."""
 
     @property
@@ -215,7 +217,34 @@ def read_status(s: Session, job_id: str) -> JobStatus:
         completion_window=job.completion_window,
         expires_at=int(job.expires_at.timestamp()) if job.expires_at else None,
         notes=job_notes(s, job_id),
+        provider_batches=provider_batch_rows(s, job_id),
     )
+
+
+PROVIDER_BATCHES_MAX = 200
+
+
+def provider_batch_rows(s: Session, job_id: str, limit: int = PROVIDER_BATCHES_MAX) -> list[dict[str, Any]]:
+    """The job's provider batches, oldest first (the first ``limit``)."""
+    from jobs.ledger.models import ProviderBatch
+
+    rows = s.scalars(select(ProviderBatch).where(ProviderBatch.job_id == job_id).order_by(ProviderBatch.created_at).limit(limit))
+    return [
+        {
+            "id": pb.id,
+            "provider": pb.provider,
+            "model": pb.model,
+            "remote_id": pb.remote_id,
+            "state": pb.state,
+            "remote_status": pb.remote_status,
+            "requests": pb.request_count,
+            "completed": pb.done_count,
+            "failed": pb.failed_count,
+            "created_at": pb.created_at.isoformat(),
+            "settled_at": pb.settled_at.isoformat() if pb.settled_at else None,
+        }
+        for pb in rows
+    ]
 
 
 def job_notes(s: Session, job_id: str, limit: int = NOTES_MAX) -> list[str]:

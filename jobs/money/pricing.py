@@ -144,17 +144,53 @@ def latest_price(session: Session, model: str, at: datetime | None = None) -> Pr
     return _row_to_version(row) if row else None
 
 
-def sync_prices(session: Session, config: AppConfig, models: list[str] | None = None) -> dict[str, PriceVersion]:
-    """Make the config's prices the current versions; insert a new version only on change."""
+BATCH_SUFFIX = "@batch"
+"""Batch-API prices are their own versions in ``prices``, under ``<model>@batch``."""
+BATCH_DISCOUNT = (1, 2)
+"""OpenAI's Batch API and Anthropic's Message Batches both bill 50% of the synchronous price."""
+
+
+def price_key(model: str, batch: bool = False) -> str:
+    """The ``prices.model`` a call is charged under: the model, or its batch version."""
+    return model + BATCH_SUFFIX if batch else model
+
+
+def batch_version(model: str, cfg: ModelConfig, kind: str = "openai") -> PriceVersion:
+    """The batch prices of ``model``: the configured ones, else half of every sync rate
+    (rounded up: a derived price never under-charges); cache rates scale the same way."""
+    sync = PriceVersion.from_config(model, cfg, kind)
+
+    def rate(configured: float | None, sync_micro: int) -> int:
+        return usd_to_micro(configured) if configured is not None else _times(sync_micro, BATCH_DISCOUNT)
+
+    input_micro = rate(cfg.batch_input_usd_per_mtok, sync.input_micro_per_mtok)
+    scale = (input_micro, sync.input_micro_per_mtok) if sync.input_micro_per_mtok else BATCH_DISCOUNT
+    cached = _times(sync.cached_input_micro_per_mtok, scale)
+    write = None if sync.cache_write_micro_per_mtok is None else _times(sync.cache_write_micro_per_mtok, scale)
+    return PriceVersion(
+        None, price_key(model, True), input_micro, cached, rate(cfg.batch_output_usd_per_mtok, sync.output_micro_per_mtok), write
+    )
+
+
+def sync_prices(
+    session: Session, config: AppConfig, models: list[str] | None = None, batch: bool = False
+) -> dict[str, PriceVersion]:
+    """Make the config's prices the current versions; insert a new version only on change.
+
+    Keyed by model; with ``batch`` the versions are the batch-API prices (``<model>@batch``).
+    """
     out: dict[str, PriceVersion] = {}
     for name in models or list(config.models):
-        wanted = PriceVersion.from_config(name, config.model(name), config.provider_of(name).kind)
-        current = latest_price(session, name)
+        kind = config.provider_of(name).kind
+        wanted = (
+            batch_version(name, config.model(name), kind) if batch else PriceVersion.from_config(name, config.model(name), kind)
+        )
+        current = latest_price(session, wanted.model)
         if current is not None and current.same_rates(wanted):
             out[name] = current
             continue
         row = Price(
-            model=name,
+            model=wanted.model,
             valid_from=utcnow(),
             input_micro_per_mtok=wanted.input_micro_per_mtok,
             cached_input_micro_per_mtok=wanted.cached_input_micro_per_mtok,

@@ -14,6 +14,7 @@ from jobs.lifecycle.states import ItemState, JobState
 from jobs.money.admission import budget_plan
 from jobs.money.pricing import sync_prices
 from jobs.pipeline import inflight
+from jobs.pipeline.batch_dispatch import dispatch_batches, dispatch_of
 from jobs.pipeline.fanout import FanOut
 from jobs.pipeline.finalize import maybe_finalize
 from jobs.pipeline.tasks import TaskQueue
@@ -37,6 +38,8 @@ def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> in
         prices = sync_prices(s, rt.config, rt.config.models_with_fallbacks(models))
         job_max = job.spec.get("max_tokens")
         plan = budget_plan(job)
+        now = utcnow()
+        batched = {m for m in models if dispatch_of(rt.config, job, m, now) == "batch"}
     now = utcnow()
     lease = now + timedelta(seconds=rt.settings.send_lease_s)
     if rows:
@@ -53,7 +56,12 @@ def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> in
                     execution_options={"synchronize_session": False},
                 )
             )
-        rows = [r for r in rows if r.id in claimed]
+            rows = [r for r in rows if r.id in claimed]
+    if batched and rows:
+        to_batch = [r for r in rows if r.model in batched]
+        rows = [r for r in rows if r.model not in batched]
+        if to_batch:
+            rows += dispatch_batches(rt, queue, job_id, to_batch, plan, job_max, lease)
     if rows:
         asyncio.run(FanOut(rt, job_id, rows, prices, job_max, lease, plan).run())
         inflight.forget(job_id, [r.id for r in rows])  # answered and recorded (or provably unsent)

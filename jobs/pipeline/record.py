@@ -7,6 +7,7 @@ import logging
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from jobs.ledger.models import Job
@@ -104,39 +105,57 @@ def record_results(
     by this claim (``lease``): if the reaper declared it lost and another worker re-sent it,
     the late answer is recorded as a duplicate attempt and does not overwrite the outcome.
     """
-    now = utcnow()
     with session_scope(rt.db_url) as s:
-        attempt_rows = []
-        outcomes = []
-        for item_id, result, hold in batch:
-            total_cost = 0
-            for a in result.attempts:
-                price = prices.get(a.model)
-                bound_usage(rt, a, result.request)
-                cost = (
-                    max(price.cost_micro_usd(a.prompt_tokens, a.completion_tokens, a.cached_tokens, a.cache_write_tokens), 0)
-                    if price
-                    else 0
-                )
-                total_cost += cost
-                attempt_rows.append(attempt_row(job_id, item_id, a, cost, price.id if price else None))
-            final = result.attempts[-1] if result.attempts else None
-            answered = final is not None and result.ok
-            outcomes.append(
-                Outcome(
-                    item_id=item_id,
-                    state=ItemState.SUCCEEDED if result.ok else ItemState.FAILED,
-                    model=result.model,
-                    response=result.body,
-                    status_code=result.status_code,
-                    error=None if result.ok else (result.error or "failed"),
-                    prompt_tokens=final.prompt_tokens if final and answered else 0,
-                    completion_tokens=final.completion_tokens if final and answered else 0,
-                    cost_micro_usd=total_cost,
-                    attempts=len(result.attempts),
-                )
-            )
-            if hold is not None:
-                settle(s, hold, total_cost, job_id=job_id)
-        write_outcomes(s, attempt_rows, outcomes, now, lease)
+        record_in_session(s, rt, job_id, batch, prices, lease)
         return s.scalar(select(Job.state).where(Job.id == job_id)) or ""
+
+
+def charged_attempts(
+    rt: Runtime, job_id: str, item_id: int, result: CallResult, prices: dict[str, PriceVersion]
+) -> tuple[list[dict], int]:
+    """The ``attempts`` rows of one result, each charged at its model's price; and their total."""
+    rows = []
+    total = 0
+    for a in result.attempts:
+        price = prices.get(a.model)
+        bound_usage(rt, a, result.request)
+        cost = (
+            max(price.cost_micro_usd(a.prompt_tokens, a.completion_tokens, a.cached_tokens, a.cache_write_tokens), 0)
+            if price
+            else 0
+        )
+        total += cost
+        rows.append(attempt_row(job_id, item_id, a, cost, price.id if price else None))
+    return rows, total
+
+
+def record_in_session(
+    s: Session, rt: Runtime, job_id: str, batch: list[Answer], prices: dict[str, PriceVersion], lease: datetime | None
+) -> None:
+    """:func:`record_results` inside the caller's transaction (a provider batch settles its
+    results and flips its own state in the same commit, so it is settled exactly once)."""
+    now = utcnow()
+    attempt_rows = []
+    outcomes = []
+    for item_id, result, hold in batch:
+        rows, total_cost = charged_attempts(rt, job_id, item_id, result, prices)
+        attempt_rows.extend(rows)
+        final = result.attempts[-1] if result.attempts else None
+        answered = final is not None and result.ok
+        outcomes.append(
+            Outcome(
+                item_id=item_id,
+                state=ItemState.SUCCEEDED if result.ok else ItemState.FAILED,
+                model=result.model,
+                response=result.body,
+                status_code=result.status_code,
+                error=None if result.ok else (result.error or "failed"),
+                prompt_tokens=final.prompt_tokens if final and answered else 0,
+                completion_tokens=final.completion_tokens if final and answered else 0,
+                cost_micro_usd=total_cost,
+                attempts=len(result.attempts),
+            )
+        )
+        if hold is not None:
+            settle(s, hold, total_cost, job_id=job_id)
+    write_outcomes(s, attempt_rows, outcomes, now, lease)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 
+from jobs.pipeline.batch_poll import poll_batches
 from jobs.pipeline.finalize import maybe_finalize
 from jobs.pipeline.generate import generate_chunk
 from jobs.pipeline.route import route_job
@@ -32,7 +33,7 @@ from jobs.pipeline.score import route_when_scored, score_chunk
 from jobs.pipeline.tasks import TaskQueue
 from jobs.runtime import Runtime
 
-TASKS = ("score", "route", "generate", "finalize")
+TASKS = ("score", "route", "generate", "finalize", "poll")
 
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ def _run(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: int | Non
         route_job(rt, queue, job_id)
     elif task == "generate":
         generate_chunk(rt, queue, job_id, chunk or 0)
+    elif task == "poll":
+        poll_batches(rt, queue, job_id)
     else:
         maybe_finalize(rt, job_id)
 

@@ -282,3 +282,27 @@ def _message(resp: httpx.Response) -> str:
         return resp.text[:200]
     err = body.get("error") if isinstance(body, dict) else None
     return str((err or {}).get("message") if isinstance(err, dict) else body)[:200]
+
+
+# -- which client, and how much fits one batch ---------------------------------------------------
+PROVIDER_LIMITS = {"openai": (50_000, 200 * 1024 * 1024), "anthropic": (100_000, 256 * 1024 * 1024)}
+"""(requests, bytes) one provider batch may hold: OpenAI Batch and Anthropic Message Batches."""
+BYTES_MARGIN = 0.9
+"""A batch is cut at 90% of the byte limit: the provider counts the request envelope too."""
+
+
+def batch_limits(kind: str, configured: int | None = None) -> tuple[int, int]:
+    """(max requests, max bytes of request bodies) for one batch of a ``kind`` provider."""
+    requests, size = PROVIDER_LIMITS[kind]
+    return min(configured or requests, requests), int(size * BYTES_MARGIN)
+
+
+def client_for(kind: str, base_url: str, api_key: str | None, timeout_s: float = 120.0) -> BatchClient:
+    """The batch client of a provider. Its paths start at ``/v1``, so a base URL that ends in
+    ``/v1`` (the OpenAI habit, the simulator's) loses that suffix here."""
+    base = base_url.rstrip("/")
+    if base.endswith("/v1"):
+        base = base[: -len("/v1")]
+    if kind == "anthropic":
+        return AnthropicBatchClient(base, api_key, timeout_s=timeout_s)
+    return OpenAIBatchClient(base, api_key, timeout_s=timeout_s)

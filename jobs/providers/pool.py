@@ -290,6 +290,79 @@ class ProviderPool:
             log.info("%s failed on %s (%s); falling back to %s", req.custom_id, model_key, outcome.error, nxt)
             model_key, is_fallback = nxt, True
 
+    # -- batch dispatch: the same request bodies and answer checks as a synchronous call ----
+    def request_body(self, req: ChatRequest) -> dict:
+        """The body a synchronous call of ``req`` would carry, for a provider batch's line.
+
+        Raises :class:`~jobs.providers.wire.Unmappable` or ValueError when it cannot be
+        built (the item then fails alone, as a synchronous call would)."""
+        problem = request_problem(req)
+        if problem is not None:
+            raise ValueError(problem)
+        model_cfg = self.config.model(req.model)
+        body = self._body(req, req.model, model_cfg, wire_for(self.config.providers[model_cfg.provider].kind))
+        json.dumps(body)  # a body that cannot be encoded fails here, not in the upload
+        return body
+
+    def batch_line_result(
+        self,
+        req: ChatRequest,
+        status_code: int | None,
+        body: dict | None,
+        error: str | None,
+        *,
+        provider_batch_id: str,
+        started_at: datetime,
+        finished_at: datetime,
+        request_id: str | None = None,
+    ) -> CallResult:
+        """One line of a provider batch's results as the :class:`CallResult` of a call:
+        usage, error class, redaction and the answer checks are exactly those of a synchronous
+        answer (``_interpret``). A line without a status (expired, cancelled) has no attempt:
+        that request was never answered, and nothing is billed for it."""
+        model_cfg = self.config.model(req.model)
+        prov = self.config.providers[model_cfg.provider]
+        if status_code is None:
+            return CallResult(req, False, [], None, req.model, None, error or "no result")
+        wire = wire_for(prov.kind)
+        api_key = prov.api_key()
+        max_tokens = self._max_tokens(req, model_cfg)
+
+        def attempt(
+            error_class: str | None,
+            message: str | None,
+            rid: str | None = None,
+            usage: tuple[int, int, int, int, bool] = (0, 0, 0, 0, False),
+        ) -> Attempt:
+            a = Attempt(
+                attempt_id=uuid.uuid4().hex,
+                model=req.model,
+                provider=model_cfg.provider,
+                attempt_no=1,
+                status_code=status_code,
+                error_class=error_class,
+                error_message=redact(message, [api_key]),
+                request_id=rid or request_id,
+                latency_ms=int((finished_at - started_at).total_seconds() * 1000),
+                prompt_tokens=usage[0],
+                completion_tokens=usage[1],
+                cached_tokens=usage[2],
+                usage_estimated=usage[4],
+                started_at=started_at,
+                finished_at=finished_at,
+                cache_write_tokens=usage[3],
+                provider_batch_id=provider_batch_id,
+            )
+            if error_class is None:
+                check_usage(a, req, max_tokens)
+            return a
+
+        raw = json.dumps(body).encode() if body is not None else b""
+        outcome = self._interpret(_Response(status_code, {}, raw), req, model_cfg, api_key, attempt, wire)
+        if outcome.ok:
+            return CallResult(req, True, [outcome.attempt], outcome.body, req.model, status_code, None)
+        return CallResult(req, False, [outcome.attempt], outcome.body, req.model, status_code, outcome.error)
+
     # -- internals -----------------------------------------------------------------------
     def _endpoint(self, provider_name: str, prov: ProviderConfig) -> tuple[httpx.URL, dict[str, float | None]]:
         """The parsed call URL (chat completions or messages) and timeouts of a provider,

@@ -61,6 +61,8 @@ class Attempt:
     """Input tokens written to a prompt cache (Anthropic's ``cache_creation_input_tokens``),
     part of ``prompt_tokens`` like ``cached_tokens`` (the reads), charged at the cache-write
     price. Not a column of ``attempts``: it is in the attempt's cost."""
+    provider_batch_id: str | None = None
+    """The provider batch that carried the call (batch dispatch); None for a synchronous call."""
 
     @property
     def ok(self) -> bool:

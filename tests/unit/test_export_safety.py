@@ -92,7 +92,7 @@ def test_a_failed_export_leaves_the_old_file_and_no_temporary(
     out = tmp_path / "r.jsonl"
     out.write_text("old\n")
 
-    def boom(item, job):
+    def boom(item, job, **options):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(export, "openai_line", boom)

@@ -90,6 +90,23 @@ class SimBatches:
     clock: Callable[[], float] = time.time
     files: dict[str, _File] = field(default_factory=dict)
     batches: dict[str, _Batch] = field(default_factory=dict)
+    uploads: dict[str, int] = field(default_factory=dict)
+    """How many times each request body (by hash) was accepted in a batch: the chaos tests'
+    "no request uploaded twice" (``GET /_sim/stats``)."""
+
+    def count_uploads(self, requests: list[_Request]) -> None:
+        for r in requests:
+            key = hashlib.sha256(r.body).hexdigest()
+            self.uploads[key] = self.uploads.get(key, 0) + 1
+
+    def stats(self) -> dict[str, Any]:
+        counts = list(self.uploads.values())
+        return {
+            "batches": len(self.batches),
+            "batch_requests_uploaded": sum(counts),
+            "distinct_requests_uploaded": len(counts),
+            "requests_uploaded_twice": sum(1 for c in counts if c > 1),
+        }
 
     # -- routing ------------------------------------------------------------------------
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any] | None:
@@ -197,6 +214,8 @@ class SimBatches:
             errors=errors or None,
         )
         self.batches[batch.id] = batch
+        if not errors:
+            self.count_uploads(requests)
         return 200, self._openai_object(batch)
 
     def _openai_object(self, b: _Batch) -> dict[str, Any]:
@@ -246,6 +265,7 @@ class SimBatches:
                 return _an_error(400, "invalid_request_error", "custom_id values must be unique within a batch")
             created = _Batch(f"msgbatch_{uuid.uuid4().hex[:24]}", "anthropic", requests, self.clock(), _forwarded(headers))
             self.batches[created.id] = created
+            self.count_uploads(requests)
             return 200, self._anthropic_object(created)
         if not rest and method == "GET":
             listed = sorted((b for b in self.batches.values() if b.kind == "anthropic"), key=lambda b: -b.created_at)

@@ -153,6 +153,8 @@ class SimulatedApp:
         path = path.split("?", 1)[0].rstrip("/")
         if path.endswith("/v1/messages"):
             return self._messages(method, headers, body)
+        if path.endswith("/_sim/stats") and method == "GET":  # the simulator's own counters, for tests
+            return _Reply(200, json.dumps({"requests": self.requests, **self.batches.stats()}).encode())
         anthropic_style = "x-api-key" in headers or "anthropic-version" in headers
         key_ok = headers.get("authorization") == f"Bearer {self.options.api_key}"
         if anthropic_style:  # the models list answers either protocol's client

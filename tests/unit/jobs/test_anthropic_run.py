@@ -1,7 +1,8 @@
 """An embedded ``routebatch run`` against a simulated Anthropic provider, end to end (issue 14):
-every exported line is an OpenAI Batch line whose body the ``anthropic`` SDK accepts as a
-``Message``, the ledger's costs are the Anthropic prices of the usage the answers report
-(prompt-cache reads and writes included), and faults end up in the errors file once."""
+every exported line is an OpenAI Batch output line whose body the ``openai`` SDK accepts as
+a ``ChatCompletion`` (with ``native_bodies``, the ``anthropic`` SDK as a ``Message``), the
+ledger's costs are the Anthropic prices of the usage the answers report (prompt-cache reads
+and writes included), and faults end up in the errors file once."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from anthropic.types import Message
 from openai.types import BatchError
+from openai.types.chat import ChatCompletion
 from sqlalchemy import func, select
 
 from jobs.config import parse_config
@@ -63,7 +65,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory):
     return tmp, db, st
 
 
-def test_the_job_completes_and_every_line_is_an_anthropic_message(finished) -> None:
+def test_the_job_completes_and_every_line_is_an_openai_chat_completion(finished) -> None:
     tmp, db, st = finished
     assert st.status == "completed" and st.succeeded + st.failed == N and st.failed >= 1
     out, errors = tmp / "results.jsonl", tmp / "errors.jsonl"
@@ -71,12 +73,25 @@ def test_the_job_completes_and_every_line_is_an_anthropic_message(finished) -> N
     results = [json.loads(x) for x in out.read_text().splitlines()]
     errs = [json.loads(x) for x in errors.read_text().splitlines()]
     assert len(results) == counts["results"] == st.succeeded and len(errs) == st.failed
+    with session_scope(db) as s:
+        ledger = {i.custom_id: i for i in s.scalars(select(Item).where(Item.job_id == st.job_id, Item.state == "succeeded"))}
+    cached = 0
     for line in results:
         _Line.model_validate(line)  # the OpenAI Batch output envelope, plus the routebatch object
-        msg = Message.model_validate(line["response"]["body"])
-        assert msg.content[0].text and msg.model in ("claude-sonnet-4-5", "claude-haiku-4-5")
-        assert line["response"]["request_id"] == msg.id
+        completion = ChatCompletion.model_validate(line["response"]["body"])
+        assert completion.object == "chat.completion" and completion.choices[0].message.content
+        assert completion.model in ("claude-sonnet-4-5", "claude-haiku-4-5")
+        assert completion.choices[0].finish_reason in ("stop", "length")
+        assert line["response"]["request_id"] == completion.id and completion.id.startswith("msg_")
         assert line["routebatch"]["model"] in ("sim-sonnet", "sim-haiku")
+        item = ledger[line["custom_id"]]  # usage as the ledger counted (and charged) it
+        assert completion.usage is not None
+        assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (
+            item.prompt_tokens,
+            item.completion_tokens,
+        )
+        cached += completion.usage.prompt_tokens_details.cached_tokens > 0
+    assert cached >= 1  # prompt-cache reads are reported as OpenAI's cached_tokens
     by_id = {e["custom_id"]: e for e in errs}
     refused = by_id.pop("c-7")
     assert (
@@ -88,6 +103,19 @@ def test_the_job_completes_and_every_line_is_an_anthropic_message(finished) -> N
     for line in by_id.values():  # retries exhausted on 529: Anthropic's error body, once
         assert line["response"]["status_code"] == 529
         assert line["response"]["body"]["error"]["type"] == "overloaded_error"
+
+
+def test_native_bodies_are_anthropic_messages(finished) -> None:
+    tmp, db, st = finished
+    out = tmp / "native.jsonl"
+    counts = export_job(db, st.job_id, out, force=True, native_bodies=True)
+    results = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(results) == counts["results"] == st.succeeded
+    for line in results:
+        _Line.model_validate(line)
+        msg = Message.model_validate(line["response"]["body"])
+        assert msg.content[0].text and msg.model in ("claude-sonnet-4-5", "claude-haiku-4-5")
+        assert line["response"]["request_id"] == msg.id
 
 
 def test_costs_are_the_anthropic_prices_of_the_reported_usage(finished) -> None:
@@ -116,13 +144,18 @@ def test_costs_are_the_anthropic_prices_of_the_reported_usage(finished) -> None:
 
 def test_parquet_export_reads_the_text_blocks(finished) -> None:
     tmp, db, st = finished
-    out = tmp / "results.parquet"
+    out, native = tmp / "results.parquet", tmp / "native.parquet"
     export_job(db, st.job_id, out, fmt="parquet", force=True)
+    export_job(db, st.job_id, native, fmt="parquet", force=True, native_bodies=True)
     rows = pq.read_table(out).to_pylist()
     answered = [r for r in rows if r["state"] == "succeeded"]
     assert len(answered) == st.succeeded
     for r in answered:
-        assert r["content"] == json.loads(r["response_body"])["content"][0]["text"]
+        completion = ChatCompletion.model_validate(json.loads(r["response_body"]))
+        assert r["content"] == completion.choices[0].message.content
+    for r in pq.read_table(native).to_pylist():
+        if r["state"] == "succeeded":
+            assert r["content"] == Message.model_validate(json.loads(r["response_body"])).content[0].text
 
 
 def test_the_example_config_points_at_the_real_api() -> None:

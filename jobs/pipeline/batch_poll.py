@@ -1,0 +1,400 @@
+"""Polling provider batches, and settling every item from their results exactly once.
+
+The ``poll`` step of a job looks at its provider batches that are due:
+
+* ``submitted`` ones are retrieved (and cancelled at the provider once the job is no
+  longer running); the wait between two polls doubles from ``batch_poll_s`` up to
+  ``batch_poll_max_s``;
+* ``preparing`` ones whose uploader's lease ran out are *reconciled*: found at the provider
+  by our id (OpenAI keeps our metadata; for Anthropic, which keeps none, a batch of the
+  same size created since, whose results carry our ``custom_id`` prefix), or uploaded if
+  the provider has none — never uploaded twice.
+
+A batch that ended is settled in ONE transaction: it flips ``submitted`` -> ``settled``
+under a conditional UPDATE (a second poller, a redelivery, finds nothing to do), and in
+the same commit every answered line becomes an attempt charged at the batch price, its
+item's outcome and its hold's settlement. Lines without an answer (expired, cancelled, a
+429 or 5xx, missing) release their holds and follow the provider's ``batch_retry``: sent
+at once synchronously, put in a new batch, or failed; on a job no longer running they end
+as its unsent items do (cancelled, expired).
+
+Only a poll that advanced some batch queues the next one, so the chain never multiplies;
+the reaper and ``resume`` start it again if a worker died holding it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert, or_, select, update
+
+from jobs.ledger.models import Attempt, Item, Job, ProviderBatch, Reservation
+from jobs.ledger.provider_batches import next_poll_delay
+from jobs.ledger.session import rowcount, session_scope
+from jobs.ledger.types import utcnow
+from jobs.lifecycle.states import ItemState, JobState
+from jobs.money.budgets import FLOOR_PREFIX, hold_of, release
+from jobs.money.pricing import sync_prices
+from jobs.pipeline.batch_dispatch import PREPARE_LEASE, chat_request, client_of, numbered, submit_recorded
+from jobs.runtime import Runtime
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from jobs.pipeline.tasks import TaskQueue
+    from jobs.providers.batch_api import BatchResult, RemoteBatch
+
+log = logging.getLogger(__name__)
+
+DUE_SLACK = timedelta(seconds=1)
+"""A poll delivered this much before its batch's time still polls it (clocks, countdown rounding)."""
+RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+ITEM_COLUMNS = (Item.id, Item.chunk, Item.custom_id, Item.prompt, Item.messages, Item.params, Item.max_tokens, Item.model)
+
+
+@dataclass
+class Retry:
+    """Items of a provider batch that got no answer, after ``batch_retry``: rows to send
+    synchronously now (claimed under ``lease``), and chunks to generate again."""
+
+    rows: list[Any] = field(default_factory=list)
+    lease: datetime | None = None
+    chunks: list[int] = field(default_factory=list)
+
+
+def _claim(s: Session, job_id: str, now: datetime, rt: Runtime) -> tuple[list[ProviderBatch], list[ProviderBatch]]:
+    """(due submitted batches, stale preparing ones), each advanced by a conditional UPDATE so
+    that two pollers never work on the same batch at once."""
+    due: list[ProviderBatch] = []
+    stale: list[ProviderBatch] = []
+    rows = s.scalars(
+        select(ProviderBatch).where(
+            ProviderBatch.job_id == job_id,
+            or_(
+                (ProviderBatch.state == "submitted") & (ProviderBatch.next_poll_at <= now + DUE_SLACK),
+                (ProviderBatch.state == "preparing") & (ProviderBatch.lease_until <= now),
+            ),
+        )
+    ).all()
+    for pb in rows:
+        if pb.state == "submitted":
+            prov = rt.config.providers[pb.provider]
+            interval = min(pb.poll_interval_s * 2, prov.batch_poll_max_s)
+            won = rowcount(
+                s.execute(
+                    update(ProviderBatch)
+                    .where(ProviderBatch.id == pb.id, ProviderBatch.next_poll_at == pb.next_poll_at)
+                    .values(next_poll_at=now + timedelta(seconds=pb.poll_interval_s), poll_interval_s=interval)
+                )
+            )
+            if won:
+                due.append(pb)
+        else:
+            won = rowcount(
+                s.execute(
+                    update(ProviderBatch)
+                    .where(ProviderBatch.id == pb.id, ProviderBatch.lease_until == pb.lease_until)
+                    .values(lease_until=now + PREPARE_LEASE)
+                )
+            )
+            if won:
+                stale.append(pb)
+    for pb in due + stale:
+        s.expunge(pb)
+    return due, stale
+
+
+def poll_batches(rt: Runtime, queue: TaskQueue, job_id: str) -> int:
+    """The ``poll`` step; returns how many provider batches it settled."""
+    from jobs.pipeline.finalize import maybe_finalize
+
+    now = utcnow()
+    with session_scope(rt.db_url) as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            return 0
+        stopping = job.state != JobState.IN_PROGRESS
+        due, stale = _claim(s, job_id, now, rt)
+    settled = 0
+    for pb in stale:
+        _reconcile(rt, queue, pb)
+    for pb in due:
+        settled += _poll_one(rt, queue, pb, stopping)
+    if due or stale:
+        with session_scope(rt.db_url) as s:
+            delay = next_poll_delay(s, job_id, utcnow())
+        if delay is not None:
+            queue.enqueue("poll", job_id, None, delay)
+    maybe_finalize(rt, job_id)
+    return settled
+
+
+def _poll_one(rt: Runtime, queue: TaskQueue, pb: ProviderBatch, stopping: bool) -> int:
+    from jobs.providers.batch_api import ENDED
+
+    client = client_of(rt, pb.provider)
+    try:
+        assert pb.remote_id is not None  # a submitted batch has one
+        remote = client.retrieve(pb.remote_id)
+        if stopping and remote.phase != ENDED and not pb.cancel_requested:
+            remote = client.cancel(pb.remote_id)
+            with session_scope(rt.db_url) as s:
+                s.execute(update(ProviderBatch).where(ProviderBatch.id == pb.id).values(cancel_requested=True))
+        if remote.phase != ENDED:
+            with session_scope(rt.db_url) as s:
+                s.execute(
+                    update(ProviderBatch)
+                    .where(ProviderBatch.id == pb.id, ProviderBatch.state == "submitted")
+                    .values(remote_status=remote.status, done_count=remote.done, failed_count=remote.failed)
+                )
+            return 0
+        results = list(client.results(remote))
+    except Exception as exc:  # the provider or the network: the next poll tries again
+        log.warning("provider batch %s (%s): poll failed: %s", pb.id, pb.remote_id, exc)
+        return 0
+    finally:
+        client.close()
+    return settle(rt, queue, pb, remote, results)
+
+
+def _index(pb_id: str, results: list[BatchResult], n: int) -> dict[int, BatchResult]:
+    """Result lines by request number; lines that are not ours (or repeated) are ignored."""
+    prefix = pb_id + "-"
+    out: dict[int, BatchResult] = {}
+    for line in results:
+        tail = line.custom_id[len(prefix) :] if line.custom_id.startswith(prefix) else ""
+        if tail.isdigit() and int(tail) < n:
+            out.setdefault(int(tail), line)
+    return out
+
+
+def _open_holds(s: Session, item_ids: list[int]) -> dict[int, Any]:
+    return {
+        res.item_id: hold_of(res)
+        for res in s.scalars(
+            select(Reservation).where(
+                Reservation.item_id.in_(item_ids), Reservation.state == "open", ~Reservation.id.startswith(FLOOR_PREFIX)
+            )
+        )
+    }
+
+
+def settle(rt: Runtime, queue: TaskQueue, pb: ProviderBatch, remote: RemoteBatch, results: list[BatchResult]) -> int:
+    """Settle an ended provider batch from its result lines, exactly once; returns 1 if this
+    call settled it."""
+    from jobs.pipeline.record import charged_attempts, record_in_session
+    from jobs.providers import ProviderPool
+
+    cfg = rt.config
+    pool = ProviderPool(cfg)
+    lines = _index(pb.id, results, pb.request_count)
+    now = utcnow()
+    started = pb.submitted_at or pb.created_at
+    with session_scope(rt.db_url) as s:
+        won = rowcount(
+            s.execute(
+                update(ProviderBatch)
+                .where(ProviderBatch.id == pb.id, ProviderBatch.state == "submitted")
+                .values(
+                    state="settled",
+                    remote_status=remote.status,
+                    output_file_id=remote.output_file_id,
+                    error_file_id=remote.error_file_id,
+                    done_count=remote.done,
+                    failed_count=remote.failed,
+                    ended_at=now,
+                    settled_at=now,
+                )
+            )
+        )
+        if not won:
+            return 0
+        job = s.get_one(Job, pb.job_id)
+        job_max = (job.spec or {}).get("max_tokens")
+        prices = sync_prices(s, cfg, cfg.models_with_fallbacks([pb.model]), batch=True)
+        items = {r.id: r for r in s.execute(select(*ITEM_COLUMNS).where(Item.id.in_(pb.item_ids), Item.state == ItemState.SENT))}
+        holds = _open_holds(s, list(items))
+        answered = []
+        missing: dict[int, str] = {}
+        extra_attempts: list[dict] = []
+        for n, item_id in enumerate(pb.item_ids):
+            row = items.get(item_id)
+            if row is None:
+                continue  # settled elsewhere (cancelled by the user, failed by a step)
+            request = chat_request(cfg, pb.model, row, job_max)
+            line = lines.get(n)
+            if line is None:
+                missing[item_id] = f"no result in provider batch {pb.remote_id} ({remote.status})"
+                continue
+            result = pool.batch_line_result(
+                request,
+                line.status_code,
+                line.body,
+                line.error_message or line.error_code,
+                provider_batch_id=pb.id,
+                started_at=started,
+                finished_at=now,
+            )
+            if result.ok or (result.status_code is not None and result.status_code not in RETRYABLE_STATUS):
+                answered.append((item_id, result, holds.get(item_id)))
+                continue
+            rows, _ = charged_attempts(rt, pb.job_id, item_id, result, prices)  # a 5xx line: in the ledger, at no cost
+            extra_attempts.extend(rows)
+            missing[item_id] = f"provider batch {pb.remote_id} ({remote.status}): {line.error_code or result.error}"
+        record_in_session(s, rt, pb.job_id, answered, prices, pb.items_lease)
+        if extra_attempts:
+            s.execute(insert(Attempt), extra_attempts)
+        retry = _retry(s, rt, job, pb, missing, holds)
+    send_again(rt, queue, pb.job_id, retry)
+    return 1
+
+
+def _retry(s: Session, rt: Runtime, job: Job, pb: ProviderBatch, missing: dict[int, str], holds: dict[int, Any]) -> Retry:
+    """Items of ``pb`` that got no answer: release their holds and apply ``batch_retry``."""
+    from jobs.lifecycle import transitions
+
+    if not missing:
+        return Retry()
+    now = utcnow()
+    ids = list(missing)
+    for item_id in ids:
+        hold = holds.get(item_id)
+        if hold is not None:
+            release(s, hold, note="provider batch returned no answer: released")
+    policy = rt.config.providers[pb.provider].batch_retry if job.state == JobState.IN_PROGRESS else "stop"
+    guard = (Item.id.in_(ids), Item.state == ItemState.SENT)
+    if policy == "stop":
+        s.execute(
+            update(Item).where(*guard).values(lease_until=None, updated_at=now, **transitions.unsent_outcome(job)),
+            execution_options={"synchronize_session": False},
+        )
+        return Retry()
+    if policy == "fail":
+        for item_id, reason in missing.items():
+            s.execute(
+                update(Item)
+                .where(Item.id == item_id, Item.state == ItemState.SENT)
+                .values(state=ItemState.FAILED, error=reason[:500], lease_until=None, updated_at=now)
+            )
+        return Retry()
+    if policy == "batch":
+        s.execute(
+            update(Item).where(*guard).values(state=ItemState.ROUTED, lease_until=None, updated_at=now),
+            execution_options={"synchronize_session": False},
+        )
+        return Retry(chunks=sorted(set(s.scalars(select(Item.chunk).where(Item.id.in_(ids))).all())))
+    lease = now + timedelta(seconds=rt.settings.send_lease_s)
+    s.execute(
+        update(Item).where(*guard).values(lease_until=lease, updated_at=now), execution_options={"synchronize_session": False}
+    )
+    rows = s.execute(select(*ITEM_COLUMNS).where(Item.id.in_(ids), Item.lease_until == lease)).all()
+    return Retry(rows=list(rows), lease=lease)
+
+
+def send_again(rt: Runtime, queue: TaskQueue, job_id: str, retry: Retry) -> None:
+    """After the commit: ``sync`` retries go out through the synchronous fan-out now, ``batch``
+    retries through the generate step of their chunks."""
+    from jobs.money.admission import budget_plan
+    from jobs.pipeline import inflight
+    from jobs.pipeline.fanout import FanOut
+
+    for chunk in retry.chunks:
+        queue.enqueue("generate", job_id, chunk)
+    rows = retry.rows
+    if not rows:
+        return
+    with session_scope(rt.db_url) as s:
+        job = s.get_one(Job, job_id)
+        models = sorted({r.model for r in rows} | {job.weak_model})
+        prices = sync_prices(s, rt.config, rt.config.models_with_fallbacks(models))
+        job_max = (job.spec or {}).get("max_tokens")
+        plan = budget_plan(job)
+    log.info("job %s: %d items of a provider batch sent again synchronously", job_id, len(rows))
+    asyncio.run(FanOut(rt, job_id, rows, prices, job_max, retry.lease, plan).run())
+    inflight.forget(job_id, [r.id for r in rows])
+
+
+def unanswered(rt: Runtime, pb_id: str, reason: str, state: str = "failed") -> Retry:
+    """A provider batch that never reached the provider (refused at upload): it ends
+    ``state`` and its items follow ``batch_retry``."""
+    with session_scope(rt.db_url) as s:
+        pb = s.get_one(ProviderBatch, pb_id)
+        won = rowcount(
+            s.execute(
+                update(ProviderBatch)
+                .where(ProviderBatch.id == pb_id, ProviderBatch.state == "preparing")
+                .values(state=state, error=reason[:2000], ended_at=utcnow())
+            )
+        )
+        if not won:
+            return Retry()
+        job = s.get_one(Job, pb.job_id)
+        ids = [int(i) for i in pb.item_ids]
+        return _retry(s, rt, job, pb, dict.fromkeys(ids, reason), _open_holds(s, ids))
+
+
+def _reconcile(rt: Runtime, queue: TaskQueue, pb: ProviderBatch) -> None:
+    """A ``preparing`` batch whose uploader is gone: adopt the provider's batch that is ours,
+    or upload it now if the provider has none."""
+    from jobs.pipeline.batch_dispatch import METADATA_KEY
+    from jobs.providers import ProviderPool
+    from jobs.providers.batch_api import BatchRequest
+
+    prov = rt.config.providers[pb.provider]
+    client = client_of(rt, pb.provider)
+    try:
+        recent = client.list_recent(100)
+    except Exception as exc:
+        log.warning("provider batch %s: cannot list the provider's batches (%s); tried again later", pb.id, exc)
+        client.close()
+        return
+    client.close()
+    with session_scope(rt.db_url) as s:
+        known = set(s.scalars(select(ProviderBatch.remote_id).where(ProviderBatch.remote_id.is_not(None))))
+    if prov.kind == "anthropic":
+        # Anthropic keeps no metadata: a batch of the same size created since the intent,
+        # not adopted by another record; its results' custom_ids (our id) are checked at settle.
+        mine = [b for b in recent if b.id not in known and b.total == pb.request_count and _created_since(b, pb.created_at)]
+    else:
+        mine = [b for b in recent if b.metadata.get(METADATA_KEY) == pb.id]
+    if mine:
+        remote = mine[-1] if prov.kind == "anthropic" else mine[0]
+        now = utcnow()
+        with session_scope(rt.db_url) as s:
+            s.execute(
+                update(ProviderBatch)
+                .where(ProviderBatch.id == pb.id, ProviderBatch.state == "preparing")
+                .values(
+                    state="submitted",
+                    remote_id=remote.id,
+                    remote_status=remote.status,
+                    submitted_at=now,
+                    next_poll_at=now,
+                    lease_until=None,
+                )
+            )
+        log.warning("provider batch %s: found at %s as %s after a crash; not uploaded again", pb.id, pb.provider, remote.id)
+        return
+    with session_scope(rt.db_url) as s:
+        job = s.get_one(Job, pb.job_id)
+        job_max = (job.spec or {}).get("max_tokens")
+        by_id = {r.id: r for r in s.execute(select(*ITEM_COLUMNS).where(Item.id.in_(pb.item_ids)))}
+    pool = ProviderPool(rt.config)
+    bodies = [BatchRequest("", pool.request_body(chat_request(rt.config, pb.model, by_id[int(i)], job_max))) for i in pb.item_ids]
+    log.warning("provider batch %s: not at %s after a crash; uploading it now", pb.id, pb.provider)
+    submit_recorded(rt, queue, pb.id, pb.provider, numbered(pb.id, bodies))
+
+
+def _created_since(remote: RemoteBatch, since: datetime) -> bool:
+    raw = (remote.raw or {}).get("created_at")
+    if not isinstance(raw, str):
+        return True
+    try:
+        created = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    return created >= since - timedelta(seconds=60)
