@@ -20,6 +20,9 @@ from jobs.pipeline.finalize import maybe_finalize
 from jobs.pipeline.tasks import TaskQueue
 from jobs.runtime import Runtime
 
+BATCH_CLAIM_MAX = 50_000
+"""Most items one generate step claims for provider batches (OpenAI's per-batch limit)."""
+
 
 def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> int:
     """Send the chunk's routed items to their models; returns how many were sent."""
@@ -40,6 +43,16 @@ def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> in
         plan = budget_plan(job)
         now = utcnow()
         batched = {m for m in models if dispatch_of(rt.config, job, m, now) == "batch"}
+        if batched:
+            # Provider batches as large as the provider allows, not one per chunk: this step also
+            # takes the job's other routed items of those models (another chunk's step then finds
+            # them claimed). Prices above cover them: the models are the same.
+            rows += s.execute(
+                select(Item.id, Item.custom_id, Item.prompt, Item.messages, Item.params, Item.max_tokens, Item.model)
+                .where(Item.job_id == job_id, Item.chunk != chunk, Item.state == ItemState.ROUTED, Item.model.in_(batched))
+                .order_by(Item.id)
+                .limit(BATCH_CLAIM_MAX)
+            ).all()
     now = utcnow()
     lease = now + timedelta(seconds=rt.settings.send_lease_s)
     if rows:

@@ -280,3 +280,23 @@ def test_forced_recovery_leaves_items_inside_a_provider_batch_alone(tmp_path: Pa
         got = recover_lost(s, force=True)
         sent_after = s.scalar(select(func.count()).select_from(Item).where(Item.state == "sent"))
     assert sent_before == N and got["lost_items"] == 0 and sent_after == N
+
+
+@pytest.mark.parametrize("dispatch", ["sync", "batch"])
+def test_an_anthropic_job_exports_openai_batch_lines_sync_and_batch(tmp_path: Path, dispatch: str) -> None:
+    from openai.types.chat import ChatCompletion
+
+    from jobs.ledger.export import export_job
+    from tests.unit.test_export_sdk import _Line
+
+    db, st = _run(tmp_path, _config(kind="anthropic"), dispatch=dispatch)
+    assert st.status == "completed" and st.succeeded == N
+    assert bool(st.provider_batches) == (dispatch == "batch")
+    out = tmp_path / "results.jsonl"
+    assert export_job(db, st.job_id, out, tmp_path / "errors.jsonl", force=True)["results"] == N
+    for raw in out.read_text().splitlines():
+        line = json.loads(raw)
+        _Line.model_validate(line)
+        body = ChatCompletion.model_validate(line["response"]["body"])
+        assert body.object == "chat.completion" and body.choices[0].message.content
+    _ledger_adds_up(db, st.job_id)
