@@ -247,6 +247,9 @@ class ProviderBatch(Base):
     )
     items_lease: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, doc="The items' claim while in this batch.")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    retry_round: Mapped[int] = mapped_column(
+        Integer, default=1, server_default="1", doc="1 for a first upload; n for items sent in a batch for the n-th time."
+    )
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 

@@ -50,7 +50,9 @@ def window_start(window: str, now: datetime | None = None) -> datetime:
 
 
 def _insert_ignore(s: Session, table, values: dict) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING on Postgres and SQLite alike; True if a row went in."""
+    """INSERT ... ON CONFLICT DO NOTHING on Postgres and SQLite alike; True if a row went in.
+
+    Told by RETURNING, not by the row count: psycopg 3 reports -1 for this statement."""
     stmt: Insert
     if s.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -60,7 +62,7 @@ def _insert_ignore(s: Session, table, values: dict) -> bool:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing()
-    return rowcount(s.execute(stmt)) > 0
+    return s.execute(stmt.returning(*table.primary_key.columns)).first() is not None
 
 
 # ---------------------------------------------------------------- budgets

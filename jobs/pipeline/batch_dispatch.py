@@ -100,9 +100,11 @@ def dispatch_batches(
     plan: BudgetPlan,
     job_max_tokens: int | None,
     lease: datetime,
+    batch_round: int = 1,
 ) -> list[Any]:
     """Upload the claimed ``rows`` as provider batches; returns the rows to send synchronously
-    instead (admission moved them to a model whose provider dispatches ``sync``)."""
+    instead (admission moved them to a model whose provider dispatches ``sync``).
+    ``batch_round`` counts how many batches these items have been in (``batch_retry``)."""
     from jobs.lifecycle import transitions
     from jobs.pipeline.record import record_results
     from jobs.providers import ProviderPool
@@ -149,12 +151,12 @@ def dispatch_batches(
                 continue
             body_bytes = len(json.dumps(body))
             if part and (len(part) >= max_n or size + body_bytes > max_bytes):
-                uploaded |= _upload(rt, queue, job_id, provider, model, part)
+                uploaded |= _upload(rt, queue, job_id, provider, model, part, batch_round)
                 part, size = [], 0
             part.append((adm, body))
             size += body_bytes
         if part:
-            uploaded |= _upload(rt, queue, job_id, provider, model, part)
+            uploaded |= _upload(rt, queue, job_id, provider, model, part, batch_round)
     if unbuildable:
         record_results(rt, job_id, unbuildable, prices, lease)
     if uploaded:
@@ -179,7 +181,9 @@ def numbered(pb_id: str, bodies: list[BatchRequest]) -> list[BatchRequest]:
     return [BatchRequest(f"{pb_id}-{i}", r.body) for i, r in enumerate(bodies)]
 
 
-def _upload(rt: Runtime, queue: TaskQueue, job_id: str, provider: str, model: str, part: list[tuple[Any, dict]]) -> bool:
+def _upload(
+    rt: Runtime, queue: TaskQueue, job_id: str, provider: str, model: str, part: list[tuple[Any, dict]], batch_round: int = 1
+) -> bool:
     """Record, upload, record again; True when the batch is (or may be) at the provider."""
     from jobs.providers.batch_api import BatchRequest
 
@@ -203,6 +207,7 @@ def _upload(rt: Runtime, queue: TaskQueue, job_id: str, provider: str, model: st
                 lease_until=now + PREPARE_LEASE,
                 items_lease=items_lease,
                 poll_interval_s=prov.batch_poll_s,
+                retry_round=batch_round,
             )
         )
         if hold_ids:

@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 DUE_SLACK = timedelta(seconds=1)
 """A poll delivered this much before its batch's time still polls it (clocks, countdown rounding)."""
+BATCH_ROUNDS_MAX = 3
+"""``batch_retry = "batch"``: an item goes in at most this many provider batches, then synchronously
+(a provider that expires every batch part-way must not keep a job open forever)."""
 RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 ITEM_COLUMNS = (Item.id, Item.chunk, Item.custom_id, Item.prompt, Item.messages, Item.params, Item.max_tokens, Item.model)
 
@@ -59,11 +62,12 @@ ITEM_COLUMNS = (Item.id, Item.chunk, Item.custom_id, Item.prompt, Item.messages,
 @dataclass
 class Retry:
     """Items of a provider batch that got no answer, after ``batch_retry``: rows to send
-    synchronously now (claimed under ``lease``), and chunks to generate again."""
+    now (claimed under ``lease``), synchronously or (``batch_round`` > 0) in a new provider
+    batch of that round."""
 
     rows: list[Any] = field(default_factory=list)
     lease: datetime | None = None
-    chunks: list[int] = field(default_factory=list)
+    batch_round: int = 0
 
 
 def _claim(s: Session, job_id: str, now: datetime, rt: Runtime) -> tuple[list[ProviderBatch], list[ProviderBatch]]:
@@ -281,29 +285,23 @@ def _retry(s: Session, rt: Runtime, job: Job, pb: ProviderBatch, missing: dict[i
                 .values(state=ItemState.FAILED, error=reason[:500], lease_until=None, updated_at=now)
             )
         return Retry()
-    if policy == "batch":
-        s.execute(
-            update(Item).where(*guard).values(state=ItemState.ROUTED, lease_until=None, updated_at=now),
-            execution_options={"synchronize_session": False},
-        )
-        return Retry(chunks=sorted(set(s.scalars(select(Item.chunk).where(Item.id.in_(ids))).all())))
+    batch_round = pb.retry_round + 1 if policy == "batch" and pb.retry_round < BATCH_ROUNDS_MAX else 0
     lease = now + timedelta(seconds=rt.settings.send_lease_s)
     s.execute(
         update(Item).where(*guard).values(lease_until=lease, updated_at=now), execution_options={"synchronize_session": False}
     )
     rows = s.execute(select(*ITEM_COLUMNS).where(Item.id.in_(ids), Item.lease_until == lease)).all()
-    return Retry(rows=list(rows), lease=lease)
+    return Retry(rows=list(rows), lease=lease, batch_round=batch_round)
 
 
 def send_again(rt: Runtime, queue: TaskQueue, job_id: str, retry: Retry) -> None:
-    """After the commit: ``sync`` retries go out through the synchronous fan-out now, ``batch``
-    retries through the generate step of their chunks."""
+    """After the commit: the retried items go out now, in a new provider batch (``batch``,
+    up to :data:`BATCH_ROUNDS_MAX` rounds) or through the synchronous fan-out."""
     from jobs.money.admission import budget_plan
     from jobs.pipeline import inflight
+    from jobs.pipeline.batch_dispatch import dispatch_batches
     from jobs.pipeline.fanout import FanOut
 
-    for chunk in retry.chunks:
-        queue.enqueue("generate", job_id, chunk)
     rows = retry.rows
     if not rows:
         return
@@ -313,6 +311,12 @@ def send_again(rt: Runtime, queue: TaskQueue, job_id: str, retry: Retry) -> None
         prices = sync_prices(s, rt.config, rt.config.models_with_fallbacks(models))
         job_max = (job.spec or {}).get("max_tokens")
         plan = budget_plan(job)
+    if retry.batch_round:
+        log.info("job %s: %d items of a provider batch sent again in a batch (round %d)", job_id, len(rows), retry.batch_round)
+        assert retry.lease is not None  # set whenever rows are
+        rows = dispatch_batches(rt, queue, job_id, rows, plan, job_max, retry.lease, batch_round=retry.batch_round)
+        if not rows:
+            return
     log.info("job %s: %d items of a provider batch sent again synchronously", job_id, len(rows))
     asyncio.run(FanOut(rt, job_id, rows, prices, job_max, retry.lease, plan).run())
     inflight.forget(job_id, [r.id for r in rows])
@@ -348,26 +352,49 @@ def _reconcile(rt: Runtime, queue: TaskQueue, pb: ProviderBatch) -> None:
     client = client_of(rt, pb.provider)
     try:
         recent = client.list_recent(100)
+        if prov.kind == "anthropic":
+            owner = _anthropic_owner(rt, client, pb, recent)
+        else:
+            mine = [b for b in recent if b.metadata.get(METADATA_KEY) == pb.id]
+            owner = mine[0] if mine else None
     except Exception as exc:
-        log.warning("provider batch %s: cannot list the provider's batches (%s); tried again later", pb.id, exc)
-        client.close()
+        log.warning("provider batch %s: cannot look at the provider's batches (%s); tried again later", pb.id, exc)
         return
-    client.close()
-    with session_scope(rt.db_url) as s:
-        known = set(s.scalars(select(ProviderBatch.remote_id).where(ProviderBatch.remote_id.is_not(None))))
-    if prov.kind == "anthropic":
-        # Anthropic keeps no metadata: a batch of the same size created since the intent,
-        # not adopted by another record; its results' custom_ids (our id) are checked at settle.
-        mine = [b for b in recent if b.id not in known and b.total == pb.request_count and _created_since(b, pb.created_at)]
-    else:
-        mine = [b for b in recent if b.metadata.get(METADATA_KEY) == pb.id]
-    if mine:
-        remote = mine[-1] if prov.kind == "anthropic" else mine[0]
-        now = utcnow()
-        with session_scope(rt.db_url) as s:
+    finally:
+        client.close()
+    if owner == "wait":
+        log.info("provider batch %s: a batch of its size is still running at %s; checked again later", pb.id, pb.provider)
+        with session_scope(rt.db_url) as s:  # look again at the provider's poll pace, not after a whole lease
             s.execute(
                 update(ProviderBatch)
                 .where(ProviderBatch.id == pb.id, ProviderBatch.state == "preparing")
+                .values(lease_until=utcnow() + timedelta(seconds=prov.batch_poll_s))
+            )
+        return
+    if owner is not None:
+        assert not isinstance(owner, str)
+        _adopt(rt, pb.id, owner)
+        return
+    with session_scope(rt.db_url) as s:
+        if s.scalar(select(ProviderBatch.state).where(ProviderBatch.id == pb.id)) != "preparing":
+            return  # adopted meanwhile (another record's reconcile found it at the provider)
+        job = s.get_one(Job, pb.job_id)
+        job_max = (job.spec or {}).get("max_tokens")
+        by_id = {r.id: r for r in s.execute(select(*ITEM_COLUMNS).where(Item.id.in_(pb.item_ids)))}
+    pool = ProviderPool(rt.config)
+    bodies = [BatchRequest("", pool.request_body(chat_request(rt.config, pb.model, by_id[int(i)], job_max))) for i in pb.item_ids]
+    log.warning("provider batch %s: not at %s after a crash; uploading it now", pb.id, pb.provider)
+    submit_recorded(rt, queue, pb.id, pb.provider, numbered(pb.id, bodies))
+
+
+def _adopt(rt: Runtime, pb_id: str, remote: RemoteBatch) -> bool:
+    """Record that the provider's ``remote`` is our ``pb_id`` (uploaded by a worker that died)."""
+    now = utcnow()
+    with session_scope(rt.db_url) as s:
+        won = rowcount(
+            s.execute(
+                update(ProviderBatch)
+                .where(ProviderBatch.id == pb_id, ProviderBatch.state == "preparing")
                 .values(
                     state="submitted",
                     remote_id=remote.id,
@@ -377,16 +404,36 @@ def _reconcile(rt: Runtime, queue: TaskQueue, pb: ProviderBatch) -> None:
                     lease_until=None,
                 )
             )
-        log.warning("provider batch %s: found at %s as %s after a crash; not uploaded again", pb.id, pb.provider, remote.id)
-        return
+        )
+    if won:
+        log.warning("provider batch %s: found at the provider as %s after a crash; not uploaded again", pb_id, remote.id)
+    return bool(won)
+
+
+def _anthropic_owner(rt: Runtime, client: Any, pb: ProviderBatch, recent: list[RemoteBatch]) -> RemoteBatch | str | None:
+    """Anthropic keeps no metadata: the batch that is ``pb``'s is found by its results, whose
+    ``custom_id``s carry our id. Candidates are batches of the same size created since the
+    intent that no record has adopted. An ended candidate is read: ours is adopted; another
+    record's (a second crash of the same size) is given to that record. While a candidate is
+    still running nothing can tell whose it is: "wait" (nothing is uploaded meanwhile, so a
+    request is never uploaded twice). None: the provider has no batch of ours."""
+    from jobs.providers.batch_api import ENDED
+
     with session_scope(rt.db_url) as s:
-        job = s.get_one(Job, pb.job_id)
-        job_max = (job.spec or {}).get("max_tokens")
-        by_id = {r.id: r for r in s.execute(select(*ITEM_COLUMNS).where(Item.id.in_(pb.item_ids)))}
-    pool = ProviderPool(rt.config)
-    bodies = [BatchRequest("", pool.request_body(chat_request(rt.config, pb.model, by_id[int(i)], job_max))) for i in pb.item_ids]
-    log.warning("provider batch %s: not at %s after a crash; uploading it now", pb.id, pb.provider)
-    submit_recorded(rt, queue, pb.id, pb.provider, numbered(pb.id, bodies))
+        known = set(s.scalars(select(ProviderBatch.remote_id).where(ProviderBatch.remote_id.is_not(None))))
+    candidates = [b for b in recent if b.id not in known and b.total == pb.request_count and _created_since(b, pb.created_at)]
+    running = False
+    for remote in candidates:
+        if remote.phase != ENDED:
+            running = True
+            continue
+        first = next(iter(client.results(remote)), None)
+        owner_id = first.custom_id.rsplit("-", 1)[0] if first is not None else None
+        if owner_id == pb.id:
+            return remote
+        if owner_id and owner_id.startswith("pb_"):
+            _adopt(rt, owner_id, remote)  # another record's upload: its own reconcile would find it too
+    return "wait" if running else None
 
 
 def _created_since(remote: RemoteBatch, since: datetime) -> bool:

@@ -17,6 +17,7 @@ from jobs.pipeline import inflight
 from jobs.pipeline.batch_dispatch import dispatch_batches, dispatch_of
 from jobs.pipeline.fanout import FanOut
 from jobs.pipeline.finalize import maybe_finalize
+from jobs.pipeline.route import route_after_pilot
 from jobs.pipeline.tasks import TaskQueue
 from jobs.runtime import Runtime
 
@@ -47,12 +48,14 @@ def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> in
             # Provider batches as large as the provider allows, not one per chunk: this step also
             # takes the job's other routed items of those models (another chunk's step then finds
             # them claimed). Prices above cover them: the models are the same.
-            rows += s.execute(
-                select(Item.id, Item.custom_id, Item.prompt, Item.messages, Item.params, Item.max_tokens, Item.model)
-                .where(Item.job_id == job_id, Item.chunk != chunk, Item.state == ItemState.ROUTED, Item.model.in_(batched))
-                .order_by(Item.id)
-                .limit(BATCH_CLAIM_MAX)
-            ).all()
+            rows = list(rows) + list(
+                s.execute(
+                    select(Item.id, Item.custom_id, Item.prompt, Item.messages, Item.params, Item.max_tokens, Item.model)
+                    .where(Item.job_id == job_id, Item.chunk != chunk, Item.state == ItemState.ROUTED, Item.model.in_(batched))
+                    .order_by(Item.id)
+                    .limit(BATCH_CLAIM_MAX)
+                ).all()
+            )
     now = utcnow()
     lease = now + timedelta(seconds=rt.settings.send_lease_s)
     if rows:
@@ -79,4 +82,5 @@ def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> in
         asyncio.run(FanOut(rt, job_id, rows, prices, job_max, lease, plan).run())
         inflight.forget(job_id, [r.id for r in rows])  # answered and recorded (or provably unsent)
     maybe_finalize(rt, job_id)
+    route_after_pilot(rt, queue, job_id)  # --allocate budget: once its pilot has ended, route the rest
     return len(rows)

@@ -9,6 +9,10 @@ Two ways, chosen by the job's rule (:func:`routing_rule`):
   once those chunks are scored and then held for the rest of the job.
 * **after scoring** (``--strong-share`` with exact quantiles, ``--allocate budget``): both
   need every score, so the phase winner of :func:`route_job` routes the whole job at once.
+  ``--allocate budget`` sizes the allocation on estimated costs (``jobs.money.estimates``);
+  when the ledger has no answers of a model to estimate from, a small pilot is answered
+  first and the rest routed once it has ended (:func:`route_budget`,
+  :func:`route_after_pilot`).
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from sqlalchemy.orm import Session
 from jobs.ledger.models import Budget, Item, Job, LedgerEvent
 from jobs.ledger.session import rowcount, session_scope
 from jobs.ledger.types import utcnow
-from jobs.lifecycle.states import ItemState, Phase
+from jobs.lifecycle.states import ItemState, JobState, Phase
 from jobs.money.admission import worst_case_micro
 from jobs.money.budgets import add_event, current_window
-from jobs.money.pricing import sync_prices
+from jobs.money.estimates import LengthModel, call_estimate, history_in, text_bytes
+from jobs.money.pricing import micro_to_usd, sync_prices
 from jobs.pipeline.request import request_shape
 from jobs.pipeline.tasks import TaskQueue
 from jobs.runtime import Runtime
@@ -239,18 +244,21 @@ def route_job(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     For a streaming rule most chunks are routed (and generated) already: route what is
     left, enqueue ``generate`` for every chunk still holding routed items and a ``finalize``
     (their generate steps may all have ended while the phase was still ``scoring``).
+    ``--allocate budget`` goes through :func:`route_budget` (a pilot may come first).
 
     Returns True for the one caller that made the transition.
     """
+    with session_scope(rt.db_url) as s:
+        allocates = s.scalar(select(Job.allocate).where(Job.id == job_id)) == "budget"
+    if allocates:
+        return route_budget(rt, queue, job_id)
     with session_scope(rt.db_url) as s:
         won = rowcount(s.execute(update(Job).where(Job.id == job_id, Job.phase == Phase.SCORING).values(phase=Phase.GENERATING)))
         if not won:
             return False
         job = s.get_one(Job, job_id)  # the UPDATE above just matched it
         rule = routing_rule(job)
-        if rule.kind == "budget":
-            allocate_items(rt, s, job)
-        elif rule.kind == "exact":
+        if rule.kind == "exact":
             threshold, tie_cutoff_id = job.threshold, None  # kept when a resumed job routes again
             if threshold is None:
                 threshold, tie_cutoff_id = _share_threshold(s, job)
@@ -273,38 +281,270 @@ def route_job(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     return True
 
 
-def allocate_items(rt: Runtime, s: Session, job: Job) -> None:
+# ------------------------------------------------------------------ --allocate budget
+
+PILOT_SHARE = 1 / 20
+"""Items answered by each model in a pilot, as a share of the job's items ..."""
+PILOT_MIN, PILOT_MAX = 5, 24
+"""... and at least / at most this many per model."""
+MIN_HISTORY = 20
+"""Answers of a model the ledger must hold for an allocation without a pilot."""
+OPEN_AFTER_ROUTING = (ItemState.PENDING, ItemState.ROUTED, ItemState.RESERVED, ItemState.SENT)
+"""Item states that mean a pilot has not ended (scoring or calls still to come)."""
+
+Basis = Literal["history", "pilot", "worst_case"]
+
+
+def pilot_size(n: int) -> int:
+    """Items per model in a pilot of a job of ``n`` items: about n/20, within 5..24."""
+    return max(PILOT_MIN, min(PILOT_MAX, round(n * PILOT_SHARE)))
+
+
+def choose_pilot(prompt_bytes: Sequence[int], models: Sequence[str]) -> dict[int, str]:
+    """{row index: model} of a pilot over ``models``, by prompt-length strata.
+
+    The rows are sorted by prompt length and cut into equal strata, one per pilot item; the
+    middle row of each stratum is taken and the models alternate along them, so each model
+    answers short and long prompts alike (answer lengths grow with prompt length).
+    Deterministic: the same rows give the same pilot. Empty when the job is too small for
+    a pilot to pay off (the pilot would be more than half of it): it is then allocated on
+    the worst cases.
+    """
+    n = len(prompt_bytes)
+    if not models:
+        return {}
+    m = pilot_size(n) * len(models)
+    if n < 2 * m:
+        return {}
+    order = sorted(range(n), key=lambda i: (prompt_bytes[i], i))
+    return {order[int((j + 0.5) * n / m)]: models[j % len(models)] for j in range(m)}
+
+
+def route_budget(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
+    """``--allocate budget`` once every item is scored: allocate on estimates, or pilot first.
+
+    When the ledger holds at least ``MIN_HISTORY`` answers of both models, the allocation is
+    sized on estimates from that history at once (phase ``generating``). Otherwise a small
+    pilot (:func:`choose_pilot`) is routed to the models that lack history (reason
+    ``budget_pilot``) and generated while the phase stays ``scoring``: ``finalize`` cannot
+    close the job, and the rest stays ``scored`` until :func:`route_after_pilot` routes it
+    on what the pilot's answers show. One ``budget_route`` event per job (an insert that
+    conflicts) decides which caller makes the choice; the others go on to
+    :func:`route_after_pilot`, which does nothing until the pilot has ended.
+    """
+    todo: list[int] = []
+    with session_scope(rt.db_url) as s:
+        job = s.get(Job, job_id)
+        if job is None or job.phase != Phase.SCORING:
+            return False
+        decided = bool(((job.spec or {}).get("allocation") or {}).get("stage"))
+        if not decided:
+            pair = [job.strong_model, job.weak_model]
+            histories = {m: history_in(s, m) for m in pair}
+            lacking = [m for m in pair if histories[m].answers < MIN_HISTORY]
+            rows = s.execute(
+                select(Item.id, Item.chunk, Item.prompt, Item.messages)
+                .where(Item.job_id == job_id, Item.state == ItemState.SCORED)
+                .order_by(Item.id)
+            ).all()
+            picks = {}
+            if lacking and job.state == JobState.IN_PROGRESS:
+                sizes = [text_bytes(r.messages or [{"role": "user", "content": r.prompt}]) for r in rows]
+                picks = choose_pilot(sizes, lacking)
+            won = _claim(s, job_id, f"--allocate budget: {'a pilot first' if picks else 'allocated on estimates'}")
+            if won and picks:
+                todo = _route_pilot(s, job, rows, picks, lacking)
+            elif won:
+                moved = rowcount(
+                    s.execute(
+                        update(Job).where(Job.id == job_id, Job.phase == Phase.SCORING).values(phase=Phase.GENERATING),
+                        execution_options={"synchronize_session": False},
+                    )
+                )
+                if not moved:
+                    return False
+                s.refresh(job)
+                allocate_items(rt, s, job, {m: (h, "history" if h.answers else "worst_case") for m, h in histories.items()})
+                todo = list(range(job.chunks))
+    if todo:
+        for chunk in todo:
+            queue.enqueue("generate", job_id, chunk)
+        return True
+    return route_after_pilot(rt, queue, job_id)
+
+
+def _claim(s: Session, job_id: str, message: str) -> bool:
+    """Insert the job's one ``budget_route`` event; True for the one caller whose row went in.
+
+    ``INSERT ... ON CONFLICT DO NOTHING RETURNING id``: a concurrent inserter waits for the
+    first one's transaction and then gets no row. (The row coming back, not ``rowcount``,
+    says who won: psycopg 3 reports -1 for this statement.)
+    """
+    values = {
+        "at": utcnow(),
+        "kind": "budget_route",
+        "job_id": job_id,
+        "dedupe_key": f"budget_route:{job_id}",
+        "message": message,
+    }
+    if s.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(LedgerEvent).values(**values).on_conflict_do_nothing().returning(LedgerEvent.id)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(LedgerEvent).values(**values).on_conflict_do_nothing().returning(LedgerEvent.id)
+    return s.execute(stmt).first() is not None
+
+
+def _route_pilot(s: Session, job: Job, rows: Sequence[Any], picks: dict[int, str], lacking: list[str]) -> list[int]:
+    """Route the pilot's items to their models; returns the chunks to generate."""
+    now = utcnow()
+    updates = [
+        {
+            "id": rows[i].id,
+            "state": ItemState.ROUTED,
+            "route": "strong" if model == job.strong_model else "weak",
+            "model": model,
+            "route_reason": "budget_pilot",
+            "updated_at": now,
+        }
+        for i, model in sorted(picks.items())
+    ]
+    s.execute(update(Item).where(Item.state == ItemState.SCORED), updates, execution_options={"synchronize_session": False})
+    per_model = {m: sum(1 for v in picks.values() if v == m) for m in lacking}
+    job.spec = {**(job.spec or {}), "allocation": {"stage": "pilot", "basis": "pilot", "pilot": per_model}}
+    add_event(
+        s,
+        "job_note",
+        "budget: no answer history of "
+        + ", ".join(lacking)
+        + " in the ledger: a pilot of "
+        + ", ".join(f"{n} items on {m}" for m, n in per_model.items())
+        + f" (spread over prompt lengths) is answered first; the other {len(rows) - len(picks)} items are then "
+        "allocated on what its answers show",
+        job_id=job.id,
+        dedupe_key=f"job_note:budget_pilot:{job.id}",
+        data={"pilot": per_model, "items": len(rows)},
+    )
+    return sorted({rows[i].chunk for i in picks})
+
+
+def route_after_pilot(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
+    """The second routing of ``--allocate budget``: once every pilot item has ended, allocate
+    the rest on the estimates the pilot's answers give; returns True for the one caller that
+    did it.
+
+    Called at the end of every ``generate`` step (and by ``route``, so ``resume`` and the
+    reaper, which enqueue ``route`` for a job still ``scoring`` with nothing pending, finish a
+    job whose runner died between the pilot and this step). Cheap when there is nothing to
+    do: one read of the job row. Safe under concurrency: the phase moves ``scoring ->
+    generating`` in one conditional UPDATE and only its winner routes. A job being
+    cancelled moves on too (with nothing routed), so that ``finalize`` can close it.
+    """
+    with session_scope(rt.db_url) as s:
+        job = s.get(Job, job_id)
+        if job is None or job.allocate != "budget" or job.phase != Phase.SCORING:
+            return False
+        if ((job.spec or {}).get("allocation") or {}).get("stage") != "pilot":
+            return False
+        if job.state not in (JobState.IN_PROGRESS, JobState.CANCELLING):
+            return False
+        busy = s.scalar(select(Item.id).where(Item.job_id == job_id, Item.state.in_(OPEN_AFTER_ROUTING)).limit(1))
+        if busy is not None:
+            return False
+        won = rowcount(
+            s.execute(
+                update(Job).where(Job.id == job_id, Job.phase == Phase.SCORING).values(phase=Phase.GENERATING),
+                execution_options={"synchronize_session": False},
+            )
+        )
+        if not won:
+            return False
+        s.refresh(job)
+        if job.state == JobState.IN_PROGRESS:
+            piloted = set((job.spec.get("allocation") or {}).get("pilot") or {})
+            estimates: dict[str, tuple[LengthModel, Basis]] = {}
+            for model in (job.strong_model, job.weak_model):
+                if model in piloted:
+                    h = history_in(s, model, job_id=job_id)
+                    estimates[model] = (h, "pilot" if h.answers else "worst_case")
+                else:
+                    h = history_in(s, model)
+                    estimates[model] = (h, "history" if h.answers else "worst_case")
+            allocate_items(rt, s, job, estimates)
+        todo = sorted(s.scalars(select(Item.chunk).where(Item.job_id == job_id, Item.state == ItemState.ROUTED).distinct()).all())
+    for chunk in todo:
+        queue.enqueue("generate", job_id, chunk)
+    queue.enqueue("finalize", job_id, None)
+    return True
+
+
+def _room(s: Session, job: Job) -> int | None:
+    """Micro-USD the rest of the job may spend: the least free room of its windows, where
+    the job's own weak floor counts as free (it holds the worst case of the very calls
+    being allocated; it is not money spent or held by anyone else)."""
+    from jobs.ledger.models import Reservation
+    from jobs.money.budgets import FLOOR_PREFIX
+
+    floors = s.execute(
+        select(Reservation.amount_micro_usd, Reservation.job_window_id, Reservation.named_window_id).where(
+            Reservation.job_id == job.id, Reservation.state == "open", Reservation.id.startswith(FLOOR_PREFIX)
+        )
+    ).all()
+    cap = None
+    for bid in (job.job_budget_id, job.budget_id):
+        if bid is not None:
+            w = current_window(s, s.get_one(Budget, bid))
+            own = sum(f.amount_micro_usd for f in floors if w.id in (f.job_window_id, f.named_window_id))
+            room = w.cap_micro_usd - w.spent_micro_usd - w.reserved_micro_usd + own
+            cap = room if cap is None else min(cap, room)
+    return cap
+
+
+def allocate_items(rt: Runtime, s: Session, job: Job, estimates: dict[str, tuple[LengthModel, Basis]] | None = None) -> None:
     """``--allocate budget``: the strong set that maximises expected gain under the cap.
 
-    Costs are the same worst cases the reservations will hold, so an allocation that fits
-    the cap also passes every reservation; the weak call of every item is paid for first.
+    Sized on each item's *estimated* cost per model (``jobs.money.estimates.call_estimate``:
+    input tokens and the answer length the model's history shows for prompts of that
+    length, at the model's price); a model with no history is priced at the worst case. The
+    weak call of every item is paid for first. The estimates plan to spend the cap, not
+    bound it: the reservations still hold worst cases, the weak floor keeps every item's
+    weak answer, and admission answers weak an upgrade that no longer fits
+    (``jobs.money.admission``), so the cap is never exceeded and no item is skipped for it.
     """
     from routing.allocation import allocate_budget
 
     pair = [job.strong_model, job.weak_model]
+    if estimates is None:
+        estimates = {}
+        for m in pair:
+            h = history_in(s, m)
+            estimates[m] = (h, "history" if h.answers else "worst_case")
     prices = sync_prices(s, rt.config, rt.config.models_with_fallbacks(pair))
     rows = s.execute(
         select(Item.id, Item.prompt, Item.messages, Item.max_tokens, Item.score)
         .where(Item.job_id == job.id, Item.state == ItemState.SCORED)
         .order_by(Item.id)
     ).all()
-    cap = None
-    for bid in (job.job_budget_id, job.budget_id):
-        if bid is not None:
-            w = current_window(s, s.get_one(Budget, bid))
-            room = w.cap_micro_usd - w.spent_micro_usd - w.reserved_micro_usd
-            cap = room if cap is None else min(cap, room)
+    cap = _room(s, job)
     n = len(rows)
     p = np.fromiter((r.score for r in rows), dtype=np.float64, count=n)
-    cs = np.empty(n)
-    cw = np.empty(n)
+    est = {m: np.empty(n) for m in pair}
+    worst = {m: np.empty(n) for m in pair}
     job_max = job.spec.get("max_tokens")
-    for i, r in enumerate(rows):
-        for costs, model in ((cs, job.strong_model), (cw, job.weak_model)):
+    for model in pair:
+        history, basis = estimates[model]
+        price = prices[model]
+        encoding = rt.config.model(model).encoding
+        for i, r in enumerate(rows):
             shape = request_shape(
                 rt.config, model, prompt=r.prompt, messages=r.messages, row_max_tokens=r.max_tokens, job_max_tokens=job_max
             )
-            costs[i] = worst_case_micro(shape, model, prices, rt.config)
+            worst[model][i] = worst_case_micro(shape, model, prices, rt.config)
+            est[model][i] = worst[model][i] if basis == "worst_case" else call_estimate(shape, price, encoding, history)[0]
+    cs, cw = est[job.strong_model], est[job.weak_model]
     alloc = allocate_budget(p, cs, cw, float(cap if cap is not None else np.inf))
     now = utcnow()
     updates = [
@@ -320,14 +560,31 @@ def allocate_items(rt: Runtime, s: Session, job: Job) -> None:
     ]
     if updates:
         s.execute(update(Item), updates, execution_options={"synchronize_session": False})
-    job.spec = {
-        **job.spec,
-        "allocation": {
-            "strong": int(alloc.strong.sum()),
-            "planned_worst_case_micro_usd": int(alloc.cost),
-            "cap_micro_usd": None if cap is None else int(cap),
-        },
+    bases = {m: b for m, (_, b) in estimates.items()}
+    overall: Basis = "pilot" if "pilot" in bases.values() else "history" if "history" in bases.values() else "worst_case"
+    previous = (job.spec or {}).get("allocation") or {}
+    record = {
+        **({"pilot": previous["pilot"]} if previous.get("pilot") else {}),
+        "stage": "allocated",
+        "basis": overall,
+        "models": {m: {"basis": bases[m], "answers": estimates[m][0].answers} for m in pair},
+        "items": n,
+        "strong": int(alloc.strong.sum()),
+        "planned_micro_usd": int(round(alloc.cost)),
+        "planned_worst_case_micro_usd": int(np.where(alloc.strong, worst[job.strong_model], worst[job.weak_model]).sum()),
+        "cap_micro_usd": None if cap is None else int(cap),
     }
+    job.spec = {**job.spec, "allocation": record}
+    room = "no cap" if cap is None else f"${micro_to_usd(int(cap)):.6f} available"
+    add_event(
+        s,
+        "job_note",
+        f"budget: allocated on estimates ({overall}): {record['strong']} of {n} items strong, "
+        f"est. ${micro_to_usd(record['planned_micro_usd']):.6f} of {room}; admission answers weak an upgrade that no longer fits",
+        job_id=job.id,
+        dedupe_key=f"job_note:budget_allocation:{job.id}",
+        data=record,
+    )
 
 
 def _share_threshold(s: Session, job: Job) -> tuple[float, int | None]:

@@ -28,7 +28,7 @@ import logging
 from jobs.pipeline.batch_poll import poll_batches
 from jobs.pipeline.finalize import maybe_finalize
 from jobs.pipeline.generate import generate_chunk
-from jobs.pipeline.route import route_job
+from jobs.pipeline.route import route_after_pilot, route_job
 from jobs.pipeline.score import route_when_scored, score_chunk
 from jobs.pipeline.tasks import TaskQueue
 from jobs.runtime import Runtime
@@ -137,4 +137,5 @@ def _chunk_failed(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: 
         route_when_scored(rt, queue, job_id)
     else:
         maybe_finalize(rt, job_id)
+        route_after_pilot(rt, queue, job_id)  # a failed pilot chunk has ended too: route the rest
     return True

@@ -1,148 +1,33 @@
-"""How long a model's answers will be, from the answers it gave before.
+"""Answer-length estimates for ``plan``: kept as the name reports import.
 
-``plan`` priced every answer at ``max_tokens`` and was 4-6x above the bill: answers are
-usually far shorter than the bound. The ledger already holds the truth for every model a
-job used (``attempts.completion_tokens``), so the estimate comes from there: the most recent
-succeeded answers of that model, grouped by prompt length (UTF-8 bytes of the request's
-text, in doubling buckets), because long prompts (a passage, a worked example) often get
-long answers. A bucket with too few answers borrows from its neighbours, then from all of
-the model's answers. Input tokens are the prompt's bytes times the provider's own
-tokens-per-byte ratio seen in the same history.
-
-Every figure keeps ``max_tokens`` as its ceiling (a longer answer cannot be billed), and
-``max_tokens`` stays what a budget hold reserves: this is an estimate, not a bound.
+The model (``LengthModel``, ``load_history``, the prompt-length buckets) moved to
+``jobs.money.estimates`` so that ``--allocate budget`` in ``jobs/pipeline`` can size its
+allocation on the same estimates (the pipeline may not import ``jobs/reports``). The names
+stay importable from here.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Any
+from jobs.money.estimates import (
+    HIGH_Q,
+    HISTORY_LIMIT,
+    LOW_Q,
+    MIN_BUCKET,
+    LengthModel,
+    bucket_of,
+    history_in,
+    load_history,
+    text_bytes,
+)
 
-import numpy as np
-
-HISTORY_LIMIT = 4000
-"""Most recent succeeded answers per model read from the ledger."""
-MIN_BUCKET = 30
-"""Answers a bucket needs before its own lengths are used."""
-LOW_Q, HIGH_Q = 0.10, 0.90
-
-
-def text_bytes(messages: list[dict[str, Any]]) -> int:
-    """The prompt-length measure buckets use: UTF-8 bytes of every message's text."""
-    from jobs.money.tokens import _message_text
-
-    return sum(len(_message_text(m).encode("utf-8", "surrogatepass")) for m in messages)
-
-
-def bucket_of(nbytes: int) -> int:
-    """Doubling buckets: 0 for < 64 bytes, then 64-127, 128-255, ..."""
-    return max(0, int(math.log2(max(nbytes, 1))) - 5)
-
-
-@dataclass
-class LengthModel:
-    """Answer lengths of one model, by prompt-length bucket."""
-
-    model: str
-    prompt_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    completion: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    input_fit: tuple[float, float] | None = None  # provider prompt tokens ~ a + b * bytes
-    trend: float | None = None  # answer tokens per prompt byte, when the history shows one
-    answers: int = 0
-    jobs: int = 0
-    pilot_jobs: int = 0
-
-    def __post_init__(self) -> None:
-        self._buckets = np.asarray([bucket_of(int(b)) for b in self.prompt_bytes], dtype=np.int64)
-        x, y = self.prompt_bytes, self.completion
-        if x.size >= 10 and np.ptp(x) > 0:
-            slope, intercept = np.polyfit(x, y, 1)
-            resid = y - (intercept + slope * x)
-            se = np.sqrt(resid.var(ddof=2) / (((x - x.mean()) ** 2).sum()))
-            if se > 0 and abs(slope) > 2 * se:  # only a trend the history really shows
-                self.trend = float(slope)
-
-    @property
-    def empty(self) -> bool:
-        return self.answers == 0
-
-    def sample_for(self, nbytes: int) -> np.ndarray:
-        """The sorted lengths that stand for a prompt of ``nbytes``: its bucket when it has
-        ``MIN_BUCKET`` answers; else the neighbours (then everything) are borrowed, each
-        answer moved along the history's length trend from its prompt's size to this one."""
-        b = bucket_of(nbytes)
-        own = self._buckets == b
-        if own.sum() >= MIN_BUCKET:
-            return np.sort(self.completion[own])
-        keys = sorted(set(self._buckets.tolist()))
-        pick = np.ones(self.completion.size, dtype=bool)
-        for width in range(1, len(keys) + 1):
-            near = np.abs(self._buckets - b) <= width
-            if near.sum() >= MIN_BUCKET:
-                pick = near
-                break
-        lengths = self.completion[pick]
-        if self.trend is not None:
-            lengths = np.maximum(lengths + self.trend * (nbytes - self.prompt_bytes[pick]), 0.0)
-        return np.sort(lengths)
-
-    def expected(self, nbytes: int, max_tokens: int) -> tuple[float, float, float]:
-        """(mean, p10, p90) completion tokens for one prompt, each at most ``max_tokens``."""
-        lengths = np.minimum(self.sample_for(nbytes), max_tokens)
-        low, high = np.quantile(lengths, [LOW_Q, HIGH_Q])
-        return float(lengths.mean()), float(low), float(high)
-
-    def input_tokens(self, nbytes: int) -> float | None:
-        """The provider's prompt tokens for a prompt of ``nbytes``, from the same history."""
-        if self.input_fit is None:
-            return None
-        a, b = self.input_fit
-        return max(a + b * nbytes, 1.0)
-
-    def basis(self) -> str:
-        if self.empty:
-            return "no answers in the ledger: max_tokens (the worst case)"
-        pilot = f", {self.pilot_jobs} of them pilot jobs" if self.pilot_jobs else ""
-        return f"ledger: {self.answers} recent answers of {self.model} from {self.jobs} job(s){pilot}"
-
-
-def load_history(db_url: str, model: str, limit: int = HISTORY_LIMIT) -> LengthModel:
-    """The model's most recent succeeded answers (``attempts`` joined to their items)."""
-    from sqlalchemy import select
-
-    from jobs.ledger.models import Attempt, Item, Job
-    from jobs.ledger.session import session_scope
-
-    pilot_jobs = 0
-    with session_scope(db_url) as s:
-        rows = s.execute(
-            select(Attempt.prompt_tokens, Attempt.completion_tokens, Attempt.job_id, Item.prompt, Item.messages)
-            .join(Item, Item.id == Attempt.item_id)
-            .where(
-                Attempt.model == model,
-                Attempt.error_class.is_(None),
-                Attempt.status_code == 200,
-                Attempt.usage_estimated.is_(False),
-            )
-            .order_by(Attempt.finished_at.desc())
-            .limit(limit)
-        ).all()
-        if not rows:
-            return LengthModel(model)
-        job_ids = {r.job_id for r in rows}
-        specs = s.execute(select(Job.id, Job.spec).where(Job.id.in_(job_ids))).all()
-        pilot_jobs = sum(1 for _, spec in specs if ((spec or {}).get("metadata") or {}).get("routebatch") == "pilot")
-    xs, ys, prompt_tokens = [], [], []
-    for r in rows:
-        xs.append(text_bytes(r.messages or [{"role": "user", "content": r.prompt}]))
-        ys.append(int(r.completion_tokens))
-        prompt_tokens.append(int(r.prompt_tokens))
-    x, t = np.asarray(xs, dtype=np.float64), np.asarray(prompt_tokens, dtype=np.float64)
-    out = LengthModel(model, x, np.asarray(ys, dtype=np.float64), answers=len(rows), jobs=len(job_ids), pilot_jobs=pilot_jobs)
-    if x.size >= 2 and np.ptp(x) > 0:
-        slope, intercept = np.polyfit(x, t, 1)
-        out.input_fit = (float(intercept), float(max(slope, 0.0)))
-    elif x.sum() > 0:
-        out.input_fit = (0.0, float(t.sum() / x.sum()))
-    return out
+__all__ = [
+    "HIGH_Q",
+    "HISTORY_LIMIT",
+    "LOW_Q",
+    "MIN_BUCKET",
+    "LengthModel",
+    "bucket_of",
+    "history_in",
+    "load_history",
+    "text_bytes",
+]

@@ -4,17 +4,19 @@ The rows are those ``submit`` would accept (the same reader, the same per-model 
 duplicate ``custom_id``s rejected as ingest rejects them). Each prompt is priced three ways:
 
 * the **estimate**: input tokens and answer lengths per model from the ledger's history of
-  that model (``jobs.reports.lengths``: recent succeeded answers, by prompt-length bucket),
+  that model (``jobs.money.estimates``: recent succeeded answers, by prompt-length bucket),
   which a pilot (``plan --pilot N``: N sampled items really answered by both models and
   recorded as jobs) provides when there is none; ``--output-tokens`` overrides the length;
 * an **interval** next to it: the same prices with every answer as short as the 10th or as
   long as the 90th percentile of its bucket (capped at ``max_tokens``);
 * the **worst case** a budget hold takes (``jobs.money.admission.worst_case_micro``: the
   input-token bound, ``max_tokens``, the dearest model of the fallback chain), which is also
-  what the weak floor and ``--allocate budget`` are sized by.
+  what the weak floor is sized by.
 
 Rows: all-weak, routed at 10..90% strong (the same cut ``--strong-share`` makes), all-strong
-and, with a budget, the weak floor and the budget-optimal allocation.
+and, with a budget, the weak floor and the budget-optimal allocation, sized on the estimates
+as ``--allocate budget`` sizes it (``jobs.money.estimates``; with no history they are the
+worst cases, where the job itself would first answer a small pilot).
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ import numpy as np
 
 from jobs.config import AppConfig
 from jobs.datasets import BadRow, PromptRow, read_rows
+from jobs.money.estimates import LengthModel, load_history
 from jobs.money.pricing import PriceVersion, micro_to_usd
-from jobs.reports.lengths import LengthModel, load_history, text_bytes
 from routing import get_router
 
 if TYPE_CHECKING:
@@ -105,9 +107,10 @@ def model_costs(
     output_tokens: int | None = None,
     history: LengthModel | None = None,
 ) -> Costs:
-    """Estimate, p10-p90 interval and worst case of answering each row with ``model``."""
+    """Estimate, p10-p90 interval and worst case of answering each row with ``model``
+    (``jobs.money.estimates.call_estimate``, the same estimate ``--allocate budget`` uses)."""
     from jobs.money.admission import worst_case_micro
-    from jobs.money.tokens import count_message_tokens
+    from jobs.money.estimates import call_estimate
     from jobs.pipeline.request import request_shape
 
     price = prices[model]
@@ -123,18 +126,7 @@ def model_costs(
         if output_tokens is None and not use_history:
             est[i] = low[i] = high[i] = worst[i]
             continue
-        nbytes = text_bytes(shape.messages)
-        tokens_in = history.input_tokens(nbytes) if use_history and history is not None else None
-        if tokens_in is None:
-            tokens_in = count_message_tokens(shape.messages, encoding)
-        if use_history and history is not None:
-            mean, p_lo, p_hi = history.expected(nbytes, shape.max_tokens)
-        else:
-            mean = p_lo = p_hi = float(min(output_tokens or 0, shape.max_tokens))
-        per_in = tokens_in * price.input_micro_per_mtok / 1e6
-        est[i] = per_in + mean * price.output_micro_per_mtok / 1e6
-        low[i] = per_in + p_lo * price.output_micro_per_mtok / 1e6
-        high[i] = per_in + p_hi * price.output_micro_per_mtok / 1e6
+        est[i], low[i], high[i] = call_estimate(shape, price, encoding, history if use_history else None, output_tokens)
     if output_tokens is not None:
         basis = f"--output-tokens {output_tokens} per answer (at most max_tokens)"
     elif use_history and history is not None:
@@ -253,8 +245,9 @@ def plan_table(inp: PlanInput, budget_usd: float | None = None) -> dict:
                 "lasts and skips the rest, skip keeps the routing and skips what does not fit, stop ends the job "
                 "before its first call"
             )
-        # sized by worst cases, as the job's own allocation and its holds are
-        alloc = allocate_budget(inp.scores, _worst(inp, "strong"), _worst(inp, "weak"), cap)
+        # sized by the estimates, as the job's own allocation is (jobs.pipeline.route.allocate_items);
+        # the holds still take worst cases, and admission answers weak an upgrade that no longer fits
+        alloc = allocate_budget(inp.scores, inp.strong_micro, inp.weak_micro, cap)
         rows.append(
             _row(
                 inp,

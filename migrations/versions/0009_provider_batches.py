@@ -51,6 +51,7 @@ def upgrade() -> None:
         sa.Column("lease_until", ts, nullable=True),
         sa.Column("items_lease", ts, nullable=True),
         sa.Column("cancel_requested", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.Column("retry_round", sa.Integer(), server_default="1", nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name="fk_provider_batches_job_id_jobs", ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name="pk_provider_batches"),

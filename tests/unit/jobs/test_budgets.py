@@ -108,9 +108,13 @@ def test_allocate_budget_spends_under_the_cap(tmp_path: Path, sqlite_url: str, r
     assert st.cost_usd <= 0.4 * all_strong
     assert 0 < st.strong_calls < 100
     with session_scope(sqlite_url) as s:
-        assert set(s.scalars(select(Item.route_reason))) == {"budget_allocation"}
-        strong_scores = s.scalars(select(Item.score).where(Item.route == "strong")).all()
-        weak_scores = s.scalars(select(Item.score).where(Item.route == "weak")).all()
+        # an empty ledger: a pilot first (tests/unit/pipeline/test_allocate_estimates.py), then the rest
+        # allocated on estimates; upgrades that no longer fit the worst-case holds are answered weak
+        reasons = set(s.scalars(select(Item.route_reason)))
+        assert "budget_allocation" in reasons and reasons <= {"budget_allocation", "budget_pilot", "budget_downgrade"}
+        allocated = Item.route_reason == "budget_allocation"
+        strong_scores = s.scalars(select(Item.score).where(allocated, Item.route == "strong")).all()
+        weak_scores = s.scalars(select(Item.score).where(allocated, Item.route == "weak")).all()
     assert np.mean(strong_scores) > np.mean(weak_scores)
 
 

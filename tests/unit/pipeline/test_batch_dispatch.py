@@ -300,3 +300,14 @@ def test_an_anthropic_job_exports_openai_batch_lines_sync_and_batch(tmp_path: Pa
         body = ChatCompletion.model_validate(line["response"]["body"])
         assert body.object == "chat.completion" and body.choices[0].message.content
     _ledger_adds_up(db, st.job_id)
+
+
+def test_batch_retry_batch_sends_the_unanswered_lines_in_new_batches(tmp_path: Path) -> None:
+    db, st = _run(tmp_path, _config({"batch_complete_s": 0.6, "batch_expire_s": 0.35}, batch_retry="batch"), budget_usd=1.0)
+    assert st.status == "completed" and st.succeeded == N
+    assert len(st.provider_batches) > 2 and {pb["remote_status"] for pb in st.provider_batches} == {"expired"} | (
+        {pb["remote_status"] for pb in st.provider_batches} & {"completed"}
+    )
+    sums = _ledger_adds_up(db, st.job_id)
+    assert set(sums["per_item"].values()) == {1}  # an expired line was never answered: no attempt for it
+    assert sums["attempts"] == sums["settled"] == sums["spent"]
