@@ -96,6 +96,9 @@ def plan(
     budget_usd: Optional[float] = typer.Option(
         None, "--budget-usd", help="Also show the weak floor and the budget-optimal allocation under this cap."
     ),
+    dispatch: Optional[str] = typer.Option(
+        None, "--dispatch", help="sync | batch | auto: price as the job would be sent (default: each provider's dispatch)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Dry run: estimated cost (with a p10-p90 interval and the worst case) of all-weak,
@@ -108,11 +111,13 @@ def plan(
     from jobs.cli.output import console
     from jobs.config import ConfigError, load_config
     from jobs.datasets import DatasetError
-    from jobs.reports.planning import accepted_rows, estimate, plan_table, run_pilot
+    from jobs.reports.planning import accepted_rows, estimate, plan_table, priced_dispatch, run_pilot
     from jobs.settings import get_settings
 
     settings = get_settings()
     err = console(stderr=True)
+    if dispatch not in (None, "sync", "batch", "auto"):
+        fail(f"--dispatch must be sync, batch or auto, not {dispatch!r}", as_json)
     try:
         cfg = load_config(settings.config_file())
         strong_m, weak_m = strong or cfg.defaults.strong, weak or cfg.defaults.weak
@@ -152,6 +157,7 @@ def plan(
                 db_url=db_url,
                 progress=progress,
                 rows=rows,
+                dispatch=dispatch,
             ),
             show=not as_json,
         )
@@ -162,6 +168,7 @@ def plan(
         "router": router or cfg.defaults.router,
         "strong": strong_m,
         "weak": weak_m,
+        "prices": priced_dispatch(cfg, [strong_m, weak_m], dispatch),
         **plan_table(inp, budget_usd),
     }
     if pilot_info:
@@ -187,6 +194,9 @@ def plan(
         con.print(table)
         con.print(escape(f"estimate basis: {strong_m}: {result['basis']['strong']}; {weak_m}: {result['basis']['weak']}"))
         con.print("max_tokens stays the reservation bound: the worst case column is what budget holds take.")
+        batch_priced = [m for m, how in result["prices"].items() if how == "batch"]
+        if batch_priced:
+            con.print(escape(f"priced at batch-API rates (dispatch batch): {', '.join(batch_priced)}"))
         if "floor" in result:
             f = result["floor"]
             con.print(

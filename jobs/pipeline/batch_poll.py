@@ -39,7 +39,7 @@ from jobs.ledger.types import utcnow
 from jobs.lifecycle.states import ItemState, JobState
 from jobs.money.budgets import FLOOR_PREFIX, hold_of, release
 from jobs.money.pricing import sync_prices
-from jobs.pipeline.batch_dispatch import PREPARE_LEASE, chat_request, client_of, numbered, submit_recorded
+from jobs.pipeline.batch_dispatch import PREPARE_LEASE, chat_request, client_of, dispatch_of, numbered, submit_recorded
 from jobs.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -123,11 +123,13 @@ def poll_batches(rt: Runtime, queue: TaskQueue, job_id: str) -> int:
             return 0
         stopping = job.state != JobState.IN_PROGRESS
         due, stale = _claim(s, job_id, now, rt)
+        # ``auto`` dispatch near the deadline: what the provider has not answered yet goes sync
+        late = {pb.id for pb in due if dispatch_of(rt.config, job, pb.model, now) == "sync"}
     settled = 0
     for pb in stale:
         _reconcile(rt, queue, pb)
     for pb in due:
-        settled += _poll_one(rt, queue, pb, stopping)
+        settled += _poll_one(rt, queue, pb, stopping or pb.id in late)
     if due or stale:
         with session_scope(rt.db_url) as s:
             delay = next_poll_delay(s, job_id, utcnow())
@@ -138,6 +140,8 @@ def poll_batches(rt: Runtime, queue: TaskQueue, job_id: str) -> int:
 
 
 def _poll_one(rt: Runtime, queue: TaskQueue, pb: ProviderBatch, stopping: bool) -> int:
+    """Retrieve ``pb``; cancel it at the provider when ``stopping`` (the job stopped, or
+    ``auto`` dispatch reached its deadline margin); settle it once it has ended."""
     from jobs.providers.batch_api import ENDED
 
     client = client_of(rt, pb.provider)
@@ -270,6 +274,8 @@ def _retry(s: Session, rt: Runtime, job: Job, pb: ProviderBatch, missing: dict[i
         if hold is not None:
             release(s, hold, note="provider batch returned no answer: released")
     policy = rt.config.providers[pb.provider].batch_retry if job.state == JobState.IN_PROGRESS else "stop"
+    if policy != "stop" and dispatch_of(rt.config, job, pb.model, now) == "sync":
+        policy = "sync"  # ``auto`` near the deadline: answered now, a new batch would not end in time
     guard = (Item.id.in_(ids), Item.state == ItemState.SENT)
     if policy == "stop":
         s.execute(

@@ -70,8 +70,22 @@ class PlanInput:
     basis: dict[str, str] = field(default_factory=dict)
 
 
-def _prices(config: AppConfig, models: list[str]) -> dict[str, PriceVersion]:
-    return {m: PriceVersion.from_config(m, config.model(m)) for m in config.models_with_fallbacks(models)}
+def _prices(config: AppConfig, models: list[str], dispatch: str | None = None) -> dict[str, PriceVersion]:
+    """Each model's price as a job would pay it: the batch-API price where its calls would go
+    in provider batches (``dispatch``, else the provider's; ``auto`` counts as batch)."""
+    from jobs.money.pricing import batch_version
+
+    out = {}
+    for m in config.models_with_fallbacks(models):
+        cfg, kind = config.model(m), config.provider_of(m).kind
+        batched = (dispatch or config.provider_of(m).dispatch) in ("batch", "auto")
+        out[m] = batch_version(m, cfg, kind) if batched else PriceVersion.from_config(m, cfg, kind)
+    return out
+
+
+def priced_dispatch(config: AppConfig, models: list[str], dispatch: str | None = None) -> dict[str, str]:
+    """{model: "batch" | "sync"}: which price ``plan`` used for each model."""
+    return {m: "batch" if (dispatch or config.provider_of(m).dispatch) in ("batch", "auto") else "sync" for m in models}
 
 
 def accepted_rows(
@@ -150,11 +164,12 @@ def estimate(
     db_url: str | None = None,
     progress: Progress | None = None,
     rows: tuple[list[PromptRow], int] | None = None,
+    dispatch: str | None = None,
 ) -> PlanInput:
     """Score and price the rows ``submit`` would accept. With ``db_url`` the answer lengths
     come from that ledger's history; without it (or with no history) from ``max_tokens``."""
     valid, invalid = rows if rows is not None else accepted_rows(config, path, strong, weak, fmt=fmt, prompt_column=prompt_column)
-    prices = _prices(config, [strong, weak])
+    prices = _prices(config, [strong, weak], dispatch)
     costs = {}
     for model in (strong, weak):
         history = load_history(db_url, model) if db_url and output_tokens is None else None

@@ -311,3 +311,24 @@ def test_batch_retry_batch_sends_the_unanswered_lines_in_new_batches(tmp_path: P
     sums = _ledger_adds_up(db, st.job_id)
     assert set(sums["per_item"].values()) == {1}  # an expired line was never answered: no attempt for it
     assert sums["attempts"] == sums["settled"] == sums["spent"]
+
+
+def test_auto_dispatch_sends_what_a_batch_has_not_answered_synchronously_near_the_deadline(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """``auto``: batches while the deadline is far; once it is within the margin, the open
+    provider batch is cancelled and its unanswered items are answered synchronously."""
+    cfg = _config({"batch_complete_s": 30.0}, dispatch="auto", batch_retry="fail")
+
+    def deadline_approaches(pb_id: str) -> None:  # time passes: the job's deadline is now near
+        monkeypatch.setattr(batch_dispatch, "AUTO_MIN_LEFT", timedelta(hours=3))
+
+    monkeypatch.setattr(batch_dispatch, "after_upload", deadline_approaches)
+    db, st = _run(tmp_path, cfg, completion_window="2h")
+    assert st.status == "completed" and st.succeeded == N
+    with session_scope(db) as s:
+        pbs = s.scalars(select(ProviderBatch)).all()
+        via_sync = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.provider_batch_id.is_(None)))
+    assert pbs and all(pb.cancel_requested and pb.state == "settled" for pb in pbs)
+    assert via_sync >= N // 2  # the batches were cancelled long before they could finish
+    _ledger_adds_up(db, st.job_id)

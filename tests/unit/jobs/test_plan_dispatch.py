@@ -1,0 +1,36 @@
+"""``plan --dispatch batch`` prices calls at the batch-API rates a batch job is charged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from jobs.cli import app
+
+
+def _plan(tmp_path: Path, monkeypatch, *extra: str) -> dict:
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps({"custom_id": f"c{i}", "prompt": f"question {i} " * (1 + i % 5)}) + "\n" for i in range(40)))
+    monkeypatch.setenv("ROUTEBATCH_DATABASE_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    got = CliRunner().invoke(app, ["plan", str(data), "--router", "length", "--json", *extra])
+    assert got.exit_code == 0, got.output
+    return json.loads(got.stdout)
+
+
+def test_batch_dispatch_halves_every_planned_cost(tmp_path: Path, monkeypatch) -> None:
+    sync = _plan(tmp_path, monkeypatch)
+    batch = _plan(tmp_path, monkeypatch, "--dispatch", "batch")
+    assert sync["prices"] == {"sim-strong": "sync", "sim-weak": "sync"}
+    assert batch["prices"] == {"sim-strong": "batch", "sim-weak": "batch"}
+    for s_row, b_row in zip(sync["rows"], batch["rows"], strict=True):
+        assert s_row["policy"] == b_row["policy"] and s_row["worst_case_usd"] > 0
+        assert abs(b_row["worst_case_usd"] - s_row["worst_case_usd"] / 2) <= 1e-6 * 40
+
+
+def test_an_unknown_dispatch_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_text(json.dumps({"prompt": "hi"}) + "\n")
+    got = CliRunner().invoke(app, ["plan", str(data), "--dispatch", "cheap", "--json"])
+    assert got.exit_code != 0 and "--dispatch must be sync, batch or auto" in got.output
