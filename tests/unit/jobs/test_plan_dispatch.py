@@ -12,7 +12,9 @@ from jobs.cli import app
 
 def _plan(tmp_path: Path, monkeypatch, *extra: str) -> dict:
     data = tmp_path / "in.jsonl"
-    data.write_text("".join(json.dumps({"custom_id": f"c{i}", "prompt": f"question {i} " * (1 + i % 5)}) + "\n" for i in range(40)))
+    data.write_text(
+        "".join(json.dumps({"custom_id": f"c{i}", "prompt": f"question {i} " * (1 + i % 5)}) + "\n" for i in range(40))
+    )
     monkeypatch.setenv("ROUTEBATCH_DATABASE_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
     got = CliRunner().invoke(app, ["plan", str(data), "--router", "length", "--json", *extra])
     assert got.exit_code == 0, got.output

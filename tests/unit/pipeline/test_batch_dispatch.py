@@ -313,9 +313,7 @@ def test_batch_retry_batch_sends_the_unanswered_lines_in_new_batches(tmp_path: P
     assert sums["attempts"] == sums["settled"] == sums["spent"]
 
 
-def test_auto_dispatch_sends_what_a_batch_has_not_answered_synchronously_near_the_deadline(
-    tmp_path: Path, monkeypatch
-) -> None:
+def test_auto_dispatch_sends_what_a_batch_has_not_answered_synchronously_near_the_deadline(tmp_path: Path, monkeypatch) -> None:
     """``auto``: batches while the deadline is far; once it is within the margin, the open
     provider batch is cancelled and its unanswered items are answered synchronously."""
     cfg = _config({"batch_complete_s": 30.0}, dispatch="auto", batch_retry="fail")
