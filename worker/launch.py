@@ -92,6 +92,10 @@ def run_worker(
         from worker.reaper_step import ReaperStep
 
         app.steps["worker"].add(ReaperStep)
+    if queue == "score":  # a solo pool: this process runs the tasks, so the router it loads is theirs
+        from worker.process import preload_default_router
+
+        preload_default_router()
     app.worker_main(worker_argv(queue, concurrency, loglevel, hostname))
 
 
