@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("celery")
 
-from worker import launch, process  # noqa: E402
+from worker import launch, process
 
 
 @pytest.fixture
