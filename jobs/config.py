@@ -211,6 +211,9 @@ class Defaults(_Strict):
     router: str = "blend"
     max_tokens: int = Field(default=256, ge=1)
     chunk_size: int = Field(default=500, ge=1)
+    tiers: tuple[str, ...] = Field(
+        default=(), description="Default --models: the job's models most capable first (strong first, weak last)."
+    )
 
 
 class AppConfig(_Strict):
@@ -230,6 +233,9 @@ class AppConfig(_Strict):
             name = getattr(self.defaults, role)
             if name not in self.models:
                 raise ValueError(f"defaults.{role}: unknown model {name!r}")
+        for name in self.defaults.tiers:
+            if name not in self.models:
+                raise ValueError(f"defaults.tiers: unknown model {name!r}")
         return self
 
     def model(self, name: str) -> ModelConfig:

@@ -66,6 +66,9 @@ def _summary_table(st: dict) -> Table:
     counts = ", ".join(f"{k}={v}" for k, v in st["counts"].items() if v)
     table.add_row("by state", counts or "-")
     table.add_row("strong / weak calls", f"{st['strong_calls']} ({st['strong_model']}) / {st['weak_calls']} ({st['weak_model']})")
+    if len(st.get("models") or []) > 2:
+        by_model = st.get("succeeded_by_model") or {}
+        table.add_row("answered by model", ", ".join(f"{m}: {by_model.get(m, 0)}" for m in st["models"]))
     table.add_row("attempts", str(st["attempts"]))
     table.add_row("cost", f"${st['cost_usd']:.6f}")
     table.add_row("all-strong cost", f"${st['all_strong_cost_usd']:.6f}")
@@ -124,6 +127,16 @@ SPEC_OPTIONS: list[tuple[str, object, object]] = [
         "router",
         Optional[str],
         typer.Option(None, "--router", help="Router spec, e.g. blend, mf, length, random:seed=1 (default from config)."),
+    ),
+    (
+        "models",
+        Optional[str],
+        typer.Option(
+            None,
+            "--models",
+            help="a,b,c: the job's models most capable first (strong first, weak last); more than two need "
+            "--allocate budget and a budget.",
+        ),
     ),
     ("strong", Optional[str], typer.Option(None, "--strong", help="Strong model key from the config.")),
     ("weak", Optional[str], typer.Option(None, "--weak", help="Weak model key from the config.")),

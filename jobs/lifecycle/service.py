@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
+from jobs.config import AppConfig
 from jobs.datasets import DatasetError, read_rows
 from jobs.datasets.limits import limits_for_models
 from jobs.datasets.readers import detect_format
@@ -109,6 +110,11 @@ class JobSpec(BaseModel):
     completion_window: str | None = Field(
         None, description="e.g. 24h, 90m, 2d: unfinished items then end expired (OpenAI Batch's completion_window)."
     )
+    models: list[str] | None = Field(
+        None,
+        description="The job's models, most capable first (--models a,b,c): strong is the first, weak the last; "
+        "more than two are allocated under the budget (--allocate budget).",
+    )
     dispatch: Literal["sync", "batch", "auto"] | None = Field(
         None,
         description="Override every provider's dispatch: sync calls, the providers' batch APIs at batch prices, or "
@@ -128,6 +134,14 @@ class JobSpec(BaseModel):
         else:
             raise ValueError("metadata must be key=value pairs")
         return check_metadata(pairs) or None
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models(cls, value: object) -> object:
+        """``a,b,c`` (the CLI's ``--models``) or a list."""
+        if isinstance(value, str):
+            return [m.strip() for m in value.split(",") if m.strip()]
+        return value
 
     @field_validator("completion_window")
     @classmethod
@@ -199,14 +213,39 @@ def fingerprint(path: Path) -> InputFingerprint:
     return InputFingerprint(st.st_size, st.st_mtime_ns, True)
 
 
+def resolve_models(cfg: AppConfig, spec: JobSpec) -> tuple[JobSpec, str, str]:
+    """(spec with its tiers resolved, strong, weak). ``--models a,b,c`` (or ``[defaults]
+    tiers``) names the job's models most capable first: strong is the first, weak the last.
+    More than two models are allocated under the budget (``--allocate budget`` and a cap):
+    without one every item would simply go to the top model."""
+    models = list(spec.models or cfg.defaults.tiers or [])
+    if not models:
+        strong, weak = spec.strong or cfg.defaults.strong, spec.weak or cfg.defaults.weak
+        cfg.model(strong), cfg.model(weak)
+        return spec, strong, weak
+    for m in models:
+        cfg.model(m)
+    if len(models) < 2 or len(set(models)) != len(models):
+        raise ConfigError(f"--models needs at least two different models, most capable first; got {','.join(models)}")
+    for role, given, tier in (("strong", spec.strong, models[0]), ("weak", spec.weak, models[-1])):
+        if given is not None and given != tier:
+            raise ConfigError(
+                f"--{role} {given} disagrees with --models ({role} is the {'first' if role == 'strong' else 'last'})"
+            )
+    if len(models) > 2 and (spec.allocate != "budget" or (spec.budget_usd is None and spec.budget is None)):
+        raise ConfigError(
+            f"{len(models)} models are routed by allocation under a budget: add --allocate budget and "
+            "--budget-usd X (or --budget NAME)"
+        )
+    return spec.model_copy(update={"models": models}), models[0], models[-1]
+
+
 def _create_job(rt: Runtime, spec: JobSpec) -> tuple[str, Iterator]:
     """Check the spec, open the input (read once: it may be a pipe) and create the job row
     (``validating``, nothing ingested yet). Returns the job id and the opened rows."""
     path = Path(spec.input_file)
     cfg = rt.config
-    strong = spec.strong or cfg.defaults.strong
-    weak = spec.weak or cfg.defaults.weak
-    cfg.model(strong), cfg.model(weak)
+    spec, strong, weak = resolve_models(cfg, spec)
     router = spec.router or cfg.defaults.router
     try:
         validate_spec(router)
@@ -220,14 +259,14 @@ def _create_job(rt: Runtime, spec: JobSpec) -> tuple[str, Iterator]:
     if rt.settings.preflight:
         from jobs.providers.preflight import preflight
 
-        preflight(cfg, [strong, weak], rt.base_urls())  # a dead endpoint or a bad key stops us before any work
+        preflight(cfg, spec.models or [strong, weak], rt.base_urls())  # a dead endpoint or a bad key stops us before any work
     if spec.out is not None:
         from jobs.ledger.export import check_paths
 
         check_paths(rt.db_url, str(path), Path(spec.out), Path(spec.errors_out) if spec.errors_out else None, force=spec.force)
     ensure_schema(rt.db_url)
     fp = fingerprint(path)
-    limits = limits_for_models(cfg, [strong, weak])
+    limits = limits_for_models(cfg, spec.models or [strong, weak])
     rows = read_rows(path, spec.format, spec.prompt_column, limits=limits)  # raises early for missing/unreadable files
     try:
         job_id = _insert_job(
@@ -304,7 +343,7 @@ def _insert_job(
                 expires_at=now + parse_window(spec.completion_window) if spec.completion_window else None,
             )
         )
-        sync_prices(s, cfg, [strong, weak])
+        sync_prices(s, cfg, spec.models or [strong, weak])
     return job_id
 
 

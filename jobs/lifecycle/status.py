@@ -87,6 +87,10 @@ class JobStatus(BaseModel):
     expires_at: int | None = None
     """When unfinished items end ``expired`` (``created_at`` + ``completion_window``), Unix seconds."""
     notes: list[str] = []
+    models: list[str] = []
+    """The job's models, most capable first (two: strong and weak; more with ``--models``)."""
+    succeeded_by_model: dict[str, int] = {}
+    """Succeeded items per answering model (N-model jobs: one entry per tier used)."""
     provider_batches: list[dict[str, Any]] = []
     """The job's provider batches (batch dispatch): ours and the provider's id, state, counts."""
     """Short lines about the job (ledger events of kind ``job_note``), oldest first."""
@@ -218,6 +222,8 @@ def read_status(s: Session, job_id: str) -> JobStatus:
         expires_at=int(job.expires_at.timestamp()) if job.expires_at else None,
         notes=job_notes(s, job_id),
         provider_batches=provider_batch_rows(s, job_id),
+        models=list((job.spec or {}).get("models") or [job.strong_model, job.weak_model]),
+        succeeded_by_model={str(model): int(n) for model, n, *_ in by_model if model},
     )
 
 

@@ -283,6 +283,37 @@ def route_job(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
 
 # ------------------------------------------------------------------ --allocate budget
 
+
+def job_models(job: Job) -> list[str]:
+    """The job's models, most capable first: its ``--models`` tiers, else (strong, weak)."""
+    tiers = (job.spec or {}).get("models")
+    return list(tiers) if tiers else [job.strong_model, job.weak_model]
+
+
+def route_label(job: Job, model: str) -> str:
+    """``items.route``: strong (the first model), weak (the last), ``tier2``.. in between."""
+    models = job_models(job)
+    if model == models[0]:
+        return "strong"
+    if model == models[-1] or model not in models:
+        return "weak"
+    return f"tier{models.index(model) + 1}"
+
+
+def tier_quality(p: np.ndarray, costs: list[np.ndarray]) -> np.ndarray:
+    """Expected quality of each item on each tier from the strong-vs-weak score ``p``: the
+    top model scores 1, the cheapest ``1 - p`` (what routing to it risks), and a model in
+    between loses the share of that risk its price position says: ``gap = log(c_top / c) /
+    log(c_top / c_bottom)`` on the mean estimated costs (a mid model priced halfway in log
+    terms is taken to close half the gap). A prior, not a measurement: ``routebatch
+    eval-tiers`` fits per-model quality on labels (``routing.tier_quality``)."""
+    means = np.array([max(float(np.mean(c)), 1e-9) for c in costs])
+    span = np.log(means[0] / means[-1]) if means[0] > means[-1] else 0.0
+    gaps = np.array([np.clip(np.log(means[0] / m) / span, 0.0, 1.0) if span else 1.0 for m in means])
+    gaps[0], gaps[-1] = 0.0, 1.0
+    return 1.0 - np.outer(np.clip(p, 0.0, 1.0), gaps)
+
+
 PILOT_SHARE = 1 / 20
 """Items answered by each model in a pilot, as a share of the job's items ..."""
 PILOT_MIN, PILOT_MAX = 5, 24
@@ -339,7 +370,7 @@ def route_budget(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
             return False
         decided = bool(((job.spec or {}).get("allocation") or {}).get("stage"))
         if not decided:
-            pair = [job.strong_model, job.weak_model]
+            pair = job_models(job)
             histories = {m: history_in(s, m) for m in pair}
             lacking = [m for m in pair if histories[m].answers < MIN_HISTORY]
             rows = s.execute(
@@ -405,7 +436,7 @@ def _route_pilot(s: Session, job: Job, rows: Sequence[Any], picks: dict[int, str
         {
             "id": rows[i].id,
             "state": ItemState.ROUTED,
-            "route": "strong" if model == job.strong_model else "weak",
+            "route": route_label(job, model),
             "model": model,
             "route_reason": "budget_pilot",
             "updated_at": now,
@@ -466,7 +497,7 @@ def route_after_pilot(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         if job.state == JobState.IN_PROGRESS:
             piloted = set((job.spec.get("allocation") or {}).get("pilot") or {})
             estimates: dict[str, tuple[LengthModel, Basis]] = {}
-            for model in (job.strong_model, job.weak_model):
+            for model in job_models(job):
                 if model in piloted:
                     h = history_in(s, model, job_id=job_id)
                     estimates[model] = (h, "pilot" if h.answers else "worst_case")
@@ -515,8 +546,9 @@ def allocate_items(rt: Runtime, s: Session, job: Job, estimates: dict[str, tuple
     (``jobs.money.admission``), so the cap is never exceeded and no item is skipped for it.
     """
     from routing.allocation import allocate_budget
+    from routing.tiers import allocate_tiers
 
-    pair = [job.strong_model, job.weak_model]
+    pair = job_models(job)
     if estimates is None:
         estimates = {}
         for m in pair:
@@ -544,19 +576,26 @@ def allocate_items(rt: Runtime, s: Session, job: Job, estimates: dict[str, tuple
             )
             worst[model][i] = worst_case_micro(shape, model, prices, rt.config)
             est[model][i] = worst[model][i] if basis == "worst_case" else call_estimate(shape, price, encoding, history)[0]
-    cs, cw = est[job.strong_model], est[job.weak_model]
-    alloc = allocate_budget(p, cs, cw, float(cap if cap is not None else np.inf))
+    budget = float(cap if cap is not None else np.inf)
+    if len(pair) == 2:
+        alloc = allocate_budget(p, est[job.strong_model], est[job.weak_model], budget)
+        chosen = [job.strong_model if strong else job.weak_model for strong in alloc.strong]
+        affordable, planned = alloc.affordable, alloc.cost
+    else:
+        tiers = allocate_tiers(tier_quality(p, [est[m] for m in pair]), np.column_stack([est[m] for m in pair]), budget)
+        chosen = [pair[j] for j in tiers.choice]
+        affordable, planned = tiers.affordable, tiers.cost
     now = utcnow()
     updates = [
         {
             "id": r.id,
             "state": ItemState.ROUTED,
-            "route": "strong" if strong else "weak",
-            "model": job.strong_model if strong else job.weak_model,
-            "route_reason": "budget_allocation" if alloc.affordable else "budget_allocation:unaffordable",
+            "route": route_label(job, model),
+            "model": model,
+            "route_reason": "budget_allocation" if affordable else "budget_allocation:unaffordable",
             "updated_at": now,
         }
-        for r, strong in zip(rows, alloc.strong)
+        for r, model in zip(rows, chosen)
     ]
     if updates:
         s.execute(update(Item), updates, execution_options={"synchronize_session": False})
@@ -569,9 +608,10 @@ def allocate_items(rt: Runtime, s: Session, job: Job, estimates: dict[str, tuple
         "basis": overall,
         "models": {m: {"basis": bases[m], "answers": estimates[m][0].answers} for m in pair},
         "items": n,
-        "strong": int(alloc.strong.sum()),
-        "planned_micro_usd": int(round(alloc.cost)),
-        "planned_worst_case_micro_usd": int(np.where(alloc.strong, worst[job.strong_model], worst[job.weak_model]).sum()),
+        "strong": sum(1 for m in chosen if m == job.strong_model),
+        "by_model": {m: sum(1 for c in chosen if c == m) for m in pair},
+        "planned_micro_usd": int(round(planned)),
+        "planned_worst_case_micro_usd": int(sum(worst[m][i] for i, m in enumerate(chosen))),
         "cap_micro_usd": None if cap is None else int(cap),
     }
     job.spec = {**job.spec, "allocation": record}
