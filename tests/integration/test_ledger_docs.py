@@ -32,7 +32,9 @@ def populated(tmp_path: Path, pg_url: str, runtime_factory) -> str:
     with data.open("w") as fh:
         for i in range(120):
             fh.write(json.dumps({"custom_id": f"q{i}", "prompt": f"question {i} " + "why " * (i % 25)}) + "\n")
-    faulty = runtime_factory(pg_url, {"providers.sim.simulated.faults": {"500": 0.1, "429": 0.1}, "providers.sim.simulated.retry_after_s": 0.01})
+    faulty = runtime_factory(
+        pg_url, {"providers.sim.simulated.faults": {"500": 0.1, "429": 0.1}, "providers.sim.simulated.retry_after_s": 0.01}
+    )
     run(faulty, JobSpec(input_file=str(data), router="length", strong_share=0.5, budget_usd=0.03, max_tokens=32))
     plain = runtime_factory(pg_url)
     run(plain, JobSpec(input_file=str(data), router="random:seed=1", strong_share=0.3))
@@ -54,7 +56,9 @@ def test_every_documented_query_runs_for_a_readonly_analyst(populated: str) -> N
         conn.rollback()
     empty = [i + 1 for i, rows in enumerate(results) if not rows]
     assert empty == [], f"queries {empty} returned nothing on a populated ledger"
-    reconciliation = results[9]
+    reconciliation = next(
+        rows for sql, rows in zip(doc_queries(), results, strict=True) if "AS job_budget_spent_micro_usd" in sql
+    )
     for job_id, attempts, items, budget_spent in reconciliation:
         assert attempts == items
         assert budget_spent is None or budget_spent == attempts
