@@ -195,6 +195,22 @@ SPEC_OPTIONS: list[tuple[str, object, object]] = [
         ),
     ),
     (
+        "adapt",
+        Optional[float],
+        typer.Option(
+            None,
+            "--adapt",
+            help="F, e.g. 0.05: judge a stratified sample of F of the items on both models, fit a router for this "
+            "job on the verdicts, route the rest with what the sample says is best.",
+        ),
+    ),
+    ("adapt_min", int, typer.Option(20, "--adapt-min", help="With --adapt: at least this many sampled items.")),
+    (
+        "judge",
+        Optional[str],
+        typer.Option(None, "--judge", help="With --adapt: llm (the [judge] model, default) | labels:FILE | sim."),
+    ),
+    (
         "dispatch",
         Optional[str],
         typer.Option(

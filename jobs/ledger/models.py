@@ -253,6 +253,33 @@ class ProviderBatch(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class Judgement(Base):
+    """One sampled item of an adapting job (``--adapt F``): its weak twin answer and the judge's
+    verdict on it against the strong answer. The sample's membership, both answers (the
+    strong one is the item's outcome unless the weak one won), and the verdict that trained
+    the job's router; the calls themselves are attempts of the item, charged like any other."""
+
+    __tablename__ = "judgements"
+    __table_args__ = (UniqueConstraint("item_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    judge: Mapped[str] = mapped_column(String(200), doc="Which judge: a model key, labels:FILE, sim.")
+    weak_model: Mapped[str] = mapped_column(String(200))
+    weak_response: Mapped[dict | None] = mapped_column(JSON, nullable=True, doc="The weak twin's answer body.")
+    weak_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    verdict: Mapped[str | None] = mapped_column(
+        String(20), nullable=True, doc="strong_better | weak_better | tie | unparseable | missing | failed; NULL: not judged yet"
+    )
+    weak_good: Mapped[float | None] = mapped_column(Float, nullable=True, doc="1: the weak answer is as good; 0: it is not.")
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    weak_cost_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0", doc="The twin call's cost.")
+    judge_cost_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0", doc="The judge calls' cost.")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    judged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class InvalidRow(Base):
     __tablename__ = "invalid_rows"
     __table_args__ = (Index("ix_invalid_rows_job_line", "job_id", "line_no"),)

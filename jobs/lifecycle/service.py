@@ -115,6 +115,17 @@ class JobSpec(BaseModel):
         description="The job's models, most capable first (--models a,b,c): strong is the first, weak the last; "
         "more than two are allocated under the budget (--allocate budget).",
     )
+    adapt: float | None = Field(
+        None,
+        gt=0.0,
+        le=0.5,
+        description="Adapt the router to this job: judge a stratified sample of this fraction of the items on both "
+        "models, fit a per-job router on the verdicts, route the rest with what the sample says is best.",
+    )
+    adapt_min: int = Field(20, ge=6, description="With --adapt: the sample holds at least this many items.")
+    judge: str | None = Field(
+        None, description="With --adapt: llm (the [judge] model, default), labels:FILE (known answers) or sim."
+    )
     dispatch: Literal["sync", "batch", "auto"] | None = Field(
         None,
         description="Override every provider's dispatch: sync calls, the providers' batch APIs at batch prices, or "
@@ -150,6 +161,18 @@ class JobSpec(BaseModel):
             return None
         parse_window(value)  # ValueError names the accepted forms
         return value.strip().lower().replace(" ", "")
+
+    @model_validator(mode="after")
+    def _adapt_rule(self) -> JobSpec:
+        if self.adapt is None:
+            if self.judge is not None:
+                raise ValueError("--judge goes with --adapt F")
+            return self
+        if self.threshold is not None or self.share_from_sample is not None or self.allocate == "budget":
+            raise ValueError("--adapt routes the rest at --strong-share (an exact share of the items outside the sample)")
+        if self.models is not None and len(self.models) > 2:
+            raise ValueError("--adapt works on two models")
+        return self
 
     @model_validator(mode="after")
     def _one_rule(self) -> JobSpec:

@@ -91,6 +91,12 @@ class JobStatus(BaseModel):
     """The job's models, most capable first (two: strong and weak; more with ``--models``)."""
     succeeded_by_model: dict[str, int] = {}
     """Succeeded items per answering model (N-model jobs: one entry per tier used)."""
+    adaptation: dict[str, Any] | None = None
+    """``--adapt``: the sample, the chosen scorer with its cross-validated APGR, verdicts, costs."""
+    quality_vs_strong: dict[str, Any] | None = None
+    """``--adapt``: the routed job's quality relative to all-strong, {estimate, low, high} (90%)."""
+    adapt_cost_share: float | None = None
+    """``--adapt``: the sample's extra calls (weak twins, judge) as a share of the job's cost."""
     provider_batches: list[dict[str, Any]] = []
     """The job's provider batches (batch dispatch): ours and the provider's id, state, counts."""
     """Short lines about the job (ledger events of kind ``job_note``), oldest first."""
@@ -224,7 +230,19 @@ def read_status(s: Session, job_id: str) -> JobStatus:
         provider_batches=provider_batch_rows(s, job_id),
         models=list((job.spec or {}).get("models") or [job.strong_model, job.weak_model]),
         succeeded_by_model={str(model): int(n) for model, n, *_ in by_model if model},
+        **_adaptation(job, spent),
     )
+
+
+def _adaptation(job: Job, spent: int) -> dict[str, Any]:
+    record = (job.spec or {}).get("adaptation")
+    if not record:
+        return {}
+    shown = {k: v for k, v in record.items() if k not in ("sample_item_ids", "judging_until")}
+    quality = (record.get("quality") or {}).get("quality_vs_strong")
+    extra = record.get("sample_cost_micro_usd")
+    share = round(extra / spent, 4) if extra is not None and spent else None
+    return {"adaptation": shown, "quality_vs_strong": quality, "adapt_cost_share": share}
 
 
 PROVIDER_BATCHES_MAX = 200

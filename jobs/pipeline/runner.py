@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 
+from jobs.pipeline.adapt import adapt_after_sample
 from jobs.pipeline.batch_poll import poll_batches
 from jobs.pipeline.finalize import maybe_finalize
 from jobs.pipeline.generate import generate_chunk
@@ -138,4 +139,5 @@ def _chunk_failed(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: 
     else:
         maybe_finalize(rt, job_id)
         route_after_pilot(rt, queue, job_id)  # a failed pilot chunk has ended too: route the rest
+        adapt_after_sample(rt, queue, job_id)  # the same for an adapt sample
     return True

@@ -1,0 +1,490 @@
+"""``--adapt F``: measure the router on this job's own items before routing them.
+
+A batch job holds its whole dataset before it spends anything, so it can *measure* what a
+router trained elsewhere cannot know (another model pair, another distribution). Once every
+item is scored:
+
+1. :func:`route_adapt` picks a stratified sample of ``F`` of the items (at least
+   ``--adapt-min``; strata over the prior router's scores and embedding clusters,
+   ``routing.adapt.stratified_sample``) and routes it to the strong model, with reason
+   ``adapt_sample``. The rest stays ``scored``; the phase stays ``scoring``, so the job cannot
+   be declared done meanwhile.
+2. When the last sampled item has ended, :func:`adapt_after_sample` (called at the end of
+   every generate step) sends each answered sample item to the weak model too (its *twin*),
+   asks the judge whether the weak answer is as good (``jobs.judge``: both orders), and
+   records both in ``judgements``. Every call is an attempt of its item, held on the budget
+   and charged like any other. An item whose weak answer won keeps the weak answer (nothing
+   bought is thrown away).
+3. ``routing.adapt.adapt`` fits a per-job router on the verdicts on top of the prior and
+   chooses, by cross-validation on the sample only, among the prior, the adapted router,
+   ``length``, inverted ``length`` and random; the rest of the job is routed with the chosen
+   scorer at ``--strong-share``.
+4. ``routing.adapt.estimate_quality`` estimates the routed job's quality relative to
+   all-strong from the judged sample, with a 90% bootstrap interval (``status``:
+   ``quality_vs_strong``).
+
+The job's ``spec["adaptation"]`` keeps the sample, the chosen scorer, its cross-validated
+APGR and the reason, the verdict counts, the extra calls' cost and the estimate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import func, insert, select, update
+
+from jobs.ledger.models import Attempt, Budget, Item, Job, Judgement
+from jobs.ledger.session import session_scope
+from jobs.ledger.types import utcnow
+from jobs.lifecycle.states import ItemState, JobState, Phase
+from jobs.money.admission import budget_plan, worst_case_micro
+from jobs.money.budgets import Hold, add_event, current_window, open_reservation
+from jobs.money.pricing import PriceVersion, micro_to_usd, sync_prices
+from jobs.pipeline.batch_dispatch import chat_request
+from jobs.pipeline.request import request_shape
+from jobs.providers.types import CallResult, ChatRequest
+from jobs.runtime import Runtime
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from jobs.pipeline.tasks import TaskQueue
+
+log = logging.getLogger(__name__)
+
+JUDGING_LEASE = timedelta(minutes=30)
+"""A worker that claimed the judging of a sample and died is replaced after this."""
+CALL_CONCURRENCY = 32
+OPEN = (ItemState.PENDING, ItemState.SCORED, ItemState.ROUTED, ItemState.RESERVED, ItemState.SENT)
+ITEM_COLUMNS = (
+    Item.id,
+    Item.chunk,
+    Item.custom_id,
+    Item.prompt,
+    Item.messages,
+    Item.params,
+    Item.max_tokens,
+    Item.model,
+    Item.state,
+    Item.response,
+)
+
+
+def adapting(job: Job) -> bool:
+    return (job.spec or {}).get("adapt") is not None
+
+
+def _state(job: Job) -> dict[str, Any]:
+    return dict((job.spec or {}).get("adaptation") or {})
+
+
+def _seed(job_id: str) -> int:
+    """The job's own sample seed: the same job draws the same sample after a resume."""
+    return int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:4], "big")
+
+
+def _design(prompts: list[str], scores: np.ndarray) -> Any:
+    """The per-job features of ``routing.adapt`` (static embeddings: fast on a CPU)."""
+    from routing.adapt.features import job_design
+    from routing.embeddings import get_embedder
+
+    embeddings = np.asarray(get_embedder("static").embed(prompts), dtype=np.float64)
+    return embeddings, job_design(scores, embeddings, prompts)
+
+
+def _scored(s: Session, job_id: str) -> list[Any]:
+    """Every item that has a score (the sample and the rest), in id order: the arrays' index."""
+    return list(
+        s.execute(
+            select(Item.id, Item.chunk, Item.prompt, Item.score)
+            .where(Item.job_id == job_id, Item.score.is_not(None))
+            .order_by(Item.id)
+        ).all()
+    )
+
+
+def route_adapt(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
+    """Every item is scored: route the sample to the strong model (once per job)."""
+    from routing.adapt import stratified_sample
+
+    chunks: list[int] = []
+    with session_scope(rt.db_url) as s:
+        job = s.get(Job, job_id)
+        if job is None or job.phase != Phase.SCORING:
+            return False
+        if _state(job).get("stage"):
+            return adapt_after_sample(rt, queue, job_id)
+        if not add_event(s, "adapt_sample", "adapt: choosing the sample", job_id=job_id, dedupe_key=f"adapt_sample:{job_id}"):
+            return False  # another caller is choosing the sample
+        rows = _scored(s, job_id)
+        scores = np.array([r.score for r in rows], dtype=np.float64)
+        fraction = float(job.spec["adapt"])
+        minimum = int(job.spec.get("adapt_min") or 20)
+        if len(rows) < 2 * minimum:
+            job.spec = {**job.spec, "adaptation": {"stage": "skipped", "reason": f"{len(rows)} items: too few to adapt"}}
+            add_event(s, "job_note", f"adapt: {len(rows)} items are too few to sample (at least {2 * minimum}); routed as usual", job_id=job_id)
+        else:
+            _, design = _design([r.prompt for r in rows], scores)
+            sample = stratified_sample(scores, design.reduced, fraction, min_count=minimum, seed=_seed(job_id))
+            ids = [rows[i].id for i in sample.indices]
+            now = utcnow()
+            s.execute(
+                update(Item)
+                .where(Item.id.in_(ids), Item.state == ItemState.SCORED)
+                .values(state=ItemState.ROUTED, route="strong", model=job.strong_model, route_reason="adapt_sample", updated_at=now),
+                execution_options={"synchronize_session": False},
+            )
+            job.spec = {
+                **job.spec,
+                "adaptation": {"stage": "sampling", "fraction": fraction, "seed": _seed(job_id), "sample_item_ids": ids},
+            }
+            chunks = sorted({rows[i].chunk for i in sample.indices})
+            add_event(
+                s,
+                "job_note",
+                f"adapt: a sample of {len(ids)} of {len(rows)} items goes to both models and the judge first",
+                job_id=job_id,
+            )
+    if not chunks:
+        from jobs.pipeline.route import route_job
+
+        return route_job(rt, queue, job_id)  # skipped: the usual routing (spec stage is set)
+    for chunk in chunks:
+        queue.enqueue("generate", job_id, chunk)
+    return True
+
+
+def adapt_after_sample(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
+    """Once every sampled item has ended: twins, judge, fit, route the rest. One caller at a
+    time (a lease in the job's spec, taken on the locked job row); a caller that died is
+    replaced after :data:`JUDGING_LEASE`, and what it recorded is not done again."""
+    now = utcnow()
+    with session_scope(rt.db_url) as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None or job.phase != Phase.SCORING:
+            return False
+        st = _state(job)
+        if st.get("stage") != "sampling":
+            return False
+        ids = st["sample_item_ids"]
+        if s.scalar(select(func.count()).select_from(Item).where(Item.id.in_(ids), Item.state.in_(OPEN))):
+            return False
+        until = st.get("judging_until")
+        if until and datetime.fromisoformat(until) > now:
+            return False
+        job.spec = {**job.spec, "adaptation": {**st, "judging_until": (now + JUDGING_LEASE).isoformat()}}
+    _judge_sample(rt, job_id)
+    return _route_rest(rt, queue, job_id)
+
+
+# -- the sample's extra calls -------------------------------------------------------------------
+def _windows(s: Session, job: Job) -> tuple[int | None, int | None]:
+    job_w = current_window(s, s.get_one(Budget, job.job_budget_id)).id if job.job_budget_id else None
+    named_w = current_window(s, s.get_one(Budget, job.budget_id)).id if job.budget_id else None
+    return job_w, named_w
+
+
+def call_and_record(
+    rt: Runtime, job_id: str, calls: list[tuple[int, ChatRequest]], prices: dict[str, PriceVersion]
+) -> tuple[list[CallResult], list[int]]:
+    """Send extra calls for items that already have their outcome (the twin, the judge):
+    each is held on the job's budget at its worst case first (a call that does not fit is
+    not made), recorded as an attempt of its item and charged to it; the item's outcome is
+    not touched. Returns the results and what each cost."""
+    from jobs.pipeline.record import charged_attempts, record_in_session
+    from jobs.providers import ProviderPool
+    from jobs.providers.ratelimit import limiter_for
+
+    cfg = rt.config
+    holds: dict[int, Hold | None] = {}
+    refused: dict[int, str] = {}
+    with session_scope(rt.db_url) as s:
+        job = s.get_one(Job, job_id)
+        plan = budget_plan(job)
+        windows = _windows(s, job) if plan.active else (None, None)
+        now = utcnow()
+        for n, (item_id, req) in enumerate(calls):
+            if not plan.active:
+                holds[n] = None
+                continue
+            shape = request_shape(cfg, req.model, prompt="", messages=req.messages, row_max_tokens=req.max_tokens, job_max_tokens=None)
+            amount = worst_case_micro(shape, req.model, prices, cfg)
+            hold = open_reservation(s, job_id, item_id, req.model, amount, *windows)
+            if hold is None:
+                refused[n] = f"budget: cannot afford {req.model} (worst case {amount} micro-USD) for the adapt sample"
+            holds[n] = hold
+        from jobs.ledger.models import Reservation
+
+        held = [h.reservation_id for h in holds.values() if h is not None]
+        if held:  # sent right after this commit: a crash charges them, as any call that may have left
+            s.execute(update(Reservation).where(Reservation.id.in_(held)).values(sent_at=now))
+
+    async def send_all() -> list[CallResult | None]:
+        pool = ProviderPool(cfg, base_urls=rt.base_urls(), rate_limiter=limiter_for(cfg, rt.settings.broker_url))
+        gate = asyncio.Semaphore(CALL_CONCURRENCY)
+
+        async def one(n: int, req: ChatRequest) -> CallResult | None:
+            if n in refused:
+                return None
+            async with gate:
+                return await pool.complete(req)
+
+        try:
+            return await asyncio.gather(*(one(n, req) for n, (_, req) in enumerate(calls)))
+        finally:
+            await pool.aclose()
+
+    got = asyncio.run(send_all()) if calls else []
+    results: list[CallResult] = []
+    answers = []
+    for n, ((item_id, req), result) in enumerate(zip(calls, got, strict=True)):
+        if result is None:
+            result = CallResult(req, False, [], None, req.model, None, refused[n])
+        results.append(result)
+        answers.append((item_id, result, holds.get(n)))
+    if answers:
+        with session_scope(rt.db_url) as s:
+            record_in_session(s, rt, job_id, answers, prices, None)  # only 'sent' items take an outcome: these keep theirs
+    costs = [charged_attempts(rt, job_id, item_id, result, prices)[1] for item_id, result, _ in answers]
+    return results, costs
+
+
+def _judge_sample(rt: Runtime, job_id: str) -> None:
+    """Twin calls and verdicts for the sampled items that have none yet."""
+    from jobs.pipeline.adapt_judge import judge_for
+
+    cfg = rt.config
+    with session_scope(rt.db_url) as s:
+        job = s.get_one(Job, job_id)
+        st = _state(job)
+        ids = st["sample_item_ids"]
+        weak, strong = job.weak_model, job.strong_model
+        job_max = (job.spec or {}).get("max_tokens")
+        judge = judge_for(rt, job)
+        rows = {r.id: r for r in s.execute(select(*ITEM_COLUMNS).where(Item.id.in_(ids)))}
+        done = {j.item_id: j for j in s.scalars(select(Judgement).where(Judgement.job_id == job_id))}
+        for j in done.values():
+            s.expunge(j)
+        prices = sync_prices(s, cfg, cfg.models_with_fallbacks(sorted({weak, strong, *judge.models()})))
+    answered = [i for i in ids if rows[i].state == ItemState.SUCCEEDED]
+    twins = [(i, chat_request(cfg, weak, rows[i], job_max)) for i in answered if i not in done]
+    results, costs = call_and_record(rt, job_id, twins, prices)
+    now = utcnow()
+    with session_scope(rt.db_url) as s:
+        for (item_id, _), result, cost in zip(twins, results, costs, strict=True):
+            s.execute(
+                insert(Judgement).values(
+                    job_id=job_id,
+                    item_id=item_id,
+                    judge=judge.name,
+                    weak_model=result.model,
+                    weak_response=result.body if result.ok else None,
+                    weak_error=None if result.ok else (result.error or "failed")[:2000],
+                    verdict=None if result.ok else "failed",
+                    reason=None if result.ok else "the weak twin call failed",
+                    weak_cost_micro_usd=cost,
+                    created_at=now,
+                )
+            )
+        todo = list(
+            s.scalars(select(Judgement).where(Judgement.job_id == job_id, Judgement.verdict.is_(None)).order_by(Judgement.item_id))
+        )
+        for j in todo:
+            s.expunge(j)
+    if not todo:
+        return
+    from jobs.providers.answers import answer_text
+
+    inputs = [(j.item_id, rows[j.item_id].prompt, answer_text(rows[j.item_id].response) or "", answer_text(j.weak_response) or "") for j in todo]
+    verdicts = judge.judge(rt, job_id, inputs, prices, call_and_record)
+    now = utcnow()
+    with session_scope(rt.db_url) as s:
+        for j, v in zip(todo, verdicts, strict=True):
+            s.execute(
+                update(Judgement)
+                .where(Judgement.id == j.id)
+                .values(
+                    verdict=v.verdict,
+                    weak_good=v.weak_good,
+                    reason=v.reason,
+                    judge_cost_micro_usd=v.cost_micro_usd,
+                    judged_at=now,
+                )
+            )
+            if v.verdict == "weak_better" and j.weak_response is not None:  # keep the better answer
+                _keep_weak(s, j)
+
+
+def _keep_weak(s: Session, j: Judgement) -> None:
+    """The sampled item's outcome becomes its weak twin's answer (the judge preferred it)."""
+    usage = (j.weak_response or {}).get("usage") or {}
+    last = s.execute(
+        select(Attempt.prompt_tokens, Attempt.completion_tokens)
+        .where(Attempt.item_id == j.item_id, Attempt.model == j.weak_model, Attempt.status_code == 200)
+        .order_by(Attempt.finished_at.desc())
+        .limit(1)
+    ).first()
+    s.execute(
+        update(Item)
+        .where(Item.id == j.item_id, Item.state == ItemState.SUCCEEDED)
+        .values(
+            response=j.weak_response,
+            model=j.weak_model,
+            prompt_tokens=last.prompt_tokens if last else int(usage.get("prompt_tokens") or 0),
+            completion_tokens=last.completion_tokens if last else int(usage.get("completion_tokens") or 0),
+            route_reason="adapt_sample:weak_won",
+            updated_at=utcnow(),
+        )
+    )
+
+
+# -- fit, route the rest, estimate ---------------------------------------------------------------
+def _route_rest(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
+    from routing.adapt import adapt, estimate_quality, stratified_sample
+    from routing.adapt.quality import route_weak
+    from routing.adapt.sample import Sample
+
+    with session_scope(rt.db_url) as s:
+        job = s.get_one(Job, job_id)
+        st = _state(job)
+        rows = _scored(s, job_id)
+        ids = st["sample_item_ids"]
+        scores = np.array([r.score for r in rows], dtype=np.float64)
+        prompts = [r.prompt for r in rows]
+        embeddings, design = _design(prompts, scores)
+        full = stratified_sample(scores, design.reduced, st["fraction"], min_count=int(job.spec.get("adapt_min") or 20), seed=st["seed"])
+        position = {r.id: n for n, r in enumerate(rows)}
+        if sorted(position[i] for i in ids) != full.indices.tolist():
+            raise RuntimeError(f"job {job_id}: the adapt sample cannot be drawn again as it was (items changed)")
+        judged = {
+            j.item_id: j
+            for j in s.scalars(select(Judgement).where(Judgement.job_id == job_id, Judgement.weak_good.is_not(None)))
+        }
+        counts = dict(s.execute(select(Judgement.verdict, func.count()).where(Judgement.job_id == job_id).group_by(Judgement.verdict)).all())
+        extra, judge_extra = (
+            int(v or 0)
+            for v in s.execute(
+                select(
+                    func.coalesce(func.sum(Judgement.weak_cost_micro_usd), 0),
+                    func.coalesce(func.sum(Judgement.judge_cost_micro_usd), 0),
+                ).where(Judgement.job_id == job_id)
+            ).one()
+        )
+        keep = np.array([rows[p].id in judged for p in full.indices], dtype=bool)
+        sample = _kept(full, keep, Sample)
+        wg = np.array([judged[rows[p].id].weak_good for p in sample.indices], dtype=np.float64)
+        share = float(job.strong_share if job.strong_share is not None else 0.5)
+        record: dict[str, Any] = {
+            **{k: v for k, v in st.items() if k != "judging_until"},
+            "stage": "adapted",
+            "judged": int(sample.n),
+            "verdicts": {str(k): int(v) for k, v in counts.items()},
+            "twin_cost_micro_usd": extra,
+            "judge_cost_micro_usd": judge_extra,
+            "sample_cost_micro_usd": extra + judge_extra,
+        }
+        rest = ~full.mask
+        if sample.n >= 6 and len(set(wg.tolist())) > 1:
+            choice = adapt(scores, embeddings, prompts, sample.indices, wg, seed=st["seed"], job=design)
+            final = np.asarray(choice.scores, dtype=np.float64)
+            record.update(
+                chosen=choice.chosen,
+                reason=choice.reason,
+                cv_apgr={k: (None if not np.isfinite(v) else round(float(v), 4)) for k, v in choice.cv_apgr.items()},
+            )
+            try:
+                routed_weak = route_weak(final, sample, choice.sample_positions, share)
+                est = estimate_quality(sample, wg, routed_weak, costs=_costs(rt, job, rows, sample), seed=st["seed"])
+                record["quality"] = est.to_dict()
+            except Exception as exc:  # an estimate that cannot be made is said, not fatal
+                record["quality_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        else:
+            final = scores
+            record.update(chosen="prior", reason=f"{sample.n} judged items with one verdict only: nothing to learn from")
+        _route_by(s, job, rows, final, rest, share, f"adapted:{record['chosen']}"[:40])
+        job.spec = {**job.spec, "adaptation": record}
+        job.phase = Phase.GENERATING
+        add_event(
+            s,
+            "job_note",
+            f"adapt: {sample.n} judged items; routing with {record['chosen']} ({record['reason']}); the sample's extra "
+            f"calls (weak twins and judge) cost ${micro_to_usd(record['sample_cost_micro_usd']):.6f}",
+            job_id=job_id,
+            data={k: v for k, v in record.items() if k != "sample_item_ids"},
+        )
+        todo = sorted(s.scalars(select(Item.chunk).where(Item.job_id == job_id, Item.state == ItemState.ROUTED).distinct()).all())
+        running = job.state == JobState.IN_PROGRESS
+    if running:
+        for chunk in todo:
+            queue.enqueue("generate", job_id, chunk)
+    queue.enqueue("finalize", job_id, None)
+    return True
+
+
+def _kept(full: Any, keep: np.ndarray, sample_cls: Any) -> Any:
+    """The sample without the items that got no verdict; inclusion re-counted per stratum."""
+    idx = full.indices[keep]
+    inclusion = full.inclusion.copy()
+    strata_all = full.strata
+    for h in np.unique(strata_all):
+        size = int((strata_all == h).sum())
+        inclusion[strata_all == h] = int(np.isin(idx, np.flatnonzero(strata_all == h)).sum()) / max(size, 1)
+    return sample_cls(idx, strata_all, inclusion)
+
+
+def _costs(rt: Runtime, job: Job, rows: list[Any], sample: Any) -> Any:
+    """Input costs of every item on both models (estimated) and the sample's observed output
+    and judge costs, as ``routing.adapt.estimate_quality`` wants them for the cost share."""
+    from jobs.money.tokens import input_token_bound
+    from routing.adapt.quality import Costs
+
+    with session_scope(rt.db_url) as s:
+        prices = sync_prices(s, rt.config, [job.strong_model, job.weak_model])
+        ids = [rows[p].id for p in sample.indices]
+        spent = s.execute(
+            select(Attempt.item_id, Attempt.model, func.sum(Attempt.cost_micro_usd))
+            .where(Attempt.job_id == job.id, Attempt.item_id.in_(ids))
+            .group_by(Attempt.item_id, Attempt.model)
+        ).all()
+    tokens_in = np.array([input_token_bound([{"role": "user", "content": r.prompt}]) for r in rows], dtype=np.float64)
+    in_s = tokens_in * prices[job.strong_model].input_micro_per_mtok / 1e6
+    in_w = tokens_in * prices[job.weak_model].input_micro_per_mtok / 1e6
+    by = {(i, m): float(c) for i, m, c in spent}
+    # a sampled item's strong call is its own strong attempt; the judge runs on the strong model by default
+    out_s = np.array([max(by.get((i, job.strong_model), 0.0) - 0.0, 0.0) for i in ids])
+    out_w = np.array([by.get((i, job.weak_model), 0.0) for i in ids])
+    pos = sample.indices
+    return Costs(in_s, in_w, np.maximum(out_s - in_s[pos], 0.0), np.maximum(out_w - in_w[pos], 0.0), np.zeros(len(ids)))
+
+
+def _route_by(s: Session, job: Job, rows: list[Any], scores: np.ndarray, rest: np.ndarray, share: float, reason: str) -> None:
+    """The items outside the sample: the top ``share`` of ``scores`` go strong (ties by id)."""
+    idx = np.flatnonzero(rest)
+    order = idx[np.lexsort((idx, -scores[idx]))]
+    n_strong = int(round(share * idx.size))
+    strong = set(order[:n_strong].tolist())
+    threshold = float(scores[order[n_strong - 1]]) if n_strong else float("inf")
+    now = utcnow()
+    updates = [
+        {
+            "id": rows[i].id,
+            "state": ItemState.ROUTED,
+            "score": float(scores[i]),
+            "threshold": threshold,
+            "route": "strong" if i in strong else "weak",
+            "model": job.strong_model if i in strong else job.weak_model,
+            "route_reason": reason,
+            "updated_at": now,
+        }
+        for i in idx.tolist()
+    ]
+    if updates:
+        s.execute(
+            update(Item).where(Item.state == ItemState.SCORED), updates, execution_options={"synchronize_session": False}
+        )
+

@@ -1,0 +1,93 @@
+"""``--adapt F`` end to end in the embedded default (issue 11): a judged sample on both models,
+a per-job router fitted on the verdicts, the rest routed with the scorer the sample chose,
+and a quality estimate with its interval; every call in the ledger and on the budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from jobs.ledger.models import Attempt, Item, Judgement, Reservation
+from jobs.ledger.session import session_scope
+from jobs.lifecycle import service
+from jobs.lifecycle.service import JobSpec
+
+N = 300
+
+
+def _data(tmp_path: Path) -> tuple[Path, Path]:
+    """Prompts whose need for the strong model is learnable (the 'proof' ones) but invisible
+    to a random prior; the labels say which."""
+    data, labels = tmp_path / "in.jsonl", tmp_path / "labels.jsonl"
+    with data.open("w") as fh, labels.open("w") as lb:
+        for i in range(N):
+            hard = i % 3 == 0
+            prompt = (f"prove theorem {i} rigorously, step by step" if hard else f"say hello to person {i}") + " ." * (i % 7)
+            fh.write(json.dumps({"custom_id": f"q{i}", "prompt": prompt}) + "\n")
+            lb.write(json.dumps({"prompt": prompt, "strong": 1.0, "weak": 0.0 if hard else 1.0}) + "\n")
+    return data, labels
+
+
+@pytest.fixture
+def adapted(tmp_path: Path, runtime_factory):
+    data, labels = _data(tmp_path)
+    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
+    st = service.run(
+        rt,
+        JobSpec(
+            input_file=str(data),
+            router="random:seed=3",
+            strong_share=0.4,
+            adapt=0.15,
+            judge=f"labels:{labels}",
+            budget_usd=5.0,
+        ),
+    )
+    return rt.db_url, st
+
+
+def test_the_sample_is_judged_and_the_rest_routed_by_what_it_learned(adapted) -> None:
+    db, st = adapted
+    assert st.status == "completed" and st.succeeded == N
+    with session_scope(db) as s:
+        sample = s.scalar(select(func.count()).select_from(Judgement))
+        verdicts = dict(s.execute(select(Judgement.verdict, func.count()).group_by(Judgement.verdict)).all())
+        twins = s.scalar(
+            select(func.count())
+            .select_from(Attempt)
+            .where(Attempt.model == "sim-weak", Attempt.item_id.in_(select(Judgement.item_id)))
+        )
+        reasons = dict(s.execute(select(Item.route_reason, func.count()).group_by(Item.route_reason)).all())
+        hard_strong = s.scalar(select(func.count()).select_from(Item).where(Item.prompt.like("prove%"), Item.route == "strong"))
+        hard = s.scalar(select(func.count()).select_from(Item).where(Item.prompt.like("prove%")))
+    assert sample == round(0.15 * N) and twins == sample
+    assert set(verdicts) <= {"weak_better", "strong_better", "tie"} and verdicts.get("strong_better", 0) > 0
+    adaptation = st.adaptation
+    assert adaptation["stage"] == "adapted" and adaptation["judged"] == sample
+    assert adaptation["chosen"] != "prior" and adaptation["cv_apgr"]["prior"] is not None
+    assert any(r.startswith("adapted:") for r in reasons if r)
+    # 40% strong share and a third of the items hard: nearly every hard item outside the sample goes strong
+    assert hard_strong >= 0.8 * hard
+    q = st.quality_vs_strong
+    assert q is not None and q["low"] <= q["estimate"] <= q["high"]
+
+
+def test_every_call_is_charged_and_held(adapted) -> None:
+    db, st = adapted
+    with session_scope(db) as s:
+        attempts = s.scalar(select(func.sum(Attempt.cost_micro_usd)))
+        items = s.scalar(select(func.sum(Item.cost_micro_usd)))
+        open_holds = s.scalar(select(func.count()).select_from(Reservation).where(Reservation.state == "open"))
+    assert attempts == items == st.cost_micro_usd and open_holds == 0
+    assert st.adaptation["sample_cost_micro_usd"] > 0
+    assert 0 < st.adapt_cost_share < 1
+
+
+def test_adapt_refuses_rules_it_cannot_honour(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--strong-share"):
+        JobSpec(input_file="x.jsonl", adapt=0.1, threshold=0.5)
+    with pytest.raises(ValueError, match="--judge goes with --adapt"):
+        JobSpec(input_file="x.jsonl", judge="llm")
