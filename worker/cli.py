@@ -80,6 +80,9 @@ def worker(
         raise typer.Exit(run_per_gpu(devices, tail))
     if len(devices) == 1:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices[0]
+    from worker.process import warm_imports
+
+    warm_imports()  # before the metrics thread and the first task: nothing lazy left to race on
     if metrics_port is not None:
         from jobs.metrics import serve_metrics
         from worker.queue import CeleryQueue

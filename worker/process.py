@@ -49,6 +49,21 @@ def reaper_runtime() -> Runtime:
         return _reaper_runtime
 
 
+def warm_imports() -> None:
+    """Import the task code and configure the ORM mappers before any thread starts.
+
+    The metrics server's thread queries the ledger while the first task imports the
+    pipeline; both then configure SQLAlchemy's mappers lazily, under its configure mutex
+    and the import machinery's locks, and a generate worker was seen stuck there until its
+    soft time limit. Doing both once, up front, leaves nothing lazy to race on."""
+    from sqlalchemy.orm import configure_mappers
+
+    from jobs.pipeline.runner import run_task  # every step's code
+
+    configure_mappers()
+    assert callable(run_task)
+
+
 def preload_default_router() -> threading.Thread:
     """Load the config's default router in this process, in the background, so a score
     worker's first task does not pay for it (about 1.7 s of a job's first call on a CPU:

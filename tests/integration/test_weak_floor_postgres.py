@@ -55,7 +55,8 @@ def _run_in_parallel(rt, job_id: str, queue: Collect) -> None:
     for t in threads:
         t.join(240)
     assert not errors, errors
-    assert len(gens) == N // CHUNK
+    # a streaming rule (--threshold) enqueues a chunk as it is scored and again when routing ends: steps are idempotent
+    assert len(set(gens)) == N // CHUNK
 
 
 def test_parallel_chunks_on_a_named_daily_budget_answer_every_item(tmp_path: Path, pg_url: str, runtime_factory) -> None:

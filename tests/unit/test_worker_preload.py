@@ -55,3 +55,12 @@ def test_only_score_workers_preload(monkeypatch, queue: str, preloads: bool) -> 
     monkeypatch.setattr(process, "connect_signals", lambda: None)
     launch.run_worker(None, queue, reaper=False)  # type: ignore[arg-type]
     assert calls == (["preload", "main"] if preloads else ["main"])
+
+
+def test_warm_imports_leaves_the_mappers_configured() -> None:
+    from sqlalchemy.orm import Mapper
+
+    from jobs.ledger.models import Base
+
+    process.warm_imports()
+    assert all(isinstance(m, Mapper) and m.configured for m in Base.registry.mappers)
