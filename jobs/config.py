@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jobs.errors import ConfigError
+from jobs.judge.config import JudgeConfig
 
 
 class _Strict(BaseModel):
@@ -221,6 +222,7 @@ class AppConfig(_Strict):
     models: dict[str, ModelConfig]
     defaults: Defaults
     webhooks: tuple[WebhookConfig, ...] = ()
+    judge: JudgeConfig = JudgeConfig()
 
     @model_validator(mode="after")
     def _references_exist(self) -> AppConfig:
@@ -236,6 +238,8 @@ class AppConfig(_Strict):
         for name in self.defaults.tiers:
             if name not in self.models:
                 raise ValueError(f"defaults.tiers: unknown model {name!r}")
+        if self.judge.model is not None and self.judge.model not in self.models:
+            raise ValueError(f"judge.model: unknown model {self.judge.model!r}")
         return self
 
     def model(self, name: str) -> ModelConfig:

@@ -1,20 +1,19 @@
-"""The judges an adapting job can use, behind one small interface for ``jobs.pipeline.adapt``.
+"""The judge of an adapting job, seen by ``jobs.pipeline.adapt`` through one small interface.
 
-``--judge labels:FILE`` replays known verdicts (a labels file as ``routebatch eval --labels``
-reads it: ``{"prompt", "strong", "weak"}`` qualities per line, matched by prompt text): no
-calls, no cost. ``--judge llm`` (the default) and ``--judge sim`` ask a model, pairwise in
-both orders (``jobs.judge``), through the provider pool; those calls are attempts of the
-judged item, held on the budget and charged like any other.
+The judges themselves are ``jobs.judge``: ``--judge llm`` (the default: the ``[judge]`` model,
+pairwise in both orders), ``labels:FILE`` (known answers: no calls, no cost) and ``sim`` (the
+simulated provider's hidden difficulty: no calls). Here a model judge's calls go through
+:func:`jobs.pipeline.adapt.call_and_record`: each is held on the job's budget before it is
+sent, and recorded and charged as an attempt of the judged item.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from jobs.errors import ConfigError
+from jobs.judge.types import JudgeItem, Judgement, JudgementStatus
 
 if TYPE_CHECKING:
     from jobs.ledger.models import Job
@@ -24,12 +23,14 @@ if TYPE_CHECKING:
 JudgeInput = tuple[int, str, str, str]
 """(item id, question, strong answer, weak answer)."""
 
+VERDICT_NAMES = {"strong": "strong_better", "weak": "weak_better", "tie": "tie"}
+
 
 @dataclass(frozen=True)
 class SampleVerdict:
-    """``verdict``: strong_better | weak_better | tie | unparseable | missing | failed;
-    ``weak_good``: 1.0 when the weak answer is as good (a tie counts), 0.0 when not, None
-    when there is no verdict (the item leaves the sample)."""
+    """``verdict``: strong_better | weak_better | tie, or the failure state (unparseable,
+    failed, no_answer, missing); ``weak_good``: 1.0 when the weak answer is as good (a tie
+    counts), 0.0 when not, None without a verdict (the item leaves the sample)."""
 
     verdict: str
     weak_good: float | None
@@ -37,63 +38,44 @@ class SampleVerdict:
     cost_micro_usd: int = 0
 
 
-WEAK_GOOD = {"weak_better": 1.0, "tie": 1.0, "strong_better": 0.0}
+def _sample_verdict(j: Judgement, cost: int = 0) -> SampleVerdict:
+    if j.status is JudgementStatus.OK and j.verdict is not None:
+        return SampleVerdict(VERDICT_NAMES[j.verdict.value], j.verdict.weak_good, j.reason, cost)
+    return SampleVerdict(j.status.value, None, j.reason, cost)
 
 
-class SampleJudge(Protocol):
-    name: str
+class SampleJudge:
+    """One of ``jobs.judge``'s judges for one job; ``models()`` are those it calls."""
 
-    def models(self) -> list[str]: ...
-
-    def judge(
-        self, rt: Runtime, job_id: str, inputs: list[JudgeInput], prices: dict[str, PriceVersion], call: Callable[..., Any]
-    ) -> list[SampleVerdict]: ...
-
-
-class LabelsJudge:
-    """Verdicts from a labels file: the weak answer is as good when its recorded quality is."""
-
-    def __init__(self, path: str) -> None:
-        from routing.adapt import ReplayJudge
-        from routing.data.labels import read_labels
-
-        if not Path(path).is_file():
-            raise ConfigError(f"--judge labels:{path}: no such file")
-        try:
-            records = read_labels(path)
-        except ValueError as exc:
-            raise ConfigError(f"--judge labels:{path}: {exc}") from None
-        self.name = f"labels:{Path(path).name}"[:200]
-        self._by_prompt: dict[str, tuple[float, float]] = {}
-        for r in records:
-            self._by_prompt.setdefault(r.prompt, (r.strong, r.weak))
-        self._replay = ReplayJudge  # the verdict rule of routing.adapt (weak as good: weak >= strong)
+    def __init__(self, spec: str, judge: Any) -> None:
+        self.name = spec[:200]
+        self._judge = judge
 
     def models(self) -> list[str]:
-        return []
+        model = getattr(self._judge, "model", None)
+        return [model] if isinstance(model, str) else []
 
     def judge(
         self, rt: Runtime, job_id: str, inputs: list[JudgeInput], prices: dict[str, PriceVersion], call: Callable[..., Any]
     ) -> list[SampleVerdict]:
+        items = [JudgeItem(str(item_id), q, strong, weak) for item_id, q, strong, weak in inputs]
+        if not self.models():  # labels, sim: no calls
+            return [_sample_verdict(j) for j in self._judge.judge(items)]
+        plan = [(item_id, req) for (item_id, *_), item in zip(inputs, items, strict=True) for req in self._judge.requests(item)]
+        results, costs = call(rt, job_id, plan, prices)
         out = []
-        for _, question, _, _ in inputs:
-            known = self._by_prompt.get(question)
-            if known is None:
-                out.append(SampleVerdict("missing", None, "prompt not in the labels file"))
-                continue
-            strong, weak = known
-            verdict = "tie" if weak == strong else "weak_better" if weak > strong else "strong_better"
-            out.append(SampleVerdict(verdict, WEAK_GOOD[verdict]))
+        at = 0
+        for item in items:
+            n = len(self._judge.requests(item))
+            out.append(_sample_verdict(self._judge.judgement(item, results[at : at + n]), sum(costs[at : at + n])))
+            at += n
         return out
 
 
 def judge_for(rt: Runtime, job: Job) -> SampleJudge:
     """The job's judge from its ``--judge`` value (default ``llm``)."""
-    spec = str((job.spec or {}).get("judge") or "llm")
-    if spec.startswith("labels:"):
-        return LabelsJudge(spec[len("labels:") :])
-    if spec in ("llm", "sim"):
-        from jobs.pipeline.adapt_llm_judge import LLMSampleJudge
+    from jobs.judge.spec import make_judge, parse_judge_spec
 
-        return LLMSampleJudge(rt, job, simulated=spec == "sim")
-    raise ConfigError(f"--judge {spec!r}: use llm, sim or labels:FILE")
+    raw = (job.spec or {}).get("judge") or "llm"
+    spec = parse_judge_spec(str(raw))
+    return SampleJudge(str(spec), make_judge(spec, rt.config, job.strong_model, job.weak_model))

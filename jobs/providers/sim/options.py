@@ -12,6 +12,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobs.providers.sim.judge import JudgeRule
+
 FAULT_KINDS = ("429", "500", "503", "hang", "drop", "malformed", "no_usage")
 """Injectable faults. ``hang`` answers after ``hang_s`` (past the client timeout), ``drop``
 closes the connection without a response, ``malformed`` sends a 200 whose body is not JSON,
@@ -55,6 +57,8 @@ class SimOptions:
     """How long a provider batch (``/v1/batches``, ``/v1/messages/batches``) takes to complete."""
     batch_expire_s: float | None = None
     """When set below ``batch_complete_s``: batches expire part-way at this age."""
+    judge: dict[str, Any] = field(default_factory=dict)
+    """The simulated judge's rule (:class:`jobs.providers.sim.judge.JudgeRule`'s fields)."""
 
     @classmethod
     def from_dict(cls, options: dict[str, Any] | None) -> SimOptions:
@@ -90,6 +94,9 @@ class SimOptions:
             opts["models"] = tuple(opts["models"])
         if "replay_models" in opts:
             opts["replay_models"] = dict(opts["replay_models"])
+        if "judge" in opts:
+            opts["judge"] = dict(opts["judge"])
+            JudgeRule.from_dict(opts["judge"])  # a bad judge option fails at start, not on each judge request
         out = cls(faults={k: v for k, v in faults.items() if v > 0}, **opts)
         if out.latency not in LATENCY_KINDS:
             raise ValueError(f"simulated.latency: {out.latency!r} is not one of {', '.join(LATENCY_KINDS)}")

@@ -37,6 +37,7 @@ import httptools
 from jobs.providers.sim import anthropic as anth
 from jobs.providers.sim.batches import Answer as BatchAnswer
 from jobs.providers.sim.batches import SimBatches
+from jobs.providers.sim.judge import JudgeRule
 from jobs.providers.sim.options import ALL_FAULT_KINDS, SimOptions
 from jobs.providers.sim.replay import ReplayTable, load_replay_table, prompt_of
 
@@ -132,6 +133,7 @@ class SimulatedApp:
         self.cache = anth.PromptCache()
         self.limits = anth.RateLimits(options.rate_limit_requests, options.rate_limit_tokens, options.rate_limit_window_s)
         self.batches = SimBatches(self._batch_answer, options.batch_complete_s, options.batch_expire_s)
+        self.judge = JudgeRule.from_dict(options.judge)
 
     def _batch_answer(self, path: str, headers: dict[str, str], body: bytes) -> BatchAnswer:
         """One request of a provider batch, answered by the synchronous endpoint (same
@@ -344,6 +346,9 @@ class SimulatedApp:
         return _Reply(200, payload, [("request-id", f"req_{uuid.uuid4().hex[:24]}"), *limit_headers], delay_s=delay)
 
     def _answer(self, model: str, prompt: str) -> str | None:
+        verdict = self.judge.answer(prompt, self.replay)  # a pairwise judge request: jobs.providers.sim.judge
+        if verdict is not None:
+            return verdict
         if self.replay is None:
             return generate_answer(self.options.seed, model, prompt)
         column = self.options.replay_models.get(model, model)

@@ -72,7 +72,7 @@ def test_the_sample_is_judged_and_the_rest_routed_by_what_it_learned(adapted) ->
     # 40% strong share and a third of the items hard: nearly every hard item outside the sample goes strong
     assert hard_strong >= 0.8 * hard
     q = st.quality_vs_strong
-    assert q is not None and q["low"] <= q["estimate"] <= q["high"]
+    assert q is not None and 0.0 <= q["low"] <= q["high"] <= 1.0 and 0.0 <= q["estimate"] <= 1.0
 
 
 def test_every_call_is_charged_and_held(adapted) -> None:
@@ -91,3 +91,31 @@ def test_adapt_refuses_rules_it_cannot_honour(tmp_path: Path) -> None:
         JobSpec(input_file="x.jsonl", adapt=0.1, threshold=0.5)
     with pytest.raises(ValueError, match="--judge goes with --adapt"):
         JobSpec(input_file="x.jsonl", judge="llm")
+
+
+@pytest.mark.parametrize("judge", ["llm", "sim"])
+def test_model_and_simulated_judges_label_the_sample(tmp_path: Path, runtime_factory, judge: str) -> None:
+    """The simulated provider answers the pairwise prompt by its hidden difficulty (longer
+    prompts are harder): ``llm`` asks it in both orders, each call charged to the item; ``sim``
+    applies the same rule without calls."""
+    data, _ = _data(tmp_path)
+    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
+    st = service.run(rt, JobSpec(input_file=str(data), router="random:seed=3", strong_share=0.4, adapt=0.15, judge=judge))
+    assert st.status == "completed" and st.succeeded == N
+    a = st.adaptation
+    assert a["stage"] == "adapted" and a["judged"] == round(0.15 * N)
+    assert sum(a["verdicts"].values()) == a["judged"] and set(a["verdicts"]) <= {"strong_better", "weak_better", "tie"}
+    with session_scope(rt.db_url) as s:
+        judge_calls = s.scalar(
+            select(func.count())
+            .select_from(Attempt)
+            .where(Attempt.model == "sim-strong", Attempt.item_id.in_(select(Judgement.item_id)))
+        )
+        attempts = s.scalar(select(func.sum(Attempt.cost_micro_usd)))
+        items = s.scalar(select(func.sum(Item.cost_micro_usd)))
+    sample = a["judged"]
+    if judge == "llm":
+        assert judge_calls == sample + 2 * sample and a["judge_cost_micro_usd"] > 0  # the answer, then both orders
+    else:
+        assert judge_calls == sample and a["judge_cost_micro_usd"] == 0
+    assert attempts == items == st.cost_micro_usd
