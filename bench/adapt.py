@@ -1,6 +1,7 @@
 """In-batch adaptation: does a judged sample of the job fix the router where it is weak?
 
-    .venv/bin/python bench/adapt.py [--seeds 20] [--coverage-runs 100] [--json] [--quick]
+    .venv/bin/python bench/adapt.py [--seeds 20] [--coverage-runs 100] [--rule bagged|prior_margin]
+        [--min-count 100] [--no-reselect] [--json]
 
 For each data set and model pair the job is the whole set of prompts; the judge replays the
 recorded labels (:class:`routing.adapt.ReplayJudge`: weak-good = weak >= strong, ties
@@ -53,7 +54,7 @@ FRACTIONS = (0.02, 0.05, 0.10, 0.20)
 STRONG_SHARE = 0.5
 PRICE = {"strong": (10.0, 30.0), "weak": (0.6, 0.6)}  # USD per Mtok (input, output)
 JUDGE_TEMPLATE_TOKENS, JUDGE_OUT_TOKENS, DEFAULT_ANSWER_TOKENS = 150, 100, 300
-MIN_COUNT = 20
+MIN_COUNT = 100
 
 
 @dataclass
@@ -190,7 +191,17 @@ def job_costs(job: Job) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
     return t_in * si / 1e6, job.out_tokens_strong * so / 1e6, t_in * wi / 1e6, job.out_tokens_weak * wo / 1e6, judge
 
 
-def run_one(job: Job, fraction: float, seed: int, *, with_quality: bool, draws: int) -> dict[str, Any]:
+def run_one(
+    job: Job,
+    fraction: float,
+    seed: int,
+    *,
+    with_quality: bool,
+    draws: int,
+    rule: str = "bagged",
+    min_count: int = MIN_COUNT,
+    reselect: bool = True,
+) -> dict[str, Any]:
     from routing.adapt import ReplayJudge, adapt, estimate_quality, realised_quality, stratified_sample
     from routing.adapt.judge import weak_good_from_qualities
     from routing.adapt.quality import Costs, route_weak
@@ -198,9 +209,9 @@ def run_one(job: Job, fraction: float, seed: int, *, with_quality: bool, draws: 
     from routing.evaluation import apgr
 
     judge = ReplayJudge(LabelRecord(p, float(a), float(b)) for p, a, b in zip(job.prompts, job.strong, job.weak))
-    sample = stratified_sample(job.prior, job.design.reduced, fraction, min_count=MIN_COUNT, seed=seed)
+    sample = stratified_sample(job.prior, job.design.reduced, fraction, min_count=min_count, seed=seed)
     wg = judge.judge_indices(sample.indices)
-    choice = adapt(job.prior, job.embeddings, job.prompts, sample.indices, wg, seed=seed, job=job.design)
+    choice = adapt(job.prior, job.embeddings, job.prompts, sample.indices, wg, seed=seed, job=job.design, rule=rule)
     rest = ~sample.mask
     a, b = job.strong[rest], job.weak[rest]
     out: dict[str, Any] = {
@@ -231,7 +242,8 @@ def run_one(job: Job, fraction: float, seed: int, *, with_quality: bool, draws: 
     if with_quality:
         wg_all = weak_good_from_qualities(job.strong, job.weak)
         costs = Costs(in_s, in_w, out_s[idx], out_w[idx], judge_c[idx])
-        est = estimate_quality(sample, wg, routed_weak, costs=costs, draws=draws, seed=seed)
+        sel = choice.selection() if reselect else None
+        est = estimate_quality(sample, wg, routed_weak, costs=costs, draws=draws, seed=seed, selection=sel)
         true_q = realised_quality(wg_all, routed_weak, sample.mask)
         true_cost = job_cost / float((in_s + out_s).sum())
         out.update(
@@ -260,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--coverage-runs", type=int, default=100)
     ap.add_argument("--draws", type=int, default=500, help="bootstrap draws of the quality interval")
     ap.add_argument("--only", default="", help="comma-separated data sets (arena, llmrouter, gsm8k)")
+    ap.add_argument("--rule", default="bagged", help="choice rule: bagged or prior_margin")
+    ap.add_argument("--min-count", type=int, default=MIN_COUNT, help="minimum sample size")
+    ap.add_argument("--no-reselect", action="store_true", help="quality interval without re-choosing per draw")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--save-json", default="", help="also write the JSON results to this file")
     args = ap.parse_args(argv)
@@ -267,15 +282,18 @@ def main(argv: list[str] | None = None) -> int:
     jobs = build_jobs(set(filter(None, args.only.split(","))) or None)
     t_setup = time.time() - t0
     results: list[dict[str, Any]] = []
+    opts: dict[str, Any] = {"rule": args.rule, "min_count": args.min_count, "reselect": not args.no_reselect}
     for job in jobs:
         wg_all = (job.weak >= job.strong).mean()
         # F = 10%: the coverage runs; their first --seeds runs are the APGR table's (same seeds)
-        cov = [run_one(job, 0.10, s, with_quality=True, draws=args.draws) for s in range(max(args.coverage_runs, args.seeds))]
+        cov = [
+            run_one(job, 0.10, s, with_quality=True, draws=args.draws, **opts) for s in range(max(args.coverage_runs, args.seeds))
+        ]
         for f in FRACTIONS:
             if f == 0.10:
                 runs = cov[: args.seeds]
             else:
-                runs = [run_one(job, f, s, with_quality=False, draws=args.draws) for s in range(args.seeds)]
+                runs = [run_one(job, f, s, with_quality=False, draws=args.draws, **opts) for s in range(args.seeds)]
             row: dict[str, Any] = {
                 "data": job.name,
                 "pair": job.pair,

@@ -11,6 +11,7 @@
     ├── ProviderError          a provider cannot be used (missing key, 401, dead endpoint)
     ├── InfrastructureError    the database or the broker cannot be reached
     ├── JobNotFound            no job with that id
+    ├── MemoryNotFound         no judged pairs are kept under that --memory name
     ├── JobFailed              a step of an inline job raised; the job is marked failed
     ├── JobBusy                another live runner holds the job (its lease has not expired)
     └── IllegalTransition      a state change the transition table does not allow
@@ -63,6 +64,10 @@ class JobNotFound(RoutebatchError):
     """No job has this id."""
 
 
+class MemoryNotFound(RoutebatchError):
+    """No judged pair is kept under that ``--memory`` name."""
+
+
 class JobFailed(RoutebatchError):
     """A step of an inline job raised; the job is marked failed with this message."""
 
@@ -85,6 +90,7 @@ __all__ = [
     "JobBusy",
     "JobFailed",
     "JobNotFound",
+    "MemoryNotFound",
     "ProviderError",
     "RoutebatchError",
     "RowError",

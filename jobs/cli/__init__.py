@@ -12,6 +12,7 @@ from jobs.cli import (  # noqa: F401  (each module registers its commands)
     eval_cmds,
     job_cmds,
     ledger_cmds,
+    memory_cmds,
     metrics_cmds,
     provider_cmds,
     routing_cmds,

@@ -204,11 +204,21 @@ SPEC_OPTIONS: list[tuple[str, object, object]] = [
             "job on the verdicts, route the rest with what the sample says is best.",
         ),
     ),
-    ("adapt_min", int, typer.Option(20, "--adapt-min", help="With --adapt: at least this many sampled items.")),
+    ("adapt_min", int, typer.Option(100, "--adapt-min", help="With --adapt: at least this many sampled items.")),
     (
         "judge",
         Optional[str],
         typer.Option(None, "--judge", help="With --adapt: llm (the [judge] model, default) | labels:FILE | sim."),
+    ),
+    (
+        "memory",
+        Optional[str],
+        typer.Option(
+            None,
+            "--memory",
+            help="With --adapt: keep the judged pairs under NAME; the next job of that name learns from them and "
+            "samples less (routebatch memory list|show|drop).",
+        ),
     ),
     (
         "dispatch",

@@ -266,6 +266,10 @@ class Judgement(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
     judge: Mapped[str] = mapped_column(String(200), doc="Which judge: a model key, labels:FILE, sim.")
+    memory: Mapped[str | None] = mapped_column(
+        String(200), nullable=True, index=True, doc="--memory NAME: later jobs of that name learn from this verdict too."
+    )
+    strong_model: Mapped[str] = mapped_column(String(200), doc="The pair the verdict is about (memory is per pair).")
     weak_model: Mapped[str] = mapped_column(String(200))
     weak_response: Mapped[dict | None] = mapped_column(JSON, nullable=True, doc="The weak twin's answer body.")
     weak_error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -122,9 +122,21 @@ class JobSpec(BaseModel):
         description="Adapt the router to this job: judge a stratified sample of this fraction of the items on both "
         "models, fit a per-job router on the verdicts, route the rest with what the sample says is best.",
     )
-    adapt_min: int = Field(20, ge=6, description="With --adapt: the sample holds at least this many items.")
+    adapt_min: int = Field(
+        100,
+        ge=6,
+        description="With --adapt: the sample holds at least this many items (fewer than about 100 verdicts choose "
+        "poorly: docs/evaluation.md).",
+    )
     judge: str | None = Field(
         None, description="With --adapt: llm (the [judge] model, default), labels:FILE (known answers) or sim."
+    )
+    memory: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="With --adapt: keep the judged pairs under this name; the next job of that name (same model pair) "
+        "learns from them too and samples less.",
     )
     dispatch: Literal["sync", "batch", "auto"] | None = Field(
         None,
@@ -165,8 +177,8 @@ class JobSpec(BaseModel):
     @model_validator(mode="after")
     def _adapt_rule(self) -> JobSpec:
         if self.adapt is None:
-            if self.judge is not None:
-                raise ValueError("--judge goes with --adapt F")
+            if self.judge is not None or self.memory is not None:
+                raise ValueError("--judge and --memory go with --adapt F")
             return self
         if self.threshold is not None or self.share_from_sample is not None or self.allocate == "budget":
             raise ValueError("--adapt routes the rest at --strong-share (an exact share of the items outside the sample)")

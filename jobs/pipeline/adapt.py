@@ -108,6 +108,38 @@ def _scored(s: Session, job_id: str) -> list[Any]:
     )
 
 
+MEMORY_MAX = 5000
+"""Most recent judged pairs of a memory a job learns from."""
+
+
+def memory_pairs(s: Session, name: str, strong: str, weak: str, exclude_job: str | None = None) -> list[tuple[str, float]]:
+    """(prompt, weak_good) of the judged pairs kept under ``--memory name`` for this model pair,
+    newest first (at most :data:`MEMORY_MAX`)."""
+    q = (
+        select(Item.prompt, Judgement.weak_good)
+        .join(Item, Item.id == Judgement.item_id)
+        .where(
+            Judgement.memory == name,
+            Judgement.strong_model == strong,
+            Judgement.weak_model == weak,
+            Judgement.weak_good.is_not(None),
+        )
+        .order_by(Judgement.id.desc())
+        .limit(MEMORY_MAX)
+    )
+    if exclude_job is not None:
+        q = q.where(Judgement.job_id != exclude_job)
+    return [(p, float(w)) for p, w in s.execute(q).all() if w is not None]
+
+
+def sample_fraction(n_items: int, fraction: float, minimum: int, remembered: int) -> float:
+    """The sample a job needs: ``fraction`` of its items, less half as many as its memory
+    already holds for the pair (each remembered verdict is worth about half a fresh one: it
+    comes from another batch), and never under ``minimum``."""
+    wanted = max(minimum, round(fraction * n_items - remembered / 2))
+    return min(1.0, wanted / max(n_items, 1))
+
+
 def route_adapt(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     """Every item is scored: route the sample to the strong model (once per job)."""
     from routing.adapt import stratified_sample
@@ -124,11 +156,19 @@ def route_adapt(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         rows = _scored(s, job_id)
         scores = np.array([r.score for r in rows], dtype=np.float64)
         fraction = float(job.spec["adapt"])
-        minimum = int(job.spec.get("adapt_min") or 20)
+        minimum = int(job.spec.get("adapt_min") or 100)
         if len(rows) < 2 * minimum:
             job.spec = {**job.spec, "adaptation": {"stage": "skipped", "reason": f"{len(rows)} items: too few to adapt"}}
-            add_event(s, "job_note", f"adapt: {len(rows)} items are too few to sample (at least {2 * minimum}); routed as usual", job_id=job_id)
+            add_event(
+                s,
+                "job_note",
+                f"adapt: {len(rows)} items are too few to sample (at least {2 * minimum}); routed as usual",
+                job_id=job_id,
+            )
         else:
+            memory = job.spec.get("memory")
+            remembered = len(memory_pairs(s, memory, job.strong_model, job.weak_model)) if memory else 0
+            fraction = sample_fraction(len(rows), fraction, minimum, remembered)
             _, design = _design([r.prompt for r in rows], scores)
             sample = stratified_sample(scores, design.reduced, fraction, min_count=minimum, seed=_seed(job_id))
             ids = [rows[i].id for i in sample.indices]
@@ -136,12 +176,20 @@ def route_adapt(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
             s.execute(
                 update(Item)
                 .where(Item.id.in_(ids), Item.state == ItemState.SCORED)
-                .values(state=ItemState.ROUTED, route="strong", model=job.strong_model, route_reason="adapt_sample", updated_at=now),
+                .values(
+                    state=ItemState.ROUTED, route="strong", model=job.strong_model, route_reason="adapt_sample", updated_at=now
+                ),
                 execution_options={"synchronize_session": False},
             )
             job.spec = {
                 **job.spec,
-                "adaptation": {"stage": "sampling", "fraction": fraction, "seed": _seed(job_id), "sample_item_ids": ids},
+                "adaptation": {
+                    "stage": "sampling",
+                    "fraction": fraction,
+                    "seed": _seed(job_id),
+                    "sample_item_ids": ids,
+                    **({"memory": memory, "remembered": remembered} if memory else {}),
+                },
             }
             chunks = sorted({rows[i].chunk for i in sample.indices})
             add_event(
@@ -212,7 +260,9 @@ def call_and_record(
             if not plan.active:
                 holds[n] = None
                 continue
-            shape = request_shape(cfg, req.model, prompt="", messages=req.messages, row_max_tokens=req.max_tokens, job_max_tokens=None)
+            shape = request_shape(
+                cfg, req.model, prompt="", messages=req.messages, row_max_tokens=req.max_tokens, job_max_tokens=None
+            )
             amount = worst_case_micro(shape, req.model, prices, cfg)
             hold = open_reservation(s, job_id, item_id, req.model, amount, *windows)
             if hold is None:
@@ -282,7 +332,9 @@ def _judge_sample(rt: Runtime, job_id: str) -> None:
                     job_id=job_id,
                     item_id=item_id,
                     judge=judge.name,
-                    weak_model=result.model,
+                    memory=(job.spec or {}).get("memory"),
+                    strong_model=strong,
+                    weak_model=weak,
                     weak_response=result.body if result.ok else None,
                     weak_error=None if result.ok else (result.error or "failed")[:2000],
                     verdict=None if result.ok else "failed",
@@ -292,7 +344,9 @@ def _judge_sample(rt: Runtime, job_id: str) -> None:
                 )
             )
         todo = list(
-            s.scalars(select(Judgement).where(Judgement.job_id == job_id, Judgement.verdict.is_(None)).order_by(Judgement.item_id))
+            s.scalars(
+                select(Judgement).where(Judgement.job_id == job_id, Judgement.verdict.is_(None)).order_by(Judgement.item_id)
+            )
         )
         for j in todo:
             s.expunge(j)
@@ -300,7 +354,10 @@ def _judge_sample(rt: Runtime, job_id: str) -> None:
         return
     from jobs.providers.answers import answer_text
 
-    inputs = [(j.item_id, rows[j.item_id].prompt, answer_text(rows[j.item_id].response) or "", answer_text(j.weak_response) or "") for j in todo]
+    inputs = [
+        (j.item_id, rows[j.item_id].prompt, answer_text(rows[j.item_id].response) or "", answer_text(j.weak_response) or "")
+        for j in todo
+    ]
     verdicts = judge.judge(rt, job_id, inputs, prices, call_and_record)
     now = utcnow()
     with session_scope(rt.db_url) as s:
@@ -357,15 +414,18 @@ def _route_rest(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         scores = np.array([r.score for r in rows], dtype=np.float64)
         prompts = [r.prompt for r in rows]
         embeddings, design = _design(prompts, scores)
-        full = stratified_sample(scores, design.reduced, st["fraction"], min_count=int(job.spec.get("adapt_min") or 20), seed=st["seed"])
+        full = stratified_sample(
+            scores, design.reduced, st["fraction"], min_count=int(job.spec.get("adapt_min") or 100), seed=st["seed"]
+        )
         position = {r.id: n for n, r in enumerate(rows)}
         if sorted(position[i] for i in ids) != full.indices.tolist():
             raise RuntimeError(f"job {job_id}: the adapt sample cannot be drawn again as it was (items changed)")
         judged = {
-            j.item_id: j
-            for j in s.scalars(select(Judgement).where(Judgement.job_id == job_id, Judgement.weak_good.is_not(None)))
+            j.item_id: j for j in s.scalars(select(Judgement).where(Judgement.job_id == job_id, Judgement.weak_good.is_not(None)))
         }
-        counts = dict(s.execute(select(Judgement.verdict, func.count()).where(Judgement.job_id == job_id).group_by(Judgement.verdict)).all())
+        counts = dict(
+            s.execute(select(Judgement.verdict, func.count()).where(Judgement.job_id == job_id).group_by(Judgement.verdict)).all()
+        )
         extra, judge_extra = (
             int(v or 0)
             for v in s.execute(
@@ -389,17 +449,37 @@ def _route_rest(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
             "sample_cost_micro_usd": extra + judge_extra,
         }
         rest = ~full.mask
-        if sample.n >= 6 and len(set(wg.tolist())) > 1:
-            choice = adapt(scores, embeddings, prompts, sample.indices, wg, seed=st["seed"], job=design)
-            final = np.asarray(choice.scores, dtype=np.float64)
+        memory = job.spec.get("memory")
+        remembered = memory_pairs(s, memory, job.strong_model, job.weak_model, exclude_job=job_id) if memory else []
+        fit_wg = np.concatenate([wg, np.array([w for _, w in remembered], dtype=np.float64)])
+        if sample.n + len(remembered) >= 6 and len(set(fit_wg.tolist())) > 1:
+            n = len(rows)
+            fit_idx = sample.indices
+            fit_scores, fit_emb, fit_prompts, fit_design = scores, embeddings, prompts, design
+            if remembered:  # remembered pairs join the training rows (never the estimate: they are another batch's)
+                mem_prompts = [p for p, _ in remembered]
+                mem_scores = np.asarray(rt.router(job.router).score(mem_prompts), dtype=np.float64)
+                fit_prompts = prompts + mem_prompts
+                fit_scores = np.concatenate([scores, mem_scores])
+                fit_emb, fit_design = _design(fit_prompts, fit_scores)
+                fit_idx = np.concatenate([sample.indices, np.arange(n, n + len(remembered))])
+                record["memory_used"] = len(remembered)
+            choice = adapt(fit_scores, fit_emb, fit_prompts, fit_idx, fit_wg, seed=st["seed"], job=fit_design)
+            final = np.asarray(choice.scores, dtype=np.float64)[:n]
+            positions = np.asarray(choice.sample_positions)[: sample.n]
             record.update(
                 chosen=choice.chosen,
                 reason=choice.reason,
                 cv_apgr={k: (None if not np.isfinite(v) else round(float(v), 4)) for k, v in choice.cv_apgr.items()},
             )
             try:
-                routed_weak = route_weak(final, sample, choice.sample_positions, share)
-                est = estimate_quality(sample, wg, routed_weak, costs=_costs(rt, job, rows, sample), seed=st["seed"])
+                routed_weak = route_weak(final, sample, positions, share)
+                # the choice is redone in every bootstrap draw (its uncertainty is in the interval),
+                # unless remembered pairs took part in it: they are not this job's sample
+                selection = None if remembered else choice.selection()
+                est = estimate_quality(
+                    sample, wg, routed_weak, costs=_costs(rt, job, rows, sample), seed=st["seed"], selection=selection
+                )
                 record["quality"] = est.to_dict()
             except Exception as exc:  # an estimate that cannot be made is said, not fatal
                 record["quality_error"] = f"{type(exc).__name__}: {exc}"[:300]
@@ -484,7 +564,4 @@ def _route_by(s: Session, job: Job, rows: list[Any], scores: np.ndarray, rest: n
         for i in idx.tolist()
     ]
     if updates:
-        s.execute(
-            update(Item).where(Item.state == ItemState.SCORED), updates, execution_options={"synchronize_session": False}
-        )
-
+        s.execute(update(Item).where(Item.state == ItemState.SCORED), updates, execution_options={"synchronize_session": False})

@@ -1,4 +1,4 @@
-"""judgements: the judged sample of an adapting job (``--adapt F``)
+"""judgements: the judged sample of an adapting job (``--adapt F``), and its memory (``--memory NAME``)
 
 Each sampled item gets a row: the weak twin's answer (the strong answer is the item's own
 outcome), the judge's verdict, and whether the weak answer is as good. The calls are
@@ -31,6 +31,8 @@ def upgrade() -> None:
         sa.Column("job_id", sa.String(length=40), nullable=False),
         sa.Column("item_id", bigid, nullable=False),
         sa.Column("judge", sa.String(length=200), nullable=False),
+        sa.Column("memory", sa.String(length=200), nullable=True),
+        sa.Column("strong_model", sa.String(length=200), nullable=False),
         sa.Column("weak_model", sa.String(length=200), nullable=False),
         sa.Column("weak_response", sa.JSON(), nullable=True),
         sa.Column("weak_error", sa.Text(), nullable=True),
@@ -47,8 +49,10 @@ def upgrade() -> None:
         sa.UniqueConstraint("item_id", name="uq_judgements_item_id"),
     )
     op.create_index("ix_judgements_job_id", "judgements", ["job_id"])
+    op.create_index("ix_judgements_memory", "judgements", ["memory"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_judgements_memory", table_name="judgements")
     op.drop_index("ix_judgements_job_id", table_name="judgements")
     op.drop_table("judgements")

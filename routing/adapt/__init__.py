@@ -19,7 +19,7 @@ provider calls), so the pipeline can wire it in around its own judge calls and l
 from routing.adapt.choose import CANDIDATES, Choice, adapt, verdict_apgr
 from routing.adapt.fit import AdaptedModel, fit_adapted
 from routing.adapt.judge import ReplayJudge, Verdict, weak_good_from_qualities
-from routing.adapt.quality import Interval, QualityEstimate, estimate_quality, realised_quality
+from routing.adapt.quality import Interval, QualityEstimate, Selection, estimate_quality, realised_quality
 from routing.adapt.sample import Sample, stratified_sample
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "QualityEstimate",
     "ReplayJudge",
     "Sample",
+    "Selection",
     "Verdict",
     "adapt",
     "estimate_quality",

@@ -13,6 +13,13 @@ scorer routes weak, each sampled item standing for the (N_h - n_h) / n_h non-sam
 of its stratum. ``weak_vs_strong`` (the all-weak job) and ``pgr`` (the share of the
 strong-weak gap the job recovers) come with it, and the cost share when costs are given.
 Intervals: percentiles of a rescaled (Rao-Wu) bootstrap that resamples within each stratum.
+The interval is a *prediction* interval for the realised quality (``predictive=True``, the
+default): the realised loss is a sum over the m non-sampled weak-routed items, which
+varies around m x rate even when the rate is known, so each bootstrap draw's loss is drawn
+as Binomial(m, rate*) instead of taken as m x rate*. Why: the bootstrap alone carries only
+the rate's sampling variance (var/n_weak-sampled), not the rest's own (var/m); with a
+sample of 100 from a 300-item job the second is half the first, and the interval without
+it covered the realised quality ~80% of the time at a nominal 90%.
 """
 
 from __future__ import annotations
@@ -35,6 +42,21 @@ class Interval:
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The candidates a scorer was chosen among, to redo the choice in each bootstrap draw.
+
+    Why: the job's scorer was chosen *on this sample*, so which scorer routes the job is
+    itself a random outcome of the sample. Re-choosing (the highest APGR against the
+    verdicts) in every resample and routing the resampled items by that draw's choice lets
+    the interval carry the uncertainty of the selection, not only of the rate under a
+    fixed scorer.
+    """
+
+    sample_scores: dict[str, np.ndarray]  # candidate -> scores on the sampled items
+    positions: dict[str, np.ndarray]  # candidate -> share of non-sampled items above each sampled item
 
 
 @dataclass(frozen=True)
@@ -128,7 +150,8 @@ def _point(
     if pick is None:
         pick = np.arange(wg.size)[None, :]
     f = np.ones(pick.shape[1]) if scale is None else scale
-    g, rr = wg[pick], r[pick]
+    g = wg[pick]
+    rr = np.take_along_axis(r, pick, 1) if r.ndim == 2 else r[pick]  # (B, n): a route per draw
     w = w_all[pick] * f
     w_rest = (w_all[pick] - 1.0) * f  # each sampled item stands for (N_h - n_h) / n_h non-sampled items
     bad = 1.0 - g
@@ -163,6 +186,27 @@ def _point(
     return np.stack([q, q_weak, p, c], axis=1)
 
 
+def _reselected_routes(
+    selection: Selection, wg: np.ndarray, pick: np.ndarray, routed_weak: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+    """(B, n) weak-routes of the sampled items, under the scorer each draw would choose.
+
+    In draw b the candidate with the highest APGR on the resampled rows wins (what the
+    bagged rule does per resample); the sampled items then take that candidate's route at
+    the job's cut (the number of non-sampled items routed strong, as :func:`route_weak`).
+    """
+    from routing.adapt.choose import verdict_apgr_many  # choose imports this module
+
+    names = list(selection.sample_scores)
+    A = np.stack([verdict_apgr_many(selection.sample_scores[n][pick], wg[pick]) for n in names])
+    A = np.where(np.isfinite(A), A, -np.inf)
+    winner = np.argmax(A, axis=0)  # (B,)
+    n_rest = int((~mask).sum())
+    n_strong = int((~mask & ~routed_weak).sum())
+    routes = np.stack([~(np.asarray(selection.positions[n]) * n_rest < n_strong - 1e-9) for n in names])
+    return routes[winner].astype(np.float64)  # (B, n)
+
+
 def estimate_quality(
     sample: Sample,
     weak_good: np.ndarray,
@@ -173,6 +217,8 @@ def estimate_quality(
     draws: int = 1000,
     seed: int = 0,
     method: str = "ratio",
+    predictive: bool = True,
+    selection: Selection | None = None,
 ) -> QualityEstimate:
     """Estimate and bootstrap interval of the routed job's quality (and cost share).
 
@@ -180,6 +226,9 @@ def estimate_quality(
     the decision for every item (:func:`route_weak`). ``method``: ``"ratio"`` (default; uses
     the known number of weak-routed items, bias O(1/n), much lower variance when the sample's
     weak-routed count varies) or ``"ht"`` (Horvitz-Thompson, exactly unbiased).
+    ``predictive``: the interval covers the realised quality, not only its expectation
+    (module docstring). ``selection`` (:meth:`routing.adapt.Choice.selection`): redo the
+    choice of scorer in every bootstrap draw (:class:`Selection`).
     """
     if method not in ("ratio", "ht"):
         raise ValueError(f"unknown estimator {method!r}; use 'ratio' or 'ht'")
@@ -221,7 +270,20 @@ def estimate_quality(
     m = [max(gr.size - 1, 1) for gr in groups]
     pick = np.concatenate([gr[rng.integers(0, gr.size, (draws, mh))] for gr, mh in zip(groups, m, strict=True)], axis=1)
     scale = np.concatenate([np.full(mh, gr.size / mh) for gr, mh in zip(groups, m, strict=True)])
-    boots = _point(wg, r, w_all, n_items, m_weak, parts, pick, method, scale)
+    r_boot = r if selection is None else _reselected_routes(selection, wg, pick, routed_weak, mask)
+    boots = _point(wg, r_boot, w_all, n_items, m_weak, parts, pick, method, scale)
+    if predictive and m_weak > 0:
+        rate = np.clip((1.0 - boots[:, 0]) * n_items / m_weak, 0.0, 1.0)
+        rate = np.where(np.isfinite(rate), rate, 0.0)
+        # half a pseudo-item (Jeffreys): a draw with no bad weak-routed item must not say
+        # the rest has none for sure (a zero-width interval at quality 1)
+        rr = np.take_along_axis(r_boot, pick, 1) if r_boot.ndim == 2 else r_boot[pick]
+        n_w = rr.sum(1)
+        rate = (rate * n_w + 0.5) / (n_w + 1.0)
+        boots[:, 0] = 1.0 - rng.binomial(m_weak, rate) / n_items
+        q_weak = boots[:, 1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boots[:, 2] = np.where(q_weak < 1.0, (boots[:, 0] - q_weak) / np.where(q_weak < 1.0, 1.0 - q_weak, 1.0), np.nan)
     lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
 
     def interval(j: int) -> Interval:

@@ -130,7 +130,7 @@ def stratified_sample(
     embeddings: np.ndarray | None,
     fraction: float,
     *,
-    min_count: int = 20,
+    min_count: int = 100,
     seed: int = 0,
 ) -> Sample:
     """Pick ``max(min_count, fraction * N)`` items, stratified; same inputs and seed, same sample."""

@@ -42,6 +42,7 @@ def adapted(tmp_path: Path, runtime_factory):
             router="random:seed=3",
             strong_share=0.4,
             adapt=0.15,
+            adapt_min=20,
             judge=f"labels:{labels}",
             budget_usd=5.0,
         ),
@@ -89,7 +90,7 @@ def test_every_call_is_charged_and_held(adapted) -> None:
 def test_adapt_refuses_rules_it_cannot_honour(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--strong-share"):
         JobSpec(input_file="x.jsonl", adapt=0.1, threshold=0.5)
-    with pytest.raises(ValueError, match="--judge goes with --adapt"):
+    with pytest.raises(ValueError, match="--judge and --memory go with --adapt"):
         JobSpec(input_file="x.jsonl", judge="llm")
 
 
@@ -100,7 +101,9 @@ def test_model_and_simulated_judges_label_the_sample(tmp_path: Path, runtime_fac
     applies the same rule without calls."""
     data, _ = _data(tmp_path)
     rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
-    st = service.run(rt, JobSpec(input_file=str(data), router="random:seed=3", strong_share=0.4, adapt=0.15, judge=judge))
+    st = service.run(
+        rt, JobSpec(input_file=str(data), router="random:seed=3", strong_share=0.4, adapt=0.15, adapt_min=20, judge=judge)
+    )
     assert st.status == "completed" and st.succeeded == N
     a = st.adaptation
     assert a["stage"] == "adapted" and a["judged"] == round(0.15 * N)
@@ -119,3 +122,31 @@ def test_model_and_simulated_judges_label_the_sample(tmp_path: Path, runtime_fac
     else:
         assert judge_calls == sample and a["judge_cost_micro_usd"] == 0
     assert attempts == items == st.cost_micro_usd
+
+
+def test_memory_carries_the_judged_pairs_to_the_next_job_of_that_name(tmp_path: Path, runtime_factory) -> None:
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    data, labels = _data(tmp_path)
+    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
+    spec = dict(input_file=str(data), router="random:seed=3", strong_share=0.4, adapt=0.15, adapt_min=20)
+    first = service.run(rt, JobSpec(**spec, judge=f"labels:{labels}", memory="nightly"))  # type: ignore[arg-type]
+    second = service.run(rt, JobSpec(**spec, judge=f"labels:{labels}", memory="nightly"))  # type: ignore[arg-type]
+    other = service.run(rt, JobSpec(**spec, judge=f"labels:{labels}", memory="elsewhere"))  # type: ignore[arg-type]
+    n1, n2 = first.adaptation["judged"], second.adaptation["judged"]
+    assert second.adaptation["remembered"] == n1 and n2 < n1 and second.adaptation["memory_used"] == n1
+    assert other.adaptation["judged"] == n1 and "memory_used" not in other.adaptation
+    assert second.status == "completed" and second.succeeded == N
+    env = {"ROUTEBATCH_DATABASE_URL": rt.db_url}
+    listed = CliRunner().invoke(app, ["memory", "list", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    rows = {m["name"]: m for m in __import__("json").loads(listed.stdout)["memories"]}
+    assert rows["nightly"]["pairs"] == n1 + n2 and rows["nightly"]["jobs"] == 2
+    shown = CliRunner().invoke(app, ["memory", "show", "nightly", "--json"], env=env)
+    assert shown.exit_code == 0 and __import__("json").loads(shown.stdout)["pairs"] == n1 + n2
+    dropped = CliRunner().invoke(app, ["memory", "drop", "nightly", "--json"], env=env)
+    assert dropped.exit_code == 0 and __import__("json").loads(dropped.stdout)["dropped"] == n1 + n2
+    again = CliRunner().invoke(app, ["memory", "list", "--json"], env=env)
+    assert "nightly" not in {m["name"] for m in __import__("json").loads(again.stdout)["memories"]}

@@ -25,10 +25,11 @@ def test_same_seed_same_sample_other_seed_other_sample() -> None:
 
 def test_size_min_count_and_inclusion_probabilities() -> None:
     s, E = _job(600)
-    assert stratified_sample(s, E, 0.1).n == 60
+    assert stratified_sample(s, E, 0.1).n == 100  # the minimum (100) is above 10% of 600
+    assert stratified_sample(s, E, 0.1, min_count=20).n == 60
     assert stratified_sample(s, E, 0.01, min_count=20).n == 20
     assert stratified_sample(s[:10], E[:10], 0.5, min_count=20).n == 10  # never more than the job
-    smp = stratified_sample(s, E, 0.1, seed=1)
+    smp = stratified_sample(s, E, 0.1, min_count=20, seed=1)
     for h in np.unique(smp.strata):
         members = smp.strata == h
         taken = int(smp.mask[members].sum())
