@@ -99,6 +99,9 @@ def plan(
     dispatch: Optional[str] = typer.Option(
         None, "--dispatch", help="sync | batch | auto: price as the job would be sent (default: each provider's dispatch)."
     ),
+    adapt: Optional[float] = typer.Option(None, "--adapt", help="Also price --adapt F: the sample's weak twins and judge calls."),
+    adapt_min: int = typer.Option(100, "--adapt-min", help="With --adapt: the sample's minimum size."),
+    judge: str = typer.Option("llm", "--judge", help="With --adapt: llm | labels:FILE | sim (the last two make no calls)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Dry run: estimated cost (with a p10-p90 interval and the worst case) of all-weak,
@@ -111,7 +114,8 @@ def plan(
     from jobs.cli.output import console
     from jobs.config import ConfigError, load_config
     from jobs.datasets import DatasetError
-    from jobs.reports.planning import accepted_rows, estimate, plan_table, priced_dispatch, run_pilot
+    from jobs.money.pricing import micro_to_usd
+    from jobs.reports.planning import accepted_rows, adapt_overhead, estimate, plan_table, priced_dispatch, run_pilot
     from jobs.settings import get_settings
 
     settings = get_settings()
@@ -171,6 +175,12 @@ def plan(
         "prices": priced_dispatch(cfg, [strong_m, weak_m], dispatch),
         **plan_table(inp, budget_usd),
     }
+    if adapt is not None:
+        if not 0 < adapt <= 0.5:
+            fail("--adapt must be in (0, 0.5]", as_json)
+        result["adapt"] = adapt_overhead(
+            cfg, rows[0], inp, strong_m, weak_m, fraction=adapt, minimum=adapt_min, judge=judge, dispatch=dispatch
+        )
     if pilot_info:
         result["pilot"] = pilot_info
 
@@ -205,6 +215,18 @@ def plan(
                     f"{'fits' if f['covered'] else 'does NOT fit'} the cap ${f['cap_usd']:g}"
                 )
             )
+        if "adapt" in result:
+            a = result["adapt"]
+            if a.get("sample"):
+                con.print(
+                    escape(
+                        f"--adapt: a sample of {a['sample']} items adds ${a['extra_usd']:.6f} on top of any row "
+                        f"(weak twins ${micro_to_usd(a['twin_micro_usd']):.6f}, judge {a['judge']} "
+                        f"${micro_to_usd(a['judge_micro_usd']):.6f})"
+                    )
+                )
+            else:
+                con.print(escape(f"--adapt: {a['note']}"))
         if "warning" in result:
             con.print(styled(("warning:", "bold yellow"), " ", result["warning"]))
 

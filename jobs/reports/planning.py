@@ -328,3 +328,61 @@ def run_pilot(
         st = run(rt, spec)
         ids.append(st.job_id)
     return ids
+
+
+JUDGE_TEMPLATE_TOKENS = 200
+"""Tokens of the pairwise judge prompt around the question and the two answers (jobs.judge)."""
+
+
+def adapt_overhead(
+    config: AppConfig,
+    rows: list[PromptRow],
+    inp: PlanInput,
+    strong: str,
+    weak: str,
+    *,
+    fraction: float,
+    minimum: int = 100,
+    judge: str = "llm",
+    dispatch: str | None = None,
+) -> dict[str, Any]:
+    """What ``--adapt F`` adds to a job: the sample's weak twins and judge calls (the sample's
+    own strong answers are the items' answers). Expected over the stratified sample: the
+    sample's share of the items' estimated costs. A model judge reads the question and both
+    estimated answers plus the prompt template, in both orders, and writes a short verdict;
+    ``labels:FILE`` and ``sim`` judges make no calls."""
+    from jobs.money.tokens import input_token_bound
+
+    n = len(rows)
+    size = min(n, max(minimum, round(fraction * n)))
+    share = size / n if n else 0.0
+    if n < 2 * minimum:
+        return {"sample": 0, "note": f"{n} items are too few to adapt (at least {2 * minimum}): routed as usual"}
+    twin = float(inp.weak_micro.sum()) * share
+    judge_micro = 0.0
+    judge_model = None
+    if judge in ("llm", None):
+        judge_model = config.judge.judge_model(strong)
+        prices = _prices(config, [strong, weak, judge_model], dispatch)
+        ps, pw, pj = prices[strong], prices[weak], prices[judge_model]
+        tokens_in = np.array(
+            [input_token_bound(r.messages or [{"role": "user", "content": r.prompt}]) for r in rows], dtype=float
+        )
+        out_s = np.maximum(inp.strong_micro - tokens_in * ps.input_micro_per_mtok / 1e6, 0) / max(
+            ps.output_micro_per_mtok / 1e6, 1e-12
+        )
+        out_w = np.maximum(inp.weak_micro - tokens_in * pw.input_micro_per_mtok / 1e6, 0) / max(
+            pw.output_micro_per_mtok / 1e6, 1e-12
+        )
+        reads = tokens_in + out_s + out_w + JUDGE_TEMPLATE_TOKENS
+        per_item = 2 * (reads * pj.input_micro_per_mtok + config.judge.max_tokens * pj.output_micro_per_mtok) / 1e6
+        judge_micro = float(per_item.sum()) * share
+    twin_micro, judge_total = int(round(twin)), int(round(judge_micro))
+    return {
+        "sample": size,
+        "judge": judge_model or judge,
+        "twin_micro_usd": twin_micro,
+        "judge_micro_usd": judge_total,
+        "extra_micro_usd": twin_micro + judge_total,
+        "extra_usd": micro_to_usd(twin_micro + judge_total),
+    }

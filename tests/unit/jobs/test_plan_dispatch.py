@@ -36,3 +36,24 @@ def test_an_unknown_dispatch_is_a_clear_error(tmp_path: Path, monkeypatch) -> No
     data.write_text(json.dumps({"prompt": "hi"}) + "\n")
     got = CliRunner().invoke(app, ["plan", str(data), "--dispatch", "cheap", "--json"])
     assert got.exit_code != 0 and "--dispatch must be sync, batch or auto" in got.output
+
+
+def test_plan_prices_the_adapt_sample(tmp_path: Path, monkeypatch) -> None:
+    data = tmp_path / "big.jsonl"
+    data.write_text(
+        "".join(json.dumps({"custom_id": f"c{i}", "prompt": f"question {i} " * (1 + i % 5)}) + "\n" for i in range(400))
+    )
+    monkeypatch.setenv("ROUTEBATCH_DATABASE_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    runner = CliRunner()
+    llm = json.loads(runner.invoke(app, ["plan", str(data), "--router", "length", "--adapt", "0.1", "--json"]).stdout)["adapt"]
+    sim = json.loads(
+        runner.invoke(app, ["plan", str(data), "--router", "length", "--adapt", "0.1", "--judge", "sim", "--json"]).stdout
+    )["adapt"]
+    assert llm["sample"] == sim["sample"] == 100  # max(--adapt-min 100, 10% of 400)
+    assert llm["twin_micro_usd"] == sim["twin_micro_usd"] > 0
+    assert llm["judge_micro_usd"] > 0 == sim["judge_micro_usd"]
+    assert llm["extra_micro_usd"] == llm["twin_micro_usd"] + llm["judge_micro_usd"]
+    small = json.loads(
+        runner.invoke(app, ["plan", str(data), "--router", "length", "--adapt", "0.1", "--adapt-min", "300", "--json"]).stdout
+    )
+    assert small["adapt"]["sample"] == 0 and "too few" in small["adapt"]["note"]
