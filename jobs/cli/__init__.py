@@ -15,6 +15,7 @@ from jobs.cli import (  # noqa: F401  (each module registers its commands)
     memory_cmds,
     metrics_cmds,
     provider_cmds,
+    report_cmds,
     routing_cmds,
     version_cmds,
     worker_cmds,

@@ -108,6 +108,8 @@ def _scored(s: Session, job_id: str) -> list[Any]:
     )
 
 
+CURVE_MAX = 20_000
+"""Largest judged sample whose per-item data the job keeps for ``routebatch report --plot``."""
 MEMORY_MAX = 5000
 """Most recent judged pairs of a memory a job learns from."""
 
@@ -405,6 +407,7 @@ def _route_rest(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     from routing.adapt import adapt, estimate_quality, stratified_sample
     from routing.adapt.quality import route_weak
     from routing.adapt.sample import Sample
+    from routing.baselines import LengthRouter
 
     with session_scope(rt.db_url) as s:
         job = s.get_one(Job, job_id)
@@ -472,6 +475,19 @@ def _route_rest(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
                 reason=choice.reason,
                 cv_apgr={k: (None if not np.isfinite(v) else round(float(v), 4)) for k, v in choice.cv_apgr.items()},
             )
+            if sample.n <= CURVE_MAX:  # what `routebatch report --plot` draws the sample's curves from
+                on_sample = np.asarray(choice.sample_scores, dtype=np.float64)[: sample.n]
+                record["curve_data"] = {
+                    "weak_good": [round(float(w), 4) for w in wg],
+                    "inclusion": [round(float(x), 6) for x in sample.inclusion[sample.indices]],
+                    "scores": {
+                        choice.chosen: [round(float(x), 6) for x in on_sample],
+                        "prior": [round(float(x), 6) for x in scores[sample.indices]],
+                        "length": [round(float(x), 6) for x in LengthRouter().score([prompts[i] for i in sample.indices])],
+                    },
+                    "cost_ratio": _weak_to_strong_cost(s, job, [rows[p].id for p in sample.indices]),
+                    "strong_share": share,
+                }
             try:
                 routed_weak = route_weak(final, sample, positions, share)
                 # the choice is redone in every bootstrap draw (its uncertainty is in the interval),
@@ -504,6 +520,19 @@ def _route_rest(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
             queue.enqueue("generate", job_id, chunk)
     queue.enqueue("finalize", job_id, None)
     return True
+
+
+def _weak_to_strong_cost(s: Session, job: Job, item_ids: list[int]) -> float | None:
+    """Mean weak twin cost / mean strong answer cost on the sample (the cost axis of the curve)."""
+    weak = s.scalar(select(func.avg(Judgement.weak_cost_micro_usd)).where(Judgement.item_id.in_(item_ids)))
+    strong = s.scalar(
+        select(func.avg(Attempt.cost_micro_usd)).where(
+            Attempt.item_id.in_(item_ids), Attempt.model == job.strong_model, Attempt.attempt_no == 1, Attempt.status_code == 200
+        )
+    )
+    if not weak or not strong:
+        return None
+    return round(float(weak) / float(strong), 6)
 
 
 def _kept(full: Any, keep: np.ndarray, sample_cls: Any) -> Any:

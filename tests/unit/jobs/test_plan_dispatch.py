@@ -5,9 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from jobs.cli import app
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    """The CLI reads settings once per process (lru_cache): each test's environment is its own."""
+    from jobs.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 def _plan(tmp_path: Path, monkeypatch, *extra: str) -> dict:

@@ -15,6 +15,17 @@ from jobs.ledger.session import session_scope
 from jobs.lifecycle import service
 from jobs.lifecycle.service import JobSpec
 
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    """The CLI reads settings once per process (lru_cache): each test's environment is its own."""
+    from jobs.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
 N = 300
 
 
@@ -150,3 +161,26 @@ def test_memory_carries_the_judged_pairs_to_the_next_job_of_that_name(tmp_path: 
     assert dropped.exit_code == 0 and __import__("json").loads(dropped.stdout)["dropped"] == n1 + n2
     again = CliRunner().invoke(app, ["memory", "list", "--json"], env=env)
     assert "nightly" not in {m["name"] for m in __import__("json").loads(again.stdout)["memories"]}
+
+
+def test_report_draws_the_sample_curves_and_the_operating_point(adapted, tmp_path: Path) -> None:
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    db, st = adapted
+    png = tmp_path / "curve.png"
+    got = CliRunner().invoke(app, ["report", st.job_id, "--plot", str(png), "--json"], env={"ROUTEBATCH_DATABASE_URL": db})
+    assert got.exit_code == 0, got.output
+    data = _json.loads(got.stdout)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert set(data["curves"]) >= {"prior", "length", data["chosen"]}
+    chosen = data["curves"][data["chosen"]]["quality_vs_strong"]
+    assert chosen[0] <= chosen[-1] == 1.0  # all strong keeps all of the strong quality
+    # the hard prompts are learnable: the chosen scorer is above random (the prior) on the sample
+    mid = len(chosen) // 2
+    assert chosen[mid] > data["curves"]["prior"]["quality_vs_strong"][mid]
+    assert data["operating_point"]["quality_vs_strong"]["estimate"] == st.quality_vs_strong["estimate"]
+    assert 0 < data["cost_share"][0] < data["cost_share"][-1] == 1.0
