@@ -6,21 +6,14 @@ import typer
 from rich.table import Table
 
 from jobs.cli.app import app
-from jobs.cli.output import JsonOption, emit, fail
+from jobs.cli.output import JsonOption, emit, fail, ledger_url
 
 budget_app = typer.Typer(help="Named budgets that jobs draw from (--budget NAME).", no_args_is_help=True)
 app.add_typer(budget_app, name="budget")
 
 
 def _db_url() -> str:
-    from jobs.ledger.migrate import ensure_schema
-    from jobs.ledger.session import check_database
-    from jobs.settings import get_settings
-
-    url = get_settings().database_url
-    check_database(url)
-    ensure_schema(url)
-    return url
+    return ledger_url()
 
 
 def _render(reports: list[dict]):

@@ -524,12 +524,12 @@ def export(
     Files are written next to their target and renamed when complete; the ledger, the
     job's input and an existing file (without --force) are never overwritten.
     """
-    from jobs.ledger.export import export_job
+    from jobs.lifecycle.service import export as export_job
 
     rt = _runtime()
     job_id = _job_id(rt, job_id)
     counts = export_job(
-        rt.db_url,
+        rt,
         job_id,
         out,
         errors,

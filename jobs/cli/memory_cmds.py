@@ -6,21 +6,14 @@ import typer
 from rich.table import Table
 
 from jobs.cli.app import app
-from jobs.cli.output import JsonOption, emit
+from jobs.cli.output import JsonOption, emit, ledger_url
 
 memory_app = typer.Typer(help="Judged pairs kept across adapting jobs (--adapt F --memory NAME).", no_args_is_help=True)
 app.add_typer(memory_app, name="memory")
 
 
 def _db_url() -> str:
-    from jobs.ledger.migrate import ensure_schema
-    from jobs.ledger.session import check_database
-    from jobs.settings import get_settings
-
-    url = get_settings().database_url
-    check_database(url)
-    ensure_schema(url)
-    return url
+    return ledger_url()
 
 
 @memory_app.command("list")

@@ -52,3 +52,15 @@ def fail(message: str, as_json: bool = False, code: int = 1) -> NoReturn:
     """A one-line error and a non-zero exit, never a traceback."""
     print_error(message, as_json)
     raise typer.Exit(code)
+
+
+def ledger_url() -> str:
+    """The configured ledger, reachable and migrated: what a command that reads it needs first."""
+    from jobs.ledger.migrate import ensure_schema
+    from jobs.ledger.session import check_database
+    from jobs.settings import get_settings
+
+    url = get_settings().database_url
+    check_database(url)
+    ensure_schema(url)
+    return url

@@ -20,16 +20,13 @@ def report_cmd(
 ) -> None:
     """An --adapt job's sample: the chosen scorer and the quality-vs-cost curves of it, the
     prior and length, with the job's operating point and its 90% interval."""
-    from jobs.ledger.migrate import ensure_schema
-    from jobs.ledger.session import check_database, session_scope
+    from jobs.cli.output import ledger_url
+    from jobs.ledger.session import session_scope
     from jobs.lifecycle.lookup import resolve_job_id
     from jobs.lifecycle.status import get_job
     from jobs.reports.adapt_curve import adapt_curve, plot_adapt_curve
-    from jobs.settings import get_settings
 
-    url = get_settings().database_url
-    check_database(url)
-    ensure_schema(url)
+    url = ledger_url()
     with session_scope(url) as s:
         full_id = resolve_job_id(s, job_id)
         record = dict((get_job(s, full_id).spec or {}).get("adaptation") or {})

@@ -46,7 +46,7 @@ from jobs.runtime import Runtime
 if TYPE_CHECKING:
     from jobs.config import AppConfig
     from jobs.pipeline.tasks import TaskQueue
-    from jobs.providers.batch_api import BatchClient, BatchRequest
+    from jobs.providers.batch_api import BatchClient, BatchRequest, RemoteBatch
 
 log = logging.getLogger(__name__)
 
@@ -248,19 +248,31 @@ def submit_recorded(rt: Runtime, queue: TaskQueue, pb_id: str, provider: str, re
     finally:
         client.close()
     after_upload(pb_id)
+    mark_submitted(rt, pb_id, remote, poll_in_s=prov.batch_poll_s)
+    return True
+
+
+def mark_submitted(rt: Runtime, pb_id: str, remote: RemoteBatch, poll_in_s: float = 0.0) -> bool:
+    """Record that the provider holds our ``preparing`` batch ``pb_id`` as ``remote`` (just
+    uploaded, or found again after a crash); True for the one caller whose UPDATE won."""
+    from jobs.ledger.session import rowcount
+
     now = utcnow()
     with session_scope(rt.db_url) as s:
-        s.execute(
-            update(ProviderBatch)
-            .where(ProviderBatch.id == pb_id, ProviderBatch.state == "preparing")
-            .values(
-                state="submitted",
-                remote_id=remote.id,
-                remote_status=remote.status,
-                input_file_id=(remote.raw or {}).get("input_file_id"),
-                submitted_at=now,
-                next_poll_at=now + timedelta(seconds=prov.batch_poll_s),
-                lease_until=None,
+        return bool(
+            rowcount(
+                s.execute(
+                    update(ProviderBatch)
+                    .where(ProviderBatch.id == pb_id, ProviderBatch.state == "preparing")
+                    .values(
+                        state="submitted",
+                        remote_id=remote.id,
+                        remote_status=remote.status,
+                        input_file_id=(remote.raw or {}).get("input_file_id"),
+                        submitted_at=now,
+                        next_poll_at=now + timedelta(seconds=poll_in_s),
+                        lease_until=None,
+                    )
+                )
             )
         )
-    return True

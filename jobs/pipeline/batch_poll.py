@@ -39,7 +39,15 @@ from jobs.ledger.types import utcnow
 from jobs.lifecycle.states import ItemState, JobState
 from jobs.money.budgets import FLOOR_PREFIX, hold_of, release
 from jobs.money.pricing import sync_prices
-from jobs.pipeline.batch_dispatch import PREPARE_LEASE, chat_request, client_of, dispatch_of, numbered, submit_recorded
+from jobs.pipeline.batch_dispatch import (
+    PREPARE_LEASE,
+    chat_request,
+    client_of,
+    dispatch_of,
+    mark_submitted,
+    numbered,
+    submit_recorded,
+)
 from jobs.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -395,25 +403,10 @@ def _reconcile(rt: Runtime, queue: TaskQueue, pb: ProviderBatch) -> None:
 
 def _adopt(rt: Runtime, pb_id: str, remote: RemoteBatch) -> bool:
     """Record that the provider's ``remote`` is our ``pb_id`` (uploaded by a worker that died)."""
-    now = utcnow()
-    with session_scope(rt.db_url) as s:
-        won = rowcount(
-            s.execute(
-                update(ProviderBatch)
-                .where(ProviderBatch.id == pb_id, ProviderBatch.state == "preparing")
-                .values(
-                    state="submitted",
-                    remote_id=remote.id,
-                    remote_status=remote.status,
-                    submitted_at=now,
-                    next_poll_at=now,
-                    lease_until=None,
-                )
-            )
-        )
+    won = mark_submitted(rt, pb_id, remote)
     if won:
         log.warning("provider batch %s: found at the provider as %s after a crash; not uploaded again", pb_id, remote.id)
-    return bool(won)
+    return won
 
 
 def _anthropic_owner(rt: Runtime, client: Any, pb: ProviderBatch, recent: list[RemoteBatch]) -> RemoteBatch | str | None:

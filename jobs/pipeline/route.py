@@ -332,6 +332,19 @@ OPEN_AFTER_ROUTING = (ItemState.PENDING, ItemState.ROUTED, ItemState.RESERVED, I
 Basis = Literal["history", "pilot", "worst_case"]
 
 
+def _start_generating(s: Session, job: Job) -> bool:
+    """Move the job from scoring to generating; True for the one caller whose UPDATE won."""
+    won = rowcount(
+        s.execute(
+            update(Job).where(Job.id == job.id, Job.phase == Phase.SCORING).values(phase=Phase.GENERATING),
+            execution_options={"synchronize_session": False},
+        )
+    )
+    if won:
+        s.refresh(job)
+    return bool(won)
+
+
 def pilot_size(n: int) -> int:
     """Items per model in a pilot of a job of ``n`` items: about n/20, within 5..24."""
     return max(PILOT_MIN, min(PILOT_MAX, round(n * PILOT_SHARE)))
@@ -392,15 +405,8 @@ def route_budget(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
             if won and picks:
                 todo = _route_pilot(s, job, rows, picks, lacking)
             elif won:
-                moved = rowcount(
-                    s.execute(
-                        update(Job).where(Job.id == job_id, Job.phase == Phase.SCORING).values(phase=Phase.GENERATING),
-                        execution_options={"synchronize_session": False},
-                    )
-                )
-                if not moved:
+                if not _start_generating(s, job):
                     return False
-                s.refresh(job)
                 allocate_items(rt, s, job, {m: (h, "history" if h.answers else "worst_case") for m, h in histories.items()})
                 todo = list(range(job.chunks))
     if todo:
@@ -491,15 +497,8 @@ def route_after_pilot(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         busy = s.scalar(select(Item.id).where(Item.job_id == job_id, Item.state.in_(OPEN_AFTER_ROUTING)).limit(1))
         if busy is not None:
             return False
-        won = rowcount(
-            s.execute(
-                update(Job).where(Job.id == job_id, Job.phase == Phase.SCORING).values(phase=Phase.GENERATING),
-                execution_options={"synchronize_session": False},
-            )
-        )
-        if not won:
+        if not _start_generating(s, job):
             return False
-        s.refresh(job)
         if job.state == JobState.IN_PROGRESS:
             piloted = set((job.spec.get("allocation") or {}).get("pilot") or {})
             estimates: dict[str, tuple[LengthModel, Basis]] = {}

@@ -128,6 +128,59 @@ class _Response:
     content: bytes
 
 
+@dataclass(frozen=True)
+class _AttemptOf:
+    """Builds the :class:`Attempt` of one try once its outcome is known (``_interpret`` calls
+    it): the same fields for a synchronous call and a provider batch's line; an answer's
+    usage is checked against the request's bounds (:func:`check_usage`)."""
+
+    req: ChatRequest
+    max_tokens: int
+    attempt_id: str
+    model: str
+    provider: str
+    attempt_no: int
+    status_code: int | None
+    api_key: str | None
+    latency_ms: int
+    started: datetime
+    finished: datetime
+    is_fallback: bool = False
+    request_id: str | None = None
+    provider_batch_id: str | None = None
+
+    def __call__(
+        self,
+        error_class: str | None,
+        message: str | None,
+        rid: str | None = None,
+        usage: tuple[int, int, int, int, bool] = (0, 0, 0, 0, False),
+    ) -> Attempt:
+        a = Attempt(
+            attempt_id=self.attempt_id,
+            model=self.model,
+            provider=self.provider,
+            attempt_no=self.attempt_no,
+            status_code=self.status_code,
+            error_class=error_class,
+            error_message=redact(message, [self.api_key]),
+            request_id=rid or self.request_id,
+            latency_ms=self.latency_ms,
+            prompt_tokens=usage[0],
+            completion_tokens=usage[1],
+            cached_tokens=usage[2],
+            usage_estimated=usage[4],
+            started_at=self.started,
+            finished_at=self.finished,
+            is_fallback=self.is_fallback,
+            cache_write_tokens=usage[3],
+            provider_batch_id=self.provider_batch_id,
+        )
+        if error_class is None:
+            check_usage(a, self.req, self.max_tokens)
+        return a
+
+
 class _LoopState:
     """Everything bound to one event loop: the transport and the per-provider semaphores.
 
@@ -328,34 +381,21 @@ class ProviderPool:
         api_key = prov.api_key()
         max_tokens = self._max_tokens(req, model_cfg)
 
-        def attempt(
-            error_class: str | None,
-            message: str | None,
-            rid: str | None = None,
-            usage: tuple[int, int, int, int, bool] = (0, 0, 0, 0, False),
-        ) -> Attempt:
-            a = Attempt(
-                attempt_id=uuid.uuid4().hex,
-                model=req.model,
-                provider=model_cfg.provider,
-                attempt_no=1,
-                status_code=status_code,
-                error_class=error_class,
-                error_message=redact(message, [api_key]),
-                request_id=rid or request_id,
-                latency_ms=int((finished_at - started_at).total_seconds() * 1000),
-                prompt_tokens=usage[0],
-                completion_tokens=usage[1],
-                cached_tokens=usage[2],
-                usage_estimated=usage[4],
-                started_at=started_at,
-                finished_at=finished_at,
-                cache_write_tokens=usage[3],
-                provider_batch_id=provider_batch_id,
-            )
-            if error_class is None:
-                check_usage(a, req, max_tokens)
-            return a
+        attempt = _AttemptOf(
+            req=req,
+            max_tokens=max_tokens,
+            attempt_id=uuid.uuid4().hex,
+            model=req.model,
+            provider=model_cfg.provider,
+            attempt_no=1,
+            status_code=status_code,
+            api_key=api_key,
+            latency_ms=int((finished_at - started_at).total_seconds() * 1000),
+            started=started_at,
+            finished=finished_at,
+            request_id=request_id,
+            provider_batch_id=provider_batch_id,
+        )
 
         raw = json.dumps(body).encode() if body is not None else b""
         outcome = self._interpret(_Response(status_code, {}, raw), req, model_cfg, api_key, attempt, wire)
@@ -494,34 +534,20 @@ class ProviderPool:
             latency_ms = int((time.perf_counter() - t0) * 1000)
             finished = _utcnow()
 
-        def attempt(
-            error_class: str | None,
-            message: str | None,
-            rid: str | None = None,
-            usage: tuple[int, int, int, int, bool] = (0, 0, 0, 0, False),
-        ) -> Attempt:
-            a = Attempt(
-                attempt_id=attempt_id,
-                model=model_key,
-                provider=provider_name,
-                attempt_no=attempt_no,
-                status_code=resp.status_code if resp is not None else None,
-                error_class=error_class,
-                error_message=redact(message, [api_key]),
-                request_id=rid,
-                latency_ms=latency_ms,
-                prompt_tokens=usage[0],
-                completion_tokens=usage[1],
-                cached_tokens=usage[2],
-                usage_estimated=usage[4],
-                started_at=started,
-                finished_at=finished,
-                is_fallback=is_fallback,
-                cache_write_tokens=usage[3],
-            )
-            if error_class is None:
-                check_usage(a, req, body["max_tokens"])
-            return a
+        attempt = _AttemptOf(
+            req=req,
+            max_tokens=body["max_tokens"],
+            attempt_id=attempt_id,
+            model=model_key,
+            provider=provider_name,
+            attempt_no=attempt_no,
+            status_code=resp.status_code if resp is not None else None,
+            api_key=api_key,
+            latency_ms=latency_ms,
+            started=started,
+            finished=finished,
+            is_fallback=is_fallback,
+        )
 
         if resp is None:
             assert exc is not None
