@@ -729,6 +729,9 @@ def _reopen(
         if job.state == JobState.CANCELLING and not reopen:
             return _finish_cancel(s, rt, job, force=force, now=now)
         was = JobState(job.state)
+        adaptation = (job.spec or {}).get("adaptation") or {}
+        if force and adaptation.get("judging_until"):  # no worker runs the job: its judging claim is stale
+            job.spec = {**job.spec, "adaptation": {k: v for k, v in adaptation.items() if k != "judging_until"}}
         reopen_states = [ItemState.CANCELLED] + ([ItemState.FAILED] if retry_failed else [])
         if reopen:
             reopen_states.append(ItemState.EXPIRED)

@@ -184,3 +184,43 @@ def test_report_draws_the_sample_curves_and_the_operating_point(adapted, tmp_pat
     assert chosen[mid] > data["curves"]["prior"]["quality_vs_strong"][mid]
     assert data["operating_point"]["quality_vs_strong"]["estimate"] == st.quality_vs_strong["estimate"]
     assert 0 < data["cost_share"][0] < data["cost_share"][-1] == 1.0
+
+
+class Killed(BaseException):
+    """The process dying mid-judging."""
+
+
+def test_a_job_killed_while_judging_resumes_without_calling_the_twins_again(tmp_path: Path, runtime_factory, monkeypatch) -> None:
+    from jobs.pipeline import adapt_judge
+    from jobs.pipeline.tasks import InlineQueue
+
+    data, labels = _data(tmp_path)
+    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise Killed("judging")
+
+    monkeypatch.setattr(adapt_judge.SampleJudge, "judge", die)
+    spec = JobSpec(
+        input_file=str(data), router="random:seed=3", strong_share=0.4, adapt=0.15, adapt_min=20, judge=f"labels:{labels}"
+    )
+    with pytest.raises(Killed):
+        service.run(rt, spec)
+    monkeypatch.undo()
+    with session_scope(rt.db_url) as s:
+        job_id = s.scalars(select(Judgement.job_id)).first()
+        twins_before = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.model == "sim-weak"))
+        assert s.scalar(select(func.count()).select_from(Judgement).where(Judgement.verdict.is_(None))) == twins_before > 0
+    queue = InlineQueue()
+    with service.hold(rt, job_id) as lease:
+        service.resume(rt, job_id, queue, force=True, lease=lease)
+        service.drain_inline(rt, queue, job_id, runner_id=lease.runner_id)
+    st = service.status(rt, job_id)
+    assert st.status == "completed" and st.succeeded == N and st.adaptation["stage"] == "adapted"
+    with session_scope(rt.db_url) as s:
+        sample_ids = select(Judgement.item_id)
+        twins_after = s.scalar(
+            select(func.count()).select_from(Attempt).where(Attempt.model == "sim-weak", Attempt.item_id.in_(sample_ids))
+        )
+        unjudged = s.scalar(select(func.count()).select_from(Judgement).where(Judgement.verdict.is_(None)))
+    assert twins_after == twins_before and unjudged == 0  # the twins were recorded once; only the judging was redone
