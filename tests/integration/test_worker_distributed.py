@@ -108,3 +108,29 @@ def test_a_workers_metrics_port_shows_the_counters_moving_during_the_job(cluster
     assert len(seen) >= 3 and seen == sorted(seen), f"attempt counter while the job ran: {seen}"
     assert 0 < seen[1] < 300, "a scrape in the middle of the job saw part of it"
     assert attempts() == 300
+
+
+def test_a_batch_dispatched_job_is_polled_and_settled_by_the_workers(cluster, sim, tmp_path):
+    """Issue 14 in distributed mode: the generate worker uploads provider batches, the ``poll``
+    step comes back through Celery's countdown until they end, and settles them."""
+    from sqlalchemy import func, select
+
+    from jobs.ledger.models import Attempt, ProviderBatch
+    from jobs.ledger.session import session_scope
+
+    text = cluster.config.read_text()
+    cluster.config.write_text(
+        text.replace("timeout_s = 30\n", 'timeout_s = 30\ndispatch = "batch"\nbatch_poll_s = 0.3\nbatch_poll_max_s = 1.0\n', 1)
+    )
+    cluster.start_worker("score")
+    cluster.start_worker("generate", "--concurrency", "1")
+    job_id = cluster.cli_json("submit", str(write_prompts(tmp_path / "p.jsonl", 200)))["job_id"]
+    wait_for(lambda: job_state(cluster.db_url, job_id) == "completed", 90, what="the batch job completed")
+    with session_scope(cluster.db_url) as s:
+        states = set(s.scalars(select(ProviderBatch.state).where(ProviderBatch.job_id == job_id)))
+        via_batch = s.scalar(
+            select(func.count()).select_from(Attempt).where(Attempt.job_id == job_id, Attempt.provider_batch_id.is_not(None))
+        )
+    assert states == {"settled"} and via_batch == 200
+    final = cluster.cli_json("status", job_id)
+    assert final["succeeded"] == 200 and {pb["state"] for pb in final["provider_batches"]} == {"settled"}
