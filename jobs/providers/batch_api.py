@@ -261,6 +261,21 @@ def _openai_line(raw: bytes) -> BatchResult:
     return BatchResult(str(line["custom_id"]), None, None, (err or {}).get("code"), (err or {}).get("message"))
 
 
+ANTHROPIC_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+"""An ``errored`` result carries only the error's type: the HTTP status the same error has on
+the synchronous API, so a transient one (429, 500, 529) is answered again, not failed."""
+
+
 def _anthropic_line(raw: bytes) -> BatchResult:
     line = json.loads(raw)
     result = line.get("result") or {}
@@ -270,7 +285,8 @@ def _anthropic_line(raw: bytes) -> BatchResult:
     if kind == "errored":
         error = result.get("error") or {}
         inner = error.get("error") or {}
-        return BatchResult(str(line["custom_id"]), 400, error, inner.get("type"), inner.get("message"))
+        status = ANTHROPIC_ERROR_STATUS.get(str(inner.get("type")), 400)
+        return BatchResult(str(line["custom_id"]), status, error, inner.get("type"), inner.get("message"))
     code = {"canceled": "batch_cancelled", "expired": "batch_expired"}.get(str(kind), str(kind))
     return BatchResult(str(line["custom_id"]), None, None, code, f"request {kind}")
 

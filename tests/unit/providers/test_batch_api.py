@@ -156,3 +156,19 @@ def test_clients_against_the_simulator_over_http(kind: str) -> None:
             wrong.retrieve(batch.id)
         client.close()
         wrong.close()
+
+
+def test_an_anthropic_errored_line_keeps_the_status_its_error_type_has_on_the_sync_api() -> None:
+    import json as _json
+
+    from jobs.providers.batch_api import _anthropic_line
+
+    def line(etype: str) -> bytes:
+        error = {"type": "error", "error": {"type": etype, "message": "m"}}
+        return _json.dumps({"custom_id": "pb_x-0", "result": {"type": "errored", "error": error}}).encode()
+
+    assert _anthropic_line(line("overloaded_error")).status_code == 529
+    assert _anthropic_line(line("api_error")).status_code == 500
+    assert _anthropic_line(line("rate_limit_error")).status_code == 429
+    assert _anthropic_line(line("invalid_request_error")).status_code == 400
+    assert _anthropic_line(line("something_new")).status_code == 400
