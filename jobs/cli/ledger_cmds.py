@@ -100,6 +100,9 @@ def plan(
         None, "--dispatch", help="sync | batch | auto: price as the job would be sent (default: each provider's dispatch)."
     ),
     adapt: Optional[float] = typer.Option(None, "--adapt", help="Also price --adapt F: the sample's weak twins and judge calls."),
+    models: Optional[str] = typer.Option(
+        None, "--models", help="a,b,c: also price each model alone and (with --budget-usd) the allocation across them."
+    ),
     adapt_min: int = typer.Option(100, "--adapt-min", help="With --adapt: the sample's minimum size."),
     judge: str = typer.Option("llm", "--judge", help="With --adapt: llm | labels:FILE | sim (the last two make no calls)."),
     as_json: bool = JsonOption,
@@ -115,7 +118,15 @@ def plan(
     from jobs.config import ConfigError, load_config
     from jobs.datasets import DatasetError
     from jobs.money.pricing import micro_to_usd
-    from jobs.reports.planning import accepted_rows, adapt_overhead, estimate, plan_table, priced_dispatch, run_pilot
+    from jobs.reports.planning import (
+        accepted_rows,
+        adapt_overhead,
+        estimate,
+        plan_table,
+        priced_dispatch,
+        run_pilot,
+        tiers_plan,
+    )
     from jobs.settings import get_settings
 
     settings = get_settings()
@@ -175,6 +186,26 @@ def plan(
         "prices": priced_dispatch(cfg, [strong_m, weak_m], dispatch),
         **plan_table(inp, budget_usd),
     }
+    if models:
+        tiers = [m.strip() for m in models.split(",") if m.strip()]
+        try:
+            for m in tiers:
+                cfg.model(m)
+        except ConfigError as exc:
+            fail(str(exc), as_json)
+        if len(tiers) < 2:
+            fail("--models needs at least two models, most capable first", as_json)
+        result["tiers"] = tiers_plan(
+            cfg,
+            rows[0],
+            inp,
+            tiers,
+            budget_usd=budget_usd,
+            max_tokens=max_tokens,
+            output_tokens=output_tokens,
+            db_url=db_url,
+            dispatch=dispatch,
+        )
     if adapt is not None:
         if not 0 < adapt <= 0.5:
             fail("--adapt must be in (0, 0.5]", as_json)
@@ -215,6 +246,18 @@ def plan(
                     f"{'fits' if f['covered'] else 'does NOT fit'} the cap ${f['cap_usd']:g}"
                 )
             )
+        if "tiers" in result:
+            t = result["tiers"]
+            for r in t["rows"]:
+                con.print(escape(f"{r['policy']}: est. ${r['cost_usd']:.6f} (worst case ${r['worst_case_usd']:.6f})"))
+            if "allocation" in t:
+                a = t["allocation"]
+                spread = ", ".join(f"{m} {n}" for m, n in a["by_model"].items())
+                con.print(
+                    escape(
+                        f"allocation across {len(t['models'])} models under ${a['cap_usd']:g}: {spread}; est. ${a['cost_usd']:.6f}"
+                    )
+                )
         if "adapt" in result:
             a = result["adapt"]
             if a.get("sample"):

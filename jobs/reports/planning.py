@@ -386,3 +386,52 @@ def adapt_overhead(
         "extra_micro_usd": twin_micro + judge_total,
         "extra_usd": micro_to_usd(twin_micro + judge_total),
     }
+
+
+def tiers_plan(
+    config: AppConfig,
+    rows: list[PromptRow],
+    inp: PlanInput,
+    models: list[str],
+    *,
+    budget_usd: float | None = None,
+    max_tokens: int | None = None,
+    output_tokens: int | None = None,
+    db_url: str | None = None,
+    dispatch: str | None = None,
+) -> dict[str, Any]:
+    """``plan --models a,b,c``: each model alone, and (with ``--budget-usd``) the allocation
+    across them the job's ``--allocate budget`` would make (``routing.tiers`` on the same
+    estimates and the strong-vs-weak score extended by tier, as
+    ``jobs.pipeline.route.tier_quality``)."""
+    from jobs.pipeline.route import tier_quality
+    from routing.tiers import allocate_tiers
+
+    prices = _prices(config, models, dispatch)
+    costs = {}
+    for m in models:
+        history = load_history(db_url, m) if db_url and output_tokens is None else None
+        costs[m] = model_costs(config, rows, m, prices, max_tokens=max_tokens, output_tokens=output_tokens, history=history)
+    out_rows = [
+        {
+            "policy": f"all {m}",
+            "cost_micro_usd": int(round(float(costs[m].estimate.sum()))),
+            "cost_usd": micro_to_usd(int(round(float(costs[m].estimate.sum())))),
+            "worst_case_usd": micro_to_usd(int(round(float(costs[m].worst.sum())))),
+        }
+        for m in models
+    ]
+    result: dict[str, Any] = {"models": models, "rows": out_rows, "basis": {m: costs[m].basis for m in models}}
+    if budget_usd is not None and inp.scores.size:
+        est = [costs[m].estimate for m in models]
+        alloc = allocate_tiers(tier_quality(inp.scores, est), np.column_stack(est), budget_usd * 1_000_000)
+        by_model = {m: int((alloc.choice == j).sum()) for j, m in enumerate(models)}
+        result["allocation"] = {
+            "by_model": by_model,
+            "cost_usd": micro_to_usd(int(round(alloc.cost))),
+            "cap_usd": budget_usd,
+            "affordable": alloc.affordable,
+            "expected_quality": round(float(alloc.quality / inp.scores.size), 4),
+            "lp_bound": round(float(alloc.lp_bound / inp.scores.size), 4),
+        }
+    return result

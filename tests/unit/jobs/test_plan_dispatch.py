@@ -68,3 +68,42 @@ def test_plan_prices_the_adapt_sample(tmp_path: Path, monkeypatch) -> None:
         runner.invoke(app, ["plan", str(data), "--router", "length", "--adapt", "0.1", "--adapt-min", "300", "--json"]).stdout
     )
     assert small["adapt"]["sample"] == 0 and "too few" in small["adapt"]["note"]
+
+
+def test_plan_prices_each_tier_and_the_allocation_across_them(tmp_path: Path, monkeypatch) -> None:
+    cfg = tmp_path / "tiers.toml"
+    cfg.write_text(
+        """
+[providers.sim]
+simulated = { latency_ms = 0 }
+
+[models.sim-strong]
+provider = "sim"
+input_usd_per_mtok = 10.0
+output_usd_per_mtok = 30.0
+
+[models.sim-mid]
+provider = "sim"
+input_usd_per_mtok = 2.0
+output_usd_per_mtok = 6.0
+
+[models.sim-weak]
+provider = "sim"
+input_usd_per_mtok = 0.6
+output_usd_per_mtok = 0.6
+
+[defaults]
+strong = "sim-strong"
+weak = "sim-weak"
+"""
+    )
+    monkeypatch.setenv("ROUTEBATCH_CONFIG", str(cfg))
+    plain = _plan(tmp_path, monkeypatch, "--models", "sim-strong,sim-mid,sim-weak")
+    costs = {r["policy"]: r["cost_micro_usd"] for r in plain["tiers"]["rows"]}
+    assert costs["all sim-strong"] > costs["all sim-mid"] > costs["all sim-weak"] > 0
+    assert "allocation" not in plain["tiers"]
+    cap = (costs["all sim-mid"] + costs["all sim-weak"]) / 2 / 1e6
+    planned = _plan(tmp_path, monkeypatch, "--models", "sim-strong,sim-mid,sim-weak", "--budget-usd", f"{cap:.6f}")
+    alloc = planned["tiers"]["allocation"]
+    assert sum(alloc["by_model"].values()) == 40 and alloc["cost_usd"] <= cap + 1e-9 and alloc["affordable"]
+    assert alloc["expected_quality"] <= alloc["lp_bound"] + 1e-9
