@@ -23,6 +23,7 @@ from jobs.config import AppConfig
 class TierLabels:
     prompts: list[str]
     scores: np.ndarray  # (n, models), in the order of the tiers asked for
+    tasks: list[str] | None = None  # each line's ``task`` when every line has one (llmrouter's files do)
 
 
 def read_tier_labels(path: Path, config: AppConfig, tiers: list[str]) -> TierLabels:
@@ -30,6 +31,7 @@ def read_tier_labels(path: Path, config: AppConfig, tiers: list[str]) -> TierLab
     by the tier's config key, then by its model ``name``. Errors name the line and field."""
     prompts: list[str] = []
     rows: list[list[float]] = []
+    tasks: list[str | None] = []
     keys = [(t, config.model(t).name or t) for t in tiers]
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -52,9 +54,12 @@ def read_tier_labels(path: Path, config: AppConfig, tiers: list[str]) -> TierLab
                 row.append(float(value))
             prompts.append(rec["prompt"])
             rows.append(row)
+            task = rec.get("task")
+            tasks.append(str(task) if isinstance(task, str | int) and not isinstance(task, bool) else None)
     if len(prompts) < 10:
         raise ValueError(f"{path}: need at least 10 labelled prompts, got {len(prompts)}")
-    return TierLabels(prompts, np.asarray(rows, dtype=np.float64))
+    named = [t for t in tasks if t is not None]
+    return TierLabels(prompts, np.asarray(rows, dtype=np.float64), named if len(named) == len(tasks) else None)
 
 
 def call_costs(config: AppConfig, tiers: list[str], prompts: list[str], output_tokens: int) -> np.ndarray:
@@ -74,13 +79,16 @@ def tier_curve_report(
     labels: TierLabels, costs: np.ndarray, tiers: list[str], *, folds: int, embedder: str, points: int, seed: int
 ) -> dict[str, Any]:
     from routing.embeddings import get_embedder
-    from routing.tier_quality import out_of_fold_quality, tier_design
+    from routing.tier_quality import out_of_fold_quality, out_of_fold_task_quality, tier_design
     from routing.tiers import tier_curve
 
     n = len(labels.prompts)
     X = tier_design(get_embedder(embedder).embed(labels.prompts), labels.prompts)
     fold_ids = np.random.default_rng(seed).permutation(n) % max(2, folds)
-    pred = np.clip(out_of_fold_quality(X, labels.scores, fold_ids), 0, 1)
+    if labels.tasks is not None:  # task-aware heads (docs/benchmarks.md, N-model allocation)
+        pred = np.clip(out_of_fold_task_quality(X, labels.scores, labels.tasks, fold_ids), 0, 1)
+    else:
+        pred = np.clip(out_of_fold_quality(X, labels.scores, fold_ids), 0, 1)
     top = float(costs[:, 0].sum())
     floor = float(costs.min(axis=1).sum())
     rows = np.arange(n)
@@ -103,6 +111,7 @@ def tier_curve_report(
         "tiers": tiers,
         "folds": folds,
         "embedder": embedder,
+        "heads": "task" if labels.tasks is not None else "ridge",
         "all_top_micro_usd": int(top),
         "curve": curve,
         "single": singles,
