@@ -31,27 +31,16 @@ sys.path.insert(0, str(ROOT))
 
 
 def config(kind: str, base_url: str, dispatch: str):
-    from jobs.config import parse_config
+    """The built-in simulated setup (its models and prices), pointed at ``base_url``."""
+    import copy
 
-    prov: dict = {"base_url": base_url, "dispatch": dispatch, "concurrency": 64, "timeout_s": 30}
-    if kind == "anthropic":
-        prov["kind"] = "anthropic"
-    prov.update({"batch_poll_s": 0.5, "batch_poll_max_s": 2.0})
-    return parse_config(
-        {
-            "providers": {"sim": prov},
-            "models": {
-                "sim-strong": {
-                    "provider": "sim",
-                    "context_window": 128000,
-                    "input_usd_per_mtok": 10.0,
-                    "output_usd_per_mtok": 30.0,
-                },
-                "sim-weak": {"provider": "sim", "context_window": 32000, "input_usd_per_mtok": 0.6, "output_usd_per_mtok": 0.6},
-            },
-            "defaults": {"strong": "sim-strong", "weak": "sim-weak", "router": "length", "max_tokens": 256},
-        }
-    )
+    from jobs.config import BUILTIN_CONFIG, parse_config
+
+    data = copy.deepcopy(BUILTIN_CONFIG)
+    prov = {"base_url": base_url, "dispatch": dispatch, "concurrency": 64, "timeout_s": 30, "batch_poll_s": 0.5}
+    data["providers"]["sim"] = {**prov, "batch_poll_max_s": 2.0, **({"kind": "anthropic"} if kind == "anthropic" else {})}
+    data["defaults"]["router"] = "length"
+    return parse_config(data)
 
 
 def write_prompts(path: Path, n: int) -> Path:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -82,8 +83,8 @@ def fit_tier_quality(X: np.ndarray, Y: np.ndarray, alpha: float = DEFAULT_ALPHA)
     return TierQuality(mean, scale, coef, y_mean)
 
 
-def out_of_fold_quality(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
-    """Predicted ``Y`` where each row comes from heads fitted without its fold."""
+def _out_of_fold(fit: Any, X: np.ndarray, Y: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Predicted ``Y`` where each row comes from ``fit(train rows)`` fitted without its fold."""
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
     folds = np.asarray(folds)
@@ -92,8 +93,14 @@ def out_of_fold_quality(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, alpha: 
         test = folds == f
         if test.all():
             raise ValueError("out-of-fold needs at least 2 folds")
-        out[test] = fit_tier_quality(X[~test], Y[~test], alpha).predict(X[test])
+        out[test] = fit(~test).predict(X[test])
     return out
+
+
+def out_of_fold_quality(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
+    """Predicted ``Y`` where each row comes from heads fitted without its fold."""
+    X, Y = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    return _out_of_fold(lambda train: fit_tier_quality(X[train], Y[train], alpha), X, Y, folds)
 
 
 #: residual ridge strength per task (``alpha * n_task``) and the task classifier's L2; both
@@ -186,14 +193,6 @@ def out_of_fold_task_quality(
     X: np.ndarray, Y: np.ndarray, tasks: Sequence[str], folds: np.ndarray, alpha: float = TASK_ALPHA, l2: float = TASK_L2
 ) -> np.ndarray:
     """:func:`out_of_fold_quality` for the task-mixture heads: each row from heads fitted without its fold."""
-    X = np.asarray(X, dtype=np.float64)
-    Y = np.asarray(Y, dtype=np.float64)
+    X, Y = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
     labels = np.asarray(list(tasks))
-    folds = np.asarray(folds)
-    out = np.zeros_like(Y)
-    for f in np.unique(folds):
-        test = folds == f
-        if test.all():
-            raise ValueError("out-of-fold needs at least 2 folds")
-        out[test] = fit_task_quality(X[~test], Y[~test], labels[~test], alpha, l2).predict(X[test])
-    return out
+    return _out_of_fold(lambda train: fit_task_quality(X[train], Y[train], labels[train].tolist(), alpha, l2), X, Y, folds)

@@ -548,27 +548,29 @@ def _kept(full: Any, keep: np.ndarray, sample_cls: Any) -> Any:
 
 def _costs(rt: Runtime, job: Job, rows: list[Any], sample: Any) -> Any:
     """Input costs of every item on both models (estimated) and the sample's observed output
-    and judge costs, as ``routing.adapt.estimate_quality`` wants them for the cost share."""
+    and judge costs, as ``routing.adapt.estimate_quality`` wants them for the cost share. A
+    sampled item's strong answer is what the item cost beyond its twin and its judge calls."""
     from jobs.money.tokens import input_token_bound
     from routing.adapt.quality import Costs
 
+    ids = [rows[p].id for p in sample.indices]
     with session_scope(rt.db_url) as s:
         prices = sync_prices(s, rt.config, [job.strong_model, job.weak_model])
-        ids = [rows[p].id for p in sample.indices]
-        spent = s.execute(
-            select(Attempt.item_id, Attempt.model, func.sum(Attempt.cost_micro_usd))
-            .where(Attempt.job_id == job.id, Attempt.item_id.in_(ids))
-            .group_by(Attempt.item_id, Attempt.model)
-        ).all()
+        spent = {
+            item_id: (float(total), float(weak), float(judge))
+            for item_id, total, weak, judge in s.execute(
+                select(Item.id, Item.cost_micro_usd, Judgement.weak_cost_micro_usd, Judgement.judge_cost_micro_usd)
+                .join(Judgement, Judgement.item_id == Item.id)
+                .where(Item.id.in_(ids))
+            )
+        }
     tokens_in = np.array([input_token_bound([{"role": "user", "content": r.prompt}]) for r in rows], dtype=np.float64)
     in_s = tokens_in * prices[job.strong_model].input_micro_per_mtok / 1e6
     in_w = tokens_in * prices[job.weak_model].input_micro_per_mtok / 1e6
-    by = {(i, m): float(c) for i, m, c in spent}
-    # a sampled item's strong call is its own strong attempt; the judge runs on the strong model by default
-    out_s = np.array([max(by.get((i, job.strong_model), 0.0) - 0.0, 0.0) for i in ids])
-    out_w = np.array([by.get((i, job.weak_model), 0.0) for i in ids])
+    total, weak, judge = (np.array([spent.get(i, (0.0, 0.0, 0.0))[k] for i in ids]) for k in range(3))
+    strong = np.maximum(total - weak - judge, 0.0)
     pos = sample.indices
-    return Costs(in_s, in_w, np.maximum(out_s - in_s[pos], 0.0), np.maximum(out_w - in_w[pos], 0.0), np.zeros(len(ids)))
+    return Costs(in_s, in_w, np.maximum(strong - in_s[pos], 0.0), np.maximum(weak - in_w[pos], 0.0), judge)
 
 
 def _route_by(s: Session, job: Job, rows: list[Any], scores: np.ndarray, rest: np.ndarray, share: float, reason: str) -> None:

@@ -61,12 +61,13 @@ class SampleJudge:
         items = [JudgeItem(str(item_id), q, strong, weak) for item_id, q, strong, weak in inputs]
         if not self.models():  # labels, sim: no calls
             return [_sample_verdict(j) for j in self._judge.judge(items)]
-        plan = [(item_id, req) for (item_id, *_), item in zip(inputs, items, strict=True) for req in self._judge.requests(item)]
+        per_item = [self._judge.requests(item) for item in items]
+        plan = [(item_id, req) for (item_id, *_), reqs in zip(inputs, per_item, strict=True) for req in reqs]
         results, costs = call(rt, job_id, plan, prices)
         out = []
         at = 0
-        for item in items:
-            n = len(self._judge.requests(item))
+        for item, reqs in zip(items, per_item, strict=True):
+            n = len(reqs)
             out.append(_sample_verdict(self._judge.judgement(item, results[at : at + n]), sum(costs[at : at + n])))
             at += n
         return out

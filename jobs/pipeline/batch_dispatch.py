@@ -145,11 +145,11 @@ def dispatch_batches(
             request = chat_request(cfg, model, adm.row, job_max_tokens)
             try:
                 body = pool.request_body(request)
+                body_bytes = len(json.dumps(body))  # sizes the batch; a body JSON cannot hold fails here
             except Exception as exc:
                 reason = f"request cannot be built: {type(exc).__name__}: {exc}"[:500]
                 unbuildable.append((adm.row.id, CallResult(request, False, [], None, model, None, reason), adm.hold))
                 continue
-            body_bytes = len(json.dumps(body))
             if part and (len(part) >= max_n or size + body_bytes > max_bytes):
                 uploaded |= _upload(rt, queue, job_id, provider, model, part, batch_round)
                 part, size = [], 0

@@ -43,8 +43,7 @@ def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> in
         prices = sync_prices(s, rt.config, rt.config.models_with_fallbacks(models))
         job_max = job.spec.get("max_tokens")
         plan = budget_plan(job)
-        now = utcnow()
-        batched = {m for m in models if dispatch_of(rt.config, job, m, now) == "batch"}
+        batched = {m for m in models if dispatch_of(rt.config, job, m, utcnow()) == "batch"}
         if batched:
             # Provider batches as large as the provider allows, not one per chunk: this step also
             # takes the job's other routed items of those models (another chunk's step then finds

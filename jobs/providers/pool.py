@@ -348,14 +348,13 @@ class ProviderPool:
         """The body a synchronous call of ``req`` would carry, for a provider batch's line.
 
         Raises :class:`~jobs.providers.wire.Unmappable` or ValueError when it cannot be
-        built (the item then fails alone, as a synchronous call would)."""
+        built (the item then fails alone, as a synchronous call would). The caller encodes
+        it (and so finds a body that JSON cannot hold) once, when it sizes the batch."""
         problem = request_problem(req)
         if problem is not None:
             raise ValueError(problem)
         model_cfg = self.config.model(req.model)
-        body = self._body(req, req.model, model_cfg, wire_for(self.config.providers[model_cfg.provider].kind))
-        json.dumps(body)  # a body that cannot be encoded fails here, not in the upload
-        return body
+        return self._body(req, req.model, model_cfg, wire_for(self.config.providers[model_cfg.provider].kind))
 
     def batch_line_result(
         self,
