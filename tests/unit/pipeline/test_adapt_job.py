@@ -81,8 +81,12 @@ def test_the_sample_is_judged_and_the_rest_routed_by_what_it_learned(adapted) ->
     assert adaptation["stage"] == "adapted" and adaptation["judged"] == sample
     assert adaptation["chosen"] != "prior" and adaptation["cv_apgr"]["prior"] is not None
     assert any(r.startswith("adapted:") for r in reasons if r)
-    # 40% strong share and a third of the items hard: nearly every hard item outside the sample goes strong
-    assert hard_strong >= 0.8 * hard
+    # 40% strong share, a third of the items hard: the random prior would send 40% of them strong. The sample
+    # (drawn per job id) usually picks the adapted router, which sends nearly all; sometimes `length` (hard
+    # prompts are longer), which sends about two thirds: either is far above the prior.
+    assert hard_strong >= 0.6 * hard
+    if adaptation["chosen"] == "adapted":
+        assert hard_strong >= 0.8 * hard
     q = st.quality_vs_strong
     assert q is not None and 0.0 <= q["low"] <= q["high"] <= 1.0 and 0.0 <= q["estimate"] <= 1.0
 
