@@ -11,7 +11,7 @@ a prompt share a fold):
 * ``gsm8k``        — GSM8K, 5 folds; each fold's router trained on all of MMLU plus the other
   GSM8K folds; APGR >= 0.65;
 * ``arena``        — arena-bench-v1 (gpt-4-1106-preview vs Mixtral-8x7B, judged 1-10, turned
-  into win labels: see :func:`load_arena`), 5 folds; each fold's router trained on MMLU +
+  into win labels: see :func:`routing.data.arena.load_arena_labels`), 5 folds; each fold's router trained on MMLU +
   GSM8K + the other arena folds. No target: 293 prompts, the spread is large.
 
 ``--embedders minilm,static`` runs every embedding router on both embedders and prints the
@@ -37,7 +37,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from routing.crossfit import assign_folds, out_of_fold_scores
-from routing.data import LabelRecord, load_gsm8k, load_mmlu
+from routing.data import load_gsm8k, load_mmlu
+from routing.data.arena import load_arena_labels
 from routing.evaluation import bootstrap_apgr, evaluate, random_baseline
 
 TARGETS = {
@@ -46,8 +47,6 @@ TARGETS = {
     "gsm8k": {"apgr": 0.65},
     "arena": {},  # no target: 293 prompts
 }
-STRONG_ARENA = "gpt-4-1106-preview"
-WEAK_ARENA = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 
 
 def default_data() -> Path:
@@ -58,43 +57,23 @@ def default_arena() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data" / "arena-bench-v1"
 
 
-def load_arena(directory: Path) -> list[LabelRecord]:
-    """arena-bench-v1 as win labels for gpt-4-1106-preview (strong) vs Mixtral-8x7B (weak).
-
-    The judge's 1-10 scores are turned into the pairwise outcome of ``docs/evaluation.md``:
-    strong score > weak score -> (strong 1, weak 0); weak > strong -> (0, 1); equal ->
-    (1, 1), a tie (a tie's value does not change APGR: routing it either way gives the same
-    quality). Prompts without both scores are dropped.
-    """
-    import csv
-
-    prompts = {}
-    with open(directory / "questions.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            obj = json.loads(line)
-            prompts[obj["question_id"]] = obj["prompt"]
-    out = []
-    with open(directory / "scores.csv", encoding="utf-8", newline="") as fh:
-        for row in csv.DictReader(fh):
-            s, w = row.get(STRONG_ARENA, ""), row.get(WEAK_ARENA, "")
-            if not s or not w or row["question_id"] not in prompts:
-                continue
-            s_f, w_f = float(s), float(w)
-            label = (1.0, 0.0) if s_f > w_f else (0.0, 1.0) if w_f > s_f else (1.0, 1.0)
-            out.append(LabelRecord(prompts[row["question_id"]], *label, {"task": "arena", "strong_score": s_f,
-                                                                       "weak_score": w_f}))
-    return out
-
-
 def _router_kind(spec: str) -> str:
     return spec.split(":")[0]
 
 
-def run(data: Path, routers: list[str], k: int, boot: int, seed: int, embedders: list[str] | None = None,
-        arena: Path | None = None, only: list[str] | None = None) -> dict:
+def run(
+    data: Path,
+    routers: list[str],
+    k: int,
+    boot: int,
+    seed: int,
+    embedders: list[str] | None = None,
+    arena: Path | None = None,
+    only: list[str] | None = None,
+) -> dict:
     """Every setting x router (x embedder for the embedding routers), out-of-fold."""
     mmlu, gsm = load_mmlu(data), load_gsm8k(data)
-    ar = load_arena(arena) if arena is not None and (arena / "scores.csv").exists() else []
+    ar = load_arena_labels(arena) if arena is not None and (arena / "scores.csv").exists() else []
     allrec = mmlu + gsm + ar
     embedders = embedders or ["minilm"]
     cache: dict[str, np.ndarray] = {}
@@ -111,7 +90,7 @@ def run(data: Path, routers: list[str], k: int, boot: int, seed: int, embedders:
     n_m, n_g = len(mmlu), len(gsm)
 
     def part(E: np.ndarray, which: str) -> np.ndarray:
-        return {"mmlu": E[:n_m], "gsm": E[n_m:n_m + n_g], "arena": E[n_m + n_g:]}[which]
+        return {"mmlu": E[:n_m], "gsm": E[n_m : n_m + n_g], "arena": E[n_m + n_g :]}[which]
 
     settings = {
         "mmlu_random": (mmlu, assign_folds(mmlu, k, seed=seed), [], lambda E: part(E, "mmlu")),
@@ -119,8 +98,12 @@ def run(data: Path, routers: list[str], k: int, boot: int, seed: int, embedders:
         "gsm8k": (gsm, assign_folds(gsm, k, seed=seed), mmlu, lambda E: np.vstack([part(E, "gsm"), part(E, "mmlu")])),
     }
     if ar:
-        settings["arena"] = (ar, assign_folds(ar, k, seed=seed), mmlu + gsm,
-                             lambda E: np.vstack([part(E, "arena"), part(E, "mmlu"), part(E, "gsm")]))
+        settings["arena"] = (
+            ar,
+            assign_folds(ar, k, seed=seed),
+            mmlu + gsm,
+            lambda E: np.vstack([part(E, "arena"), part(E, "mmlu"), part(E, "gsm")]),
+        )
     if only:
         settings = {k: v for k, v in settings.items() if k in only}
     runs: list[tuple[str, str, str | None]] = []  # (label, spec, embedder)
@@ -136,8 +119,14 @@ def run(data: Path, routers: list[str], k: int, boot: int, seed: int, embedders:
         strong = np.array([r.strong for r in records])
         weak = np.array([r.weak for r in records])
         base = random_baseline(strong, weak, draws=50, seed=seed)
-        entry: dict = {"n": len(records), "strong": float(strong.mean()), "weak": float(weak.mean()),
-                       "random": base.to_dict(), "targets": TARGETS[name], "routers": {}}
+        entry: dict = {
+            "n": len(records),
+            "strong": float(strong.mean()),
+            "weak": float(weak.mean()),
+            "random": base.to_dict(),
+            "targets": TARGETS[name],
+            "routers": {},
+        }
         for label, spec, emb in runs:
             t = time.perf_counter()
             kwargs: dict = {}
@@ -152,8 +141,13 @@ def run(data: Path, routers: list[str], k: int, boot: int, seed: int, embedders:
             spread = bootstrap_apgr(scores, strong, weak, draws=boot, seed=seed)
             tgt = TARGETS[name]
             met = bool(tgt) and m.apgr >= tgt["apgr"] and m.cpt50 <= tgt.get("cpt50", 100.0)
-            entry["routers"][label] = {**m.to_dict(), "apgr_boot": spread.to_dict(), "meets_target": met,
-                                       "seconds": round(time.perf_counter() - t, 1), "scores": scores}
+            entry["routers"][label] = {
+                **m.to_dict(),
+                "apgr_boot": spread.to_dict(),
+                "meets_target": met,
+                "seconds": round(time.perf_counter() - t, 1),
+                "scores": scores,
+            }
         if len(embedders) == 2:
             entry["paired"] = paired_differences(entry, runs, embedders, strong, weak, boot, seed)
         for r in entry["routers"].values():
@@ -162,8 +156,9 @@ def run(data: Path, routers: list[str], k: int, boot: int, seed: int, embedders:
     return results
 
 
-def paired_differences(entry: dict, runs: list, embedders: list[str], strong: np.ndarray, weak: np.ndarray,
-                       boot: int, seed: int) -> dict:
+def paired_differences(
+    entry: dict, runs: list, embedders: list[str], strong: np.ndarray, weak: np.ndarray, boot: int, seed: int
+) -> dict:
     """APGR(second embedder) - APGR(first), with a paired bootstrap (same resampled prompts)."""
     from routing.evaluation import evaluate as ev
 
@@ -181,28 +176,37 @@ def paired_differences(entry: dict, runs: list, embedders: list[str], strong: np
                 continue
             diffs.append(ev(sb[idx], strong[idx], weak[idx]).apgr - ev(sa[idx], strong[idx], weak[idx]).apgr)
         d = np.asarray(diffs)
-        out[spec] = {"diff": ev(sb, strong, weak).apgr - ev(sa, strong, weak).apgr, "std": float(d.std()),
-                     "low": float(np.quantile(d, 0.025)), "high": float(np.quantile(d, 0.975))}
+        out[spec] = {
+            "diff": ev(sb, strong, weak).apgr - ev(sa, strong, weak).apgr,
+            "std": float(d.std()),
+            "low": float(np.quantile(d, 0.025)),
+            "high": float(np.quantile(d, 0.975)),
+        }
     return out
 
 
 def render(results: dict) -> None:
     for name, entry in results["settings"].items():
         tgt = entry["targets"]
-        tgt_s = (f"APGR >= {tgt['apgr']}" + (f", CPT(50%) <= {tgt['cpt50']:.0f}%" if "cpt50" in tgt else "")
-                 if tgt else "no target")
+        tgt_s = (
+            f"APGR >= {tgt['apgr']}" + (f", CPT(50%) <= {tgt['cpt50']:.0f}%" if "cpt50" in tgt else "") if tgt else "no target"
+        )
         print(f"\n{name}  (n={entry['n']}, strong {entry['strong']:.3f}, weak {entry['weak']:.3f}; target {tgt_s})")
         print(f"  {'router':<14} {'APGR':>7} {'±std':>7} {'95% CI':>17} {'CPT50%':>7} {'CPT80%':>7}  met")
         r = entry["random"]
         print(f"  {'random (mean)':<14} {r['apgr']:7.3f} {'':>7} {'':>17} {r['cpt50']:7.1f} {r['cpt80']:7.1f}")
         for spec, m in entry["routers"].items():
             b = m["apgr_boot"]
-            print(f"  {spec:<14} {m['apgr']:7.3f} {b['std']:7.3f}   [{b['low']:.3f}, {b['high']:.3f}] "
-                  f"{m['cpt50']:7.1f} {m['cpt80']:7.1f}  {('yes' if m['meets_target'] else 'no') if tgt else '-'}")
+            print(
+                f"  {spec:<14} {m['apgr']:7.3f} {b['std']:7.3f}   [{b['low']:.3f}, {b['high']:.3f}] "
+                f"{m['cpt50']:7.1f} {m['cpt80']:7.1f}  {('yes' if m['meets_target'] else 'no') if tgt else '-'}"
+            )
         for spec, d in entry.get("paired", {}).items():
             a, b = results["embedders"]
-            print(f"  {spec}: APGR {b} - {a} = {d['diff']:+.4f}  paired bootstrap std {d['std']:.4f}  "
-                  f"95% CI [{d['low']:+.4f}, {d['high']:+.4f}]")
+            print(
+                f"  {spec}: APGR {b} - {a} = {d['diff']:+.4f}  paired bootstrap std {d['std']:.4f}  "
+                f"95% CI [{d['low']:+.4f}, {d['high']:+.4f}]"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,21 +216,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--boot", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--embedders", default="minilm",
-                    help="comma-separated embedders for the embedding routers, e.g. minilm,static (paired diff)")
-    ap.add_argument("--arena", type=Path, default=default_arena(),
-                    help="arena-bench-v1 directory (setting 'arena'; skipped when absent)")
+    ap.add_argument(
+        "--embedders",
+        default="minilm",
+        help="comma-separated embedders for the embedding routers, e.g. minilm,static (paired diff)",
+    )
+    ap.add_argument(
+        "--arena", type=Path, default=default_arena(), help="arena-bench-v1 directory (setting 'arena'; skipped when absent)"
+    )
     ap.add_argument("--settings", default="", help="comma-separated subset of the settings (default: all)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     import platform
 
-    print(f"# machine: {platform.machine()} {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", file=sys.stderr)
+    print(
+        f"# machine: {platform.machine()} {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        file=sys.stderr,
+    )
     started = time.perf_counter()
-    results = run(args.data, [r for r in args.routers.split(",") if r], args.folds, args.boot, args.seed,
-                  [e for e in args.embedders.split(",") if e], args.arena,
-                  [x for x in args.settings.split(",") if x])
+    results = run(
+        args.data,
+        [r for r in args.routers.split(",") if r],
+        args.folds,
+        args.boot,
+        args.seed,
+        [e for e in args.embedders.split(",") if e],
+        args.arena,
+        [x for x in args.settings.split(",") if x],
+    )
     print(f"# total {time.perf_counter() - started:.0f}s", file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=2))

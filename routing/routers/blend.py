@@ -426,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     """Train a blend checkpoint from labels JSONL files and/or a RouteLLM data directory.
 
     The shipped checkpoint is made by:
-    ``python -m routing.routers.blend --routellm ../shared/data/routellm --out routing/checkpoints/blend``
+    ``python -m routing.routers.blend --routellm ../shared/data/routellm --arena ../shared/data/arena-bench-v1
+    --out routing/checkpoints/blend``
     """
     import argparse
 
@@ -436,13 +437,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m routing.routers.blend", description=main.__doc__)
     ap.add_argument("labels", nargs="*", help="labels JSONL files ({prompt, strong, weak})")
     ap.add_argument("--routellm", help="a RouteLLM evals directory (mmlu/, gsm8k/): train on both")
+    ap.add_argument("--arena", help="an arena-bench-v1 directory: add its chat prompts (the RouteLLM pair's judged wins)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--embedder", default="minilm")
     for key, value in DEFAULTS.items():
         ap.add_argument(f"--{key.replace('_', '-')}", dest=key, type=float, default=value)
     args = ap.parse_args(argv)
-    if not args.labels and not args.routellm:
-        ap.error("give labels files, --routellm DIR, or both")
+    if not args.labels and not args.routellm and not args.arena:
+        ap.error("give labels files, --routellm DIR, --arena DIR, or several")
     records = [r for path in args.labels for r in read_labels(path)]
     sources = [Path(p).name for p in args.labels]
     pair: dict[str, str] = {}
@@ -454,6 +456,13 @@ def main(argv: list[str] | None = None) -> int:
         sources.append(
             "RouteLLM routellm/evals MMLU + GSM8K (commit 0b64fdafe049e596a3f5657c219329f24af24198), contaminated prompts dropped"
         )
+    if args.arena:
+        from routing.data.arena import SOURCE, load_arena_labels
+        from routing.data.routellm import STRONG_MODEL, WEAK_MODEL
+
+        pair = {"strong": STRONG_MODEL, "weak": WEAK_MODEL}
+        records += load_arena_labels(args.arena, STRONG_MODEL, WEAK_MODEL)
+        sources.append(f"arena-bench-v1 ({SOURCE}): judged wins of {STRONG_MODEL} vs {WEAK_MODEL}, ties as ties")
     prompts, strong, weak = label_arrays(records)
     opts = {k: getattr(args, k) for k in DEFAULTS}
     train_blend(prompts, strong, weak, args.out, embedder=args.embedder, meta={"trained_on": sources, **pair}, **opts)
