@@ -48,8 +48,8 @@ def _questions(root: Path) -> dict[str, str]:
 
 
 def read_scores(root: str | Path) -> tuple[list[str], list[dict[str, float]]]:
-    """``scores.csv`` as (model columns, one {model: score} per question with the question id
-    under ``"question_id"`` kept aside by the caller); blank cells are left out."""
+    """``scores.csv`` as (question ids, one {model: score} per question, in file order); blank
+    cells are left out. A cell that is not a number is a ValueError naming file:line and column."""
     path = Path(root) / "scores.csv"
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
@@ -93,12 +93,18 @@ def read_answers(root: str | Path, model: str) -> dict[str, str]:
     """One model's answers by question id."""
     path = Path(root) / "answers" / (model.replace("/", "__") + ".jsonl")
     with open(path, encoding="utf-8") as fh:
-        return {o["question_id"]: str(o["answer"]) for o in map(json.loads, fh) if "question_id" in o}
+        objs = [json.loads(line) for line in fh if line.strip()]
+    return {o["question_id"]: str(o["answer"]) for o in objs if "question_id" in o}
 
 
 def write_replay_csv(root: str | Path, models: Sequence[str], out: str | Path, limit: int | None = None) -> int:
     """A replay file of the prompts every one of ``models`` has a score and an answer for, in
-    ``questions.jsonl`` order (the first ``limit`` of them); returns the rows written."""
+    ``questions.jsonl`` order (the first ``limit`` of them); returns the rows written.
+
+    Prompts are written stripped of surrounding whitespace (39 of the 300 have some, e.g. a
+    trailing newline): the replay table's fallback lookup strips the prompt it is asked for,
+    not its keys, and the simulated judge always asks with the stripped question, so an
+    unstripped key would never be found by the judge. A job may send either form."""
     root = Path(root)
     prompts = _questions(root)
     ids, rows = read_scores(root)
@@ -115,7 +121,7 @@ def write_replay_csv(root: str | Path, models: Sequence[str], out: str | Path, l
             sc = scores.get(qid, {})
             if not all(m in sc and qid in answers[m] for m in models):
                 continue
-            writer.writerow([prompt] + [v for m in models for v in (f"{sc[m]:g}", answers[m][qid])])
+            writer.writerow([prompt.strip()] + [v for m in models for v in (f"{sc[m]:g}", answers[m][qid])])
             written += 1
     return written
 
