@@ -16,7 +16,8 @@ Data (../shared/data): (a) arena-bench-v1 gpt-4-1106-preview vs Mixtral-8x7B; (b
 file, claude-2.1 vs claude-instant-1 and gpt-4-0314 vs gpt-3.5-turbo; (c) llmrouter test
 split, llama-3.3-nemotron-super-49b-v1 vs llama-3.1-8b-instruct; (d) GSM8K with a ``blend``
 router fitted here on MMLU only (same code and options as the shipped one). The default
-prior elsewhere is the shipped ``blend`` on the static embedder.
+prior elsewhere is the shipped ``blend`` on the static embedder (trained on RouteLLM's MMLU and
+GSM8K only: no arena or llmrouter prompt).
 
 Cost of adapting (at a 50% strong share, prices $10/$30 per Mtok strong, $0.6/$0.6 weak,
 the judge = the strong model, 2 judge calls per sampled item reading the prompt, both
@@ -78,29 +79,21 @@ def _tokens(text: str) -> float:
 
 
 def load_arena(strong: str, weak: str) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The judged 1-10 scores of the pair (prompts the judge scored for both) and the lengths of
+    their real answers."""
+    from routing.data.arena import load_arena_labels, read_answers
+
     base = DATA / "arena-bench-v1"
-    prompts = {}
-    for line in open(base / "questions.jsonl", encoding="utf-8"):
-        obj = json.loads(line)
-        prompts[obj["question_id"]] = obj["prompt"]
-
-    def answers(model: str) -> dict[str, str]:
-        path = base / "answers" / (model.replace("/", "__") + ".jsonl")
-        return {o["question_id"]: o["answer"] for o in map(json.loads, open(path, encoding="utf-8"))}
-
-    ans_s, ans_w = answers(strong), answers(weak)
-    P, S, W, TS, TW = [], [], [], [], []
-    with open(base / "scores.csv", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            if not row[strong].strip() or not row[weak].strip():
-                continue  # the judge gave no score
-            qid = row["question_id"]
-            P.append(prompts[qid])
-            S.append(float(row[strong]))
-            W.append(float(row[weak]))
-            TS.append(_tokens(ans_s.get(qid, "")))
-            TW.append(_tokens(ans_w.get(qid, "")))
-    return P, np.array(S), np.array(W), np.array(TS), np.array(TW)
+    records = load_arena_labels(base, strong, weak)
+    ans_s, ans_w = read_answers(base, strong), read_answers(base, weak)
+    qids = [str(r.get("question_id")) for r in records]
+    return (
+        [r.prompt for r in records],
+        np.array([float(r.get("strong_score")) for r in records]),
+        np.array([float(r.get("weak_score")) for r in records]),
+        np.array([_tokens(ans_s.get(q, "")) for q in qids]),
+        np.array([_tokens(ans_w.get(q, "")) for q in qids]),
+    )
 
 
 def load_llmrouter(strong: str, weak: str) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -159,7 +152,7 @@ def build_jobs(only: set[str] | None = None) -> list[Job]:
         P, S, W, TS, TW = loader()
         E = np.asarray(emb.embed(P), dtype=np.float64)
         if name == "gsm8k":
-            prior, prior_name = mmlu_only_prior(P, E, emb), "blend (MMLU only)"
+            prior, prior_name = mmlu_only_prior(P, emb), "blend (MMLU only)"
         else:
             prior, prior_name = np.asarray(default.score(P), dtype=np.float64), "blend (shipped)"
         from routing.adapt.features import job_design
@@ -169,7 +162,7 @@ def build_jobs(only: set[str] | None = None) -> list[Job]:
     return jobs
 
 
-def mmlu_only_prior(prompts: list[str], E: np.ndarray, emb: Any) -> np.ndarray:
+def mmlu_only_prior(prompts: list[str], emb: Any) -> np.ndarray:
     """``blend`` fitted on MMLU only (the shipped recipe minus GSM8K), scoring GSM8K."""
     from routing.data.labels import label_arrays
     from routing.data.routellm import load_mmlu
