@@ -79,6 +79,7 @@ def _summary_table(st: dict) -> Table:
         )
     if st.get("skipped_budget"):
         table.add_row("skipped (budget)", str(st["skipped_budget"]))
+    adapt_rows(table, st)
     if "grade" in st:
         g = st["grade"]
         table.add_row("realised quality", f"{g.get('accuracy')} over {g.get('n')} graded items")
@@ -92,6 +93,27 @@ def _summary_table(st: dict) -> Table:
     for i, note in enumerate(st.get("notes") or []):
         table.add_row("notes" if i == 0 else "", note)
     return table
+
+
+def adapt_rows(table: Table, st: dict) -> None:
+    """What an ``--adapt`` job measured, next to its cost: the estimate is the point of it."""
+    record = st.get("adaptation") or {}
+    if record.get("stage") != "adapted":
+        return
+    cv = (record.get("cv_apgr") or {}).get(record.get("chosen"))
+    table.add_row(
+        "adapted scorer",
+        f"{record.get('chosen')} (APGR {cv:.3f} on {record.get('judged')} judged items)"
+        if cv is not None
+        else f"{record.get('chosen')} ({record.get('judged')} judged items)",
+    )
+    q = st.get("quality_vs_strong")
+    if q:
+        table.add_row("quality vs strong", f"{q['estimate']:.3f}  (90% interval {q['low']:.3f}–{q['high']:.3f})")
+    elif record.get("quality_error"):
+        table.add_row("quality vs strong", f"not estimated: {record['quality_error']}")
+    if st.get("adapt_cost_share") is not None:
+        table.add_row("adapting cost", f"{100 * st['adapt_cost_share']:.1f}% of the job's cost (weak twins and judge)")
 
 
 def _when(unix: int | None) -> str:

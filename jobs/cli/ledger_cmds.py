@@ -265,7 +265,7 @@ def plan(
                     escape(
                         f"--adapt: a sample of {a['sample']} items adds ${a['extra_usd']:.6f} on top of any row "
                         f"(weak twins ${micro_to_usd(a['twin_micro_usd']):.6f}, judge {a['judge']} "
-                        f"${micro_to_usd(a['judge_micro_usd']):.6f})"
+                        f"${micro_to_usd(a['judge_micro_usd']):.6f})" + (f"; {a['note']}" if a.get("note") else "")
                     )
                 )
             else:

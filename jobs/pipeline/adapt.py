@@ -134,17 +134,10 @@ def memory_pairs(s: Session, name: str, strong: str, weak: str, exclude_job: str
     return [(p, float(w)) for p, w in s.execute(q).all() if w is not None]
 
 
-def sample_fraction(n_items: int, fraction: float, minimum: int, remembered: int) -> float:
-    """The sample a job needs: ``fraction`` of its items, less half as many as its memory
-    already holds for the pair (each remembered verdict is worth about half a fresh one: it
-    comes from another batch), and never under ``minimum``."""
-    wanted = max(minimum, round(fraction * n_items - remembered / 2))
-    return min(1.0, wanted / max(n_items, 1))
-
-
 def route_adapt(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     """Every item is scored: route the sample to the strong model (once per job)."""
     from routing.adapt import stratified_sample
+    from routing.adapt.sample import SMALL_JOB_MIN, job_sample
 
     chunks: list[int] = []
     with session_scope(rt.db_url) as s:
@@ -157,22 +150,21 @@ def route_adapt(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
             return False  # another caller is choosing the sample
         rows = _scored(s, job_id)
         scores = np.array([r.score for r in rows], dtype=np.float64)
-        fraction = float(job.spec["adapt"])
         minimum = int(job.spec.get("adapt_min") or 100)
-        if len(rows) < 2 * minimum:
+        memory = job.spec.get("memory")
+        remembered = len(memory_pairs(s, memory, job.strong_model, job.weak_model)) if memory else 0
+        plan = job_sample(len(rows), float(job.spec["adapt"]), minimum, remembered)
+        if plan is None:
             job.spec = {**job.spec, "adaptation": {"stage": "skipped", "reason": f"{len(rows)} items: too few to adapt"}}
             add_event(
                 s,
                 "job_note",
-                f"adapt: {len(rows)} items are too few to sample (at least {2 * minimum}); routed as usual",
+                f"adapt: {len(rows)} items are too few to sample (at least {2 * SMALL_JOB_MIN}); routed as usual",
                 job_id=job_id,
             )
         else:
-            memory = job.spec.get("memory")
-            remembered = len(memory_pairs(s, memory, job.strong_model, job.weak_model)) if memory else 0
-            fraction = sample_fraction(len(rows), fraction, minimum, remembered)
             _, design = _design([r.prompt for r in rows], scores)
-            sample = stratified_sample(scores, design.reduced, fraction, min_count=minimum, seed=_seed(job_id))
+            sample = stratified_sample(scores, design.reduced, plan.fraction, min_count=plan.min_count, seed=_seed(job_id))
             ids = [rows[i].id for i in sample.indices]
             now = utcnow()
             s.execute(
@@ -187,7 +179,8 @@ def route_adapt(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
                 **job.spec,
                 "adaptation": {
                     "stage": "sampling",
-                    "fraction": fraction,
+                    "fraction": plan.fraction,
+                    "min_count": plan.min_count,
                     "seed": _seed(job_id),
                     "sample_item_ids": ids,
                     **({"memory": memory, "remembered": remembered} if memory else {}),
@@ -197,7 +190,8 @@ def route_adapt(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
             add_event(
                 s,
                 "job_note",
-                f"adapt: a sample of {len(ids)} of {len(rows)} items goes to both models and the judge first",
+                f"adapt: a sample of {len(ids)} of {len(rows)} items goes to both models and the judge first"
+                + (f" (under twice the minimum of {minimum}: the sample is half the job)" if plan.small_job else ""),
                 job_id=job_id,
             )
     if not chunks:
@@ -418,7 +412,11 @@ def _route_rest(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         prompts = [r.prompt for r in rows]
         embeddings, design = _design(prompts, scores)
         full = stratified_sample(
-            scores, design.reduced, st["fraction"], min_count=int(job.spec.get("adapt_min") or 100), seed=st["seed"]
+            scores,
+            design.reduced,
+            st["fraction"],
+            min_count=int(st.get("min_count") or job.spec.get("adapt_min") or 100),
+            seed=st["seed"],
         )
         position = {r.id: n for n, r in enumerate(rows)}
         if sorted(position[i] for i in ids) != full.indices.tolist():

@@ -352,12 +352,14 @@ def adapt_overhead(
     estimated answers plus the prompt template, in both orders, and writes a short verdict;
     ``labels:FILE`` and ``sim`` judges make no calls."""
     from jobs.money.tokens import input_token_bound
+    from routing.adapt.sample import SMALL_JOB_MIN, job_sample
 
     n = len(rows)
-    size = min(n, max(minimum, round(fraction * n)))
-    share = size / n if n else 0.0
-    if n < 2 * minimum:
-        return {"sample": 0, "note": f"{n} items are too few to adapt (at least {2 * minimum}): routed as usual"}
+    drawn = job_sample(n, fraction, minimum)
+    if drawn is None:
+        return {"sample": 0, "note": f"{n} items are too few to adapt (at least {2 * SMALL_JOB_MIN}): routed as usual"}
+    size = drawn.size
+    share = size / n
     twin = float(inp.weak_micro.sum()) * share
     judge_micro = 0.0
     judge_model = None
@@ -385,6 +387,7 @@ def adapt_overhead(
         "judge_micro_usd": judge_total,
         "extra_micro_usd": twin_micro + judge_total,
         "extra_usd": micro_to_usd(twin_micro + judge_total),
+        **({"note": f"under twice the minimum of {minimum} items: the sample is half the job"} if drawn.small_job else {}),
     }
 
 

@@ -20,13 +20,14 @@ from routing.adapt.choose import CANDIDATES, Choice, adapt, verdict_apgr
 from routing.adapt.fit import AdaptedModel, fit_adapted
 from routing.adapt.judge import ReplayJudge, Verdict, weak_good_from_qualities
 from routing.adapt.quality import Interval, QualityEstimate, Selection, estimate_quality, realised_quality
-from routing.adapt.sample import Sample, stratified_sample
+from routing.adapt.sample import JobSample, Sample, job_sample, stratified_sample
 
 __all__ = [
     "CANDIDATES",
     "AdaptedModel",
     "Choice",
     "Interval",
+    "JobSample",
     "QualityEstimate",
     "ReplayJudge",
     "Sample",
@@ -35,6 +36,7 @@ __all__ = [
     "adapt",
     "estimate_quality",
     "fit_adapted",
+    "job_sample",
     "realised_quality",
     "stratified_sample",
     "verdict_apgr",

@@ -57,6 +57,37 @@ def sample_size(n_items: int, fraction: float, min_count: int) -> int:
     return int(min(n_items, max(min_count, round(fraction * n_items))))
 
 
+SMALL_JOB_MIN = 10  # judged items below which a job neither learns nor estimates anything
+
+
+@dataclass(frozen=True)
+class JobSample:
+    """How a job's adapt sample is drawn: ``stratified_sample(..., fraction, min_count=min_count)``."""
+
+    fraction: float
+    min_count: int
+    size: int
+    small_job: bool  # the job is under twice the minimum: the sample is half of it
+
+
+def job_sample(n_items: int, fraction: float, minimum: int, remembered: int = 0) -> JobSample | None:
+    """The one sample-size policy of an adapting job (the pipeline and ``plan`` both use it).
+
+    ``fraction`` of the items, less half as many as the job's memory already holds for the
+    pair (a remembered verdict is worth about half a fresh one: it comes from another
+    batch), and never under ``minimum``. A job under twice the minimum would be mostly
+    sample, so its minimum becomes half of it: the estimate is still worth having on a
+    small job, and routing the other half is still routing. ``None`` when even that is under
+    :data:`SMALL_JOB_MIN` judged items: the job is routed as usual.
+    """
+    min_count = min(minimum, n_items // 2)
+    if min_count < SMALL_JOB_MIN:
+        return None
+    wanted = max(min_count, round(fraction * n_items - remembered / 2))
+    size = sample_size(n_items, min(1.0, wanted / n_items), min_count)
+    return JobSample(min(1.0, wanted / n_items), min_count, size, min_count < minimum)
+
+
 def kmeans(X: np.ndarray, k: int, seed: int = 0, iters: int = 25) -> np.ndarray:
     """Lloyd's k-means with k-means++ seeding; returns labels 0..k-1 (empty clusters dropped)."""
     X = np.asarray(X, dtype=np.float64)

@@ -67,7 +67,12 @@ def test_plan_prices_the_adapt_sample(tmp_path: Path, monkeypatch) -> None:
     small = json.loads(
         runner.invoke(app, ["plan", str(data), "--router", "length", "--adapt", "0.1", "--adapt-min", "300", "--json"]).stdout
     )
-    assert small["adapt"]["sample"] == 0 and "too few" in small["adapt"]["note"]
+    assert small["adapt"]["sample"] == 200 and "the sample is half the job" in small["adapt"]["note"]
+    assert small["adapt"]["twin_micro_usd"] > llm["twin_micro_usd"]  # twice the sample, twice the twins
+    tiny = tmp_path / "tiny.jsonl"
+    tiny.write_text("".join(data.read_text().splitlines(keepends=True)[:19]))
+    none = json.loads(runner.invoke(app, ["plan", str(tiny), "--router", "length", "--adapt", "0.1", "--json"]).stdout)
+    assert none["adapt"]["sample"] == 0 and "too few to adapt (at least 20)" in none["adapt"]["note"]
 
 
 def test_plan_prices_each_tier_and_the_allocation_across_them(tmp_path: Path, monkeypatch) -> None:

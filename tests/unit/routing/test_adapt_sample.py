@@ -61,3 +61,17 @@ def test_kmeans_finds_separated_clusters() -> None:
     X = np.vstack([rng.normal(0, 0.1, (50, 2)), rng.normal(5, 0.1, (50, 2))])
     labels = kmeans(X, 2, seed=0)
     assert len(set(labels[:50])) == 1 and len(set(labels[50:])) == 1 and labels[0] != labels[-1]
+
+
+def test_job_sample_policy() -> None:
+    from routing.adapt import job_sample
+
+    big = job_sample(1000, 0.05, 100)
+    assert big is not None and (big.size, big.min_count, big.small_job) == (100, 100, False)
+    assert job_sample(4000, 0.05, 100).size == 200  # the fraction above the minimum
+    assert job_sample(4000, 0.05, 100, remembered=100).size == 150  # a remembered verdict counts half
+    assert job_sample(4000, 0.05, 100, remembered=1000).size == 100  # never under the minimum
+    small = job_sample(50, 0.1, 100)
+    assert small is not None and (small.size, small.min_count, small.small_job) == (25, 25, True)
+    assert job_sample(20, 0.1, 100).size == 10
+    assert job_sample(19, 0.1, 100) is None  # fewer than 10 judged items: nothing to learn or estimate
