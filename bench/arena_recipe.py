@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import default_arena, default_data, paired_apgr_difference
+from quality import default_arena, default_data, machine_banner, paired_apgr_difference
 
 from routing.crossfit import assign_folds, out_of_fold_scores
 from routing.data import load_gsm8k, load_mmlu
@@ -101,11 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         if not needed.is_dir():
             print(f"error: {needed} not found (the RouteLLM labels and arena-bench-v1: see docs/benchmarks.md)")
             return 2
-    print(
-        f"# machine: {platform.machine()} {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        file=sys.stderr,
-    )
+    print(machine_banner(), file=sys.stderr)
     started = time.perf_counter()
     result = run(args.data, args.arena, args.embedder, args.folds, args.boot, args.seed)
     print(f"# total {time.perf_counter() - started:.0f}s", file=sys.stderr)

@@ -57,6 +57,16 @@ def default_arena() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data" / "arena-bench-v1"
 
 
+def machine_banner() -> str:
+    """Where and when a bench ran: its figures mean little without the machine and its load."""
+    import platform
+
+    return (
+        f"# machine: {platform.machine()} {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
+
+
 def _router_kind(spec: str) -> str:
     return spec.split(":")[0]
 
@@ -241,13 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settings", default="", help="comma-separated subset of the settings (default: all)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    import platform
-
-    print(
-        f"# machine: {platform.machine()} {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        file=sys.stderr,
-    )
+    print(machine_banner(), file=sys.stderr)
     started = time.perf_counter()
     results = run(
         args.data,

@@ -11,22 +11,10 @@ import pytest
 
 from jobs.providers.sim.replay import load_replay_table
 from routing.data.arena import load_arena_labels, main, read_answers, read_scores, write_replay_csv
+from tests.unit.data.arena_sample import GPT4, MIXTRAL, SAMPLE
+from tests.unit.data.arena_sample import sample_rows as _sample_rows
 
-SAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "arena_sample"
-GPT4 = "gpt-4-1106-preview"
-MIXTRAL = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 PAIR = [GPT4, MIXTRAL]
-
-
-def _sample_rows() -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """The fixture read by hand: prompts by id (file order) and raw score cells by id."""
-    prompts = {}
-    for line in (SAMPLE / "questions.jsonl").read_text(encoding="utf-8").splitlines():
-        obj = json.loads(line)
-        prompts[obj["question_id"]] = obj["prompt"]
-    with (SAMPLE / "scores.csv").open(newline="", encoding="utf-8") as fh:
-        cells = {r["question_id"]: r for r in csv.DictReader(fh)}
-    return prompts, cells
 
 
 def _answers_by_hand(model: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ from jobs.reports.job_grading import grade_job
 from jobs.runtime import Runtime
 from jobs.settings import Settings
 from routing.data.arena import read_answers, write_replay_csv
+from tests.unit.data.arena_sample import sample_rows
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLE = ROOT / "tests" / "fixtures" / "arena_sample"
@@ -46,12 +47,7 @@ class Arena:
     recorded answer and judged score."""
 
     def __init__(self) -> None:
-        prompts = {}
-        for line in (SAMPLE / "questions.jsonl").read_text(encoding="utf-8").splitlines():
-            obj = json.loads(line)
-            prompts[obj["question_id"]] = obj["prompt"]
-        with (SAMPLE / "scores.csv").open(newline="", encoding="utf-8") as fh:
-            cells = {r["question_id"]: r for r in csv.DictReader(fh)}
+        prompts, cells = sample_rows()
         answers = {m: read_answers(SAMPLE, m) for m in (GPT4, MIXTRAL)}
         self.score: dict[str, dict[str, float]] = {}
         self.answer: dict[str, dict[str, str]] = {}

@@ -230,16 +230,20 @@ def test_a_job_killed_while_judging_resumes_without_calling_the_twins_again(tmp_
     assert twins_after == twins_before and unjudged == 0  # the twins were recorded once; only the judging was redone
 
 
+def _first_items_adapted(tmp_path: Path, runtime_factory, n: int, fraction: float):
+    """A job of the first ``n`` items, adapting with the default minimum and the labels judge."""
+    data, labels = _data(tmp_path)
+    head = tmp_path / f"first{n}.jsonl"
+    head.write_text("".join(data.read_text().splitlines(keepends=True)[:n]))
+    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
+    spec = JobSpec(input_file=str(head), router="random:seed=3", strong_share=0.4, adapt=fraction, judge=f"labels:{labels}")
+    return rt, service.run(rt, spec)
+
+
 def test_a_job_under_twice_the_minimum_samples_half_of_itself_and_estimates(tmp_path: Path, runtime_factory) -> None:
     """50 items with the default minimum of 100: before, the job skipped adapting and reported
     no estimate; now half of it is judged and the rest routed with what that half says."""
-    data, labels = _data(tmp_path)
-    small = tmp_path / "small.jsonl"
-    small.write_text("".join(data.read_text().splitlines(keepends=True)[:50]))
-    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
-    st = service.run(
-        rt, JobSpec(input_file=str(small), router="random:seed=3", strong_share=0.4, adapt=0.1, judge=f"labels:{labels}")
-    )
+    rt, st = _first_items_adapted(tmp_path, runtime_factory, 50, 0.1)
     assert st.status == "completed" and st.succeeded == 50
     assert st.adaptation["stage"] == "adapted" and st.adaptation["judged"] == 25 and st.adaptation["min_count"] == 25
     q = st.quality_vs_strong
@@ -250,13 +254,7 @@ def test_a_job_under_twice_the_minimum_samples_half_of_itself_and_estimates(tmp_
 
 
 def test_a_job_too_small_to_judge_ten_items_is_routed_as_usual(tmp_path: Path, runtime_factory) -> None:
-    data, labels = _data(tmp_path)
-    tiny = tmp_path / "tiny.jsonl"
-    tiny.write_text("".join(data.read_text().splitlines(keepends=True)[:19]))
-    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
-    st = service.run(
-        rt, JobSpec(input_file=str(tiny), router="random:seed=3", strong_share=0.4, adapt=0.5, judge=f"labels:{labels}")
-    )
+    rt, st = _first_items_adapted(tmp_path, runtime_factory, 19, 0.5)
     assert st.status == "completed" and st.succeeded == 19 and st.quality_vs_strong is None
     assert st.adaptation["stage"] == "skipped"
     assert any("too few to sample (at least 20)" in n for n in st.notes)
