@@ -24,6 +24,9 @@ QUEUE_OF: dict[str, str] = {
     # score workers may be busy on a GPU for minutes, so these ride the generate queue.
     "generate": GENERATE_QUEUE,
     "route": GENERATE_QUEUE,
+    # --adapt: choosing the sample and fitting the per-job router embed the job's prompts
+    # (the [score] extra, which a lean generate worker lacks); the judging rides along.
+    "adapt": SCORE_QUEUE,
     "finalize": GENERATE_QUEUE,
     "poll": GENERATE_QUEUE,  # a provider batch: retrieve, and settle its results once it ended
 }

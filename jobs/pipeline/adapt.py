@@ -9,8 +9,8 @@ item is scored:
    ``routing.adapt.stratified_sample``) and routes it to the strong model, with reason
    ``adapt_sample``. The rest stays ``scored``; the phase stays ``scoring``, so the job cannot
    be declared done meanwhile.
-2. When the last sampled item has ended, :func:`adapt_after_sample` (called at the end of
-   every generate step) sends each answered sample item to the weak model too (its *twin*),
+2. When the last sampled item has ended, :func:`adapt_after_sample` (the ``adapt`` step,
+   asked for by the generate step that ended the sample) sends each answered sample item to the weak model too (its *twin*),
    asks the judge whether the weak answer is as good (``jobs.judge``: both orders), and
    records both in ``judgements``. Every call is an attempt of its item, held on the budget
    and charged like any other. An item whose weak answer won keeps the weak answer (nothing
@@ -135,7 +135,11 @@ def memory_pairs(s: Session, name: str, strong: str, weak: str, exclude_job: str
 
 
 def route_adapt(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
-    """Every item is scored: route the sample to the strong model (once per job)."""
+    """The ``adapt`` step. Every item is scored: route the sample to the strong model (once
+    per job); once the sample has ended, judge it and route the rest.
+
+    It runs on the score queue (``worker.app.QUEUE_OF``): choosing the sample and fitting
+    the per-job router embed the job's prompts, which needs the ``[score]`` extra."""
     from routing.adapt import stratified_sample
     from routing.adapt.sample import SMALL_JOB_MIN, job_sample
 
@@ -203,6 +207,32 @@ def route_adapt(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     return True
 
 
+def _sample_ended(s: Session, job: Job | None, now: datetime) -> bool:
+    """The job's sample has ended (every sampled item answered or failed) and nobody holds
+    the judging lease: the judging can start."""
+    if job is None or job.phase != Phase.SCORING:
+        return False
+    st = _state(job)
+    if st.get("stage") != "sampling":
+        return False
+    if s.scalar(select(func.count()).select_from(Item).where(Item.id.in_(st["sample_item_ids"]), Item.state.in_(OPEN))):
+        return False
+    until = st.get("judging_until")
+    return not (until and datetime.fromisoformat(until) > now)
+
+
+def adapt_when_sampled(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
+    """At the end of every generate step: once the sample has ended, ask for the ``adapt``
+    step. It rides the score queue because fitting and routing the rest embed the job's
+    prompts, and a generate worker may be installed without the ``[score]`` extra."""
+    with session_scope(rt.db_url) as s:
+        job = s.get(Job, job_id)
+        if not _sample_ended(s, job, utcnow()):
+            return False
+    queue.enqueue("adapt", job_id, None)
+    return True
+
+
 def adapt_after_sample(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     """Once every sampled item has ended: twins, judge, fit, route the rest. One caller at a
     time (a lease in the job's spec, taken on the locked job row); a caller that died is
@@ -210,17 +240,9 @@ def adapt_after_sample(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     now = utcnow()
     with session_scope(rt.db_url) as s:
         job = s.get(Job, job_id, with_for_update=True)
-        if job is None or job.phase != Phase.SCORING:
+        if job is None or not _sample_ended(s, job, now):
             return False
         st = _state(job)
-        if st.get("stage") != "sampling":
-            return False
-        ids = st["sample_item_ids"]
-        if s.scalar(select(func.count()).select_from(Item).where(Item.id.in_(ids), Item.state.in_(OPEN))):
-            return False
-        until = st.get("judging_until")
-        if until and datetime.fromisoformat(until) > now:
-            return False
         job.spec = {**job.spec, "adaptation": {**st, "judging_until": (now + JUDGING_LEASE).isoformat()}}
     _judge_sample(rt, job_id)
     return _route_rest(rt, queue, job_id)

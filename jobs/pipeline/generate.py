@@ -14,7 +14,7 @@ from jobs.lifecycle.states import ItemState, JobState
 from jobs.money.admission import budget_plan
 from jobs.money.pricing import sync_prices
 from jobs.pipeline import inflight
-from jobs.pipeline.adapt import adapt_after_sample
+from jobs.pipeline.adapt import adapt_when_sampled
 from jobs.pipeline.batch_dispatch import dispatch_batches, dispatch_of
 from jobs.pipeline.fanout import FanOut
 from jobs.pipeline.finalize import maybe_finalize
@@ -83,5 +83,5 @@ def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> in
         inflight.forget(job_id, [r.id for r in rows])  # answered and recorded (or provably unsent)
     maybe_finalize(rt, job_id)
     route_after_pilot(rt, queue, job_id)  # --allocate budget: once its pilot has ended, route the rest
-    adapt_after_sample(rt, queue, job_id)  # --adapt: once its sample has ended, judge it and route the rest
+    adapt_when_sampled(rt, queue, job_id)  # --adapt: once its sample has ended, judge it and route the rest
     return len(rows)

@@ -248,14 +248,15 @@ def route_job(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
 
     Returns True for the one caller that made the transition.
     """
-    from jobs.pipeline.adapt import adapting, route_adapt
+    from jobs.pipeline.adapt import adapting
 
     with session_scope(rt.db_url) as s:
         job = s.get(Job, job_id)
         allocates = job is not None and job.allocate == "budget"
         adapts = job is not None and adapting(job) and ((job.spec or {}).get("adaptation") or {}).get("stage") != "skipped"
     if adapts:
-        return route_adapt(rt, queue, job_id)
+        queue.enqueue("adapt", job_id, None)  # on the score queue: it embeds (route_adapt)
+        return True
     if allocates:
         return route_budget(rt, queue, job_id)
     with session_scope(rt.db_url) as s:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 
-from jobs.pipeline.adapt import adapt_after_sample
+from jobs.pipeline.adapt import adapt_when_sampled, route_adapt
 from jobs.pipeline.batch_poll import poll_batches
 from jobs.pipeline.finalize import maybe_finalize
 from jobs.pipeline.generate import generate_chunk
@@ -34,7 +34,7 @@ from jobs.pipeline.score import route_when_scored, score_chunk
 from jobs.pipeline.tasks import TaskQueue
 from jobs.runtime import Runtime
 
-TASKS = ("score", "route", "generate", "finalize", "poll")
+TASKS = ("score", "route", "adapt", "generate", "finalize", "poll")
 
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ def _run(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: int | Non
         score_chunk(rt, queue, job_id, chunk or 0)
     elif task == "route":
         route_job(rt, queue, job_id)
+    elif task == "adapt":
+        route_adapt(rt, queue, job_id)
     elif task == "generate":
         generate_chunk(rt, queue, job_id, chunk or 0)
     elif task == "poll":
@@ -139,5 +141,5 @@ def _chunk_failed(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: 
     else:
         maybe_finalize(rt, job_id)
         route_after_pilot(rt, queue, job_id)  # a failed pilot chunk has ended too: route the rest
-        adapt_after_sample(rt, queue, job_id)  # the same for an adapt sample
+        adapt_when_sampled(rt, queue, job_id)  # the same for an adapt sample
     return True

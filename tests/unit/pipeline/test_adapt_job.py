@@ -260,3 +260,35 @@ def test_a_job_too_small_to_judge_ten_items_is_routed_as_usual(tmp_path: Path, r
     assert any("too few to sample (at least 20)" in n for n in st.notes)
     with session_scope(rt.db_url) as s:
         assert s.scalar(select(func.count()).select_from(Judgement)) == 0
+
+
+def test_generate_workers_without_the_score_extra_run_an_adapting_job(tmp_path: Path, runtime_factory, monkeypatch) -> None:
+    """A lean generate worker (the Dockerfile's ``EXTRAS=``) has no embedder. Every step is
+    run here as the worker of its queue would: on the generate queue the embedder cannot be
+    imported. Before the ``adapt`` step rode the score queue, the generate step that ended
+    the sample judged and fitted there, and the job's rest failed on the import."""
+    import routing.embeddings as embeddings
+    from jobs.pipeline import runner
+    from worker.app import QUEUE_OF
+
+    real_run, real_embedder = runner._run, embeddings.get_embedder
+    queues: list[tuple[str, str]] = []
+
+    def not_installed(*args: object, **kwargs: object) -> None:
+        raise ModuleNotFoundError("No module named 'model2vec'")
+
+    def on_its_queue(rt, queue, task, job_id, chunk) -> None:
+        queues.append((QUEUE_OF[task], task))
+        monkeypatch.setattr(embeddings, "get_embedder", not_installed if QUEUE_OF[task] == "generate" else real_embedder)
+        real_run(rt, queue, task, job_id, chunk)
+
+    monkeypatch.setattr(runner, "_run", on_its_queue)
+    data, labels = _data(tmp_path)
+    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
+    spec = JobSpec(
+        input_file=str(data), router="random:seed=3", strong_share=0.4, adapt=0.15, adapt_min=20, judge=f"labels:{labels}"
+    )
+    st = service.run(rt, spec)
+    assert st.status == "completed" and st.succeeded == N and st.failed == 0
+    assert st.adaptation["stage"] == "adapted" and st.adaptation["judged"] == round(0.15 * N)
+    assert ("score", "adapt") in queues and ("generate", "generate") in queues
