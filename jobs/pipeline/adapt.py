@@ -233,6 +233,26 @@ def adapt_when_sampled(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     return True
 
 
+def adapt_failed(rt: Runtime, queue: TaskQueue, job_id: str, reason: str) -> bool:
+    """The ``adapt`` step raised the same error twice: route the rest of the job as usual.
+
+    Adapting refines the routing; it must not hold the job. Without this the job stayed in
+    ``scoring`` for good, every redelivery and every reaper pass raising the same error.
+    What the sample bought is kept (its items have their answers, the twins and verdicts
+    recorded so far stay in the ledger); the job has no quality estimate."""
+    from jobs.pipeline.route import route_job
+
+    with session_scope(rt.db_url) as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None or job.phase != Phase.SCORING:
+            return False
+        st = {k: v for k, v in _state(job).items() if k != "judging_until"}
+        job.spec = {**job.spec, "adaptation": {**st, "stage": "skipped", "reason": f"adapting failed: {reason}"}}
+        add_event(s, "job_note", f"adapt: failed twice with {reason}; the rest of the job is routed as usual", job_id=job_id)
+    log.warning("adapting job %s failed twice (%s): routed as usual", job_id, reason)
+    return route_job(rt, queue, job_id)
+
+
 def adapt_after_sample(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     """Once every sampled item has ended: twins, judge, fit, route the rest. One caller at a
     time (a lease in the job's spec, taken on the locked job row); a caller that died is

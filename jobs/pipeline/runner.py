@@ -15,7 +15,10 @@ A step that raises is handled here, the same for Celery redelivery and inline ``
   maybe-sent (so a lease expiry later never charges calls that were not made);
 * the first time a chunk's step raises an error it raises again (a retry may help); the
   second time the same error comes back for that chunk, its open items end ``failed``
-  with the reason and the job moves on instead of retrying forever.
+  with the reason and the job moves on instead of retrying forever;
+* an ``--adapt`` job's ``adapt`` step that raises the same error twice stops adapting: the
+  rest of the job is routed as usual, with the error in its notes
+  (``jobs.pipeline.adapt.adapt_failed``).
 
 Errors that mean a server was briefly away (transient database errors, connection
 errors) are not counted: they are the broker's retries to make.
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import logging
 
-from jobs.pipeline.adapt import adapt_when_sampled, route_adapt
+from jobs.pipeline.adapt import adapt_failed, adapt_when_sampled, route_adapt
 from jobs.pipeline.batch_poll import poll_batches
 from jobs.pipeline.finalize import maybe_finalize
 from jobs.pipeline.generate import generate_chunk
@@ -55,7 +58,12 @@ def run_task(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: int |
         expire_due(rt, job_id)  # past its completion window: the job ends expired and this step starts no call
         _run(rt, queue, task, job_id, chunk)
     except Exception as exc:
-        if task not in ("score", "generate") or _is_transient(exc):
+        if _is_transient(exc):
+            raise
+        if task == "adapt" and not first_step_error(rt, task, job_id, 0, exc):
+            adapt_failed(rt, queue, job_id, error_signature(exc))
+            return
+        if task not in ("score", "generate"):
             raise
         if _chunk_failed(rt, queue, task, job_id, chunk or 0, exc):
             return
@@ -88,11 +96,30 @@ def error_signature(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
 
 
+def first_step_error(rt: Runtime, task: str, job_id: str, chunk: int, exc: BaseException) -> bool:
+    """Record that the step raised ``exc``; True the first time this step of this chunk
+    raised this error (a fluke is retried), False when it is the same error again."""
+    import hashlib
+
+    from jobs.ledger.session import session_scope
+    from jobs.money.budgets import add_event
+
+    reason = error_signature(exc)
+    key = f"step_error:{job_id}:{task}:{chunk}:" + hashlib.sha256(reason.encode("utf-8", "replace")).hexdigest()[:16]
+    with session_scope(rt.db_url) as s:
+        return add_event(
+            s,
+            "step_error",
+            f"{task} of chunk {chunk} raised {reason}",
+            job_id=job_id,
+            dedupe_key=key[:200],
+            data={"step": task, "chunk": chunk},
+        )
+
+
 def _chunk_failed(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: int, exc: BaseException) -> bool:
     """Clean up after a raising step; True when the chunk's open items were failed (the
     same error a second time) and the step should not raise."""
-    import hashlib
-
     from sqlalchemy import update
 
     from jobs.ledger.models import Item
@@ -104,9 +131,8 @@ def _chunk_failed(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: 
     from jobs.pipeline import inflight
 
     reason = error_signature(exc)
-    key = f"step_error:{job_id}:{task}:{chunk}:" + hashlib.sha256(reason.encode("utf-8", "replace")).hexdigest()[:16]
-    with session_scope(rt.db_url) as s:
-        if task == "generate":
+    if task == "generate":
+        with session_scope(rt.db_url) as s:
             recover_lost(
                 s,
                 job_id=job_id,
@@ -115,15 +141,7 @@ def _chunk_failed(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: 
                 sent_ids=inflight.take(job_id),
                 estimate=worst_case_estimator(rt.config),
             )
-        first = add_event(
-            s,
-            "step_error",
-            f"{task} of chunk {chunk} raised {reason}",
-            job_id=job_id,
-            dedupe_key=key[:200],
-            data={"step": task, "chunk": chunk},
-        )
-    if first:
+    if first_step_error(rt, task, job_id, chunk, exc):
         log.warning("%s of job %s chunk %s raised %s (it fails the chunk if it happens again)", task, job_id, chunk, reason)
         return False
     states = [ItemState.PENDING] if task == "score" else [ItemState.ROUTED, ItemState.SCORED]

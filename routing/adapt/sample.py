@@ -84,8 +84,8 @@ def job_sample(n_items: int, fraction: float, minimum: int, remembered: int = 0)
     if min_count < SMALL_JOB_MIN:
         return None
     wanted = max(min_count, round(fraction * n_items - remembered / 2))
-    size = sample_size(n_items, min(1.0, wanted / n_items), min_count)
-    return JobSample(min(1.0, wanted / n_items), min_count, size, min_count < minimum)
+    share = min(1.0, wanted / n_items)
+    return JobSample(share, min_count, sample_size(n_items, share, min_count), min_count < minimum)
 
 
 def kmeans(X: np.ndarray, k: int, seed: int = 0, iters: int = 25) -> np.ndarray:

@@ -292,3 +292,40 @@ def test_generate_workers_without_the_score_extra_run_an_adapting_job(tmp_path: 
     assert st.status == "completed" and st.succeeded == N and st.failed == 0
     assert st.adaptation["stage"] == "adapted" and st.adaptation["judged"] == round(0.15 * N)
     assert ("score", "adapt") in queues and ("generate", "generate") in queues
+
+
+def test_an_adapt_step_that_raises_the_same_error_twice_routes_the_rest_as_usual(
+    tmp_path: Path, runtime_factory, monkeypatch
+) -> None:
+    """Before, every resume (and in distributed mode every reaper pass) raised again and the
+    job stayed in ``scoring`` for good; the second time it now stops adapting instead."""
+    import routing.adapt
+    from jobs.errors import JobFailed
+    from jobs.pipeline.tasks import InlineQueue
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("a bug in fitting")
+
+    monkeypatch.setattr(routing.adapt, "adapt", broken)
+    data, labels = _data(tmp_path)
+    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
+    spec = JobSpec(
+        input_file=str(data), router="random:seed=3", strong_share=0.4, adapt=0.15, adapt_min=20, judge=f"labels:{labels}"
+    )
+    with pytest.raises(JobFailed, match="ValueError: a bug in fitting"):
+        service.run(rt, spec)  # the first time: the job fails with the error, to be resumed
+    with session_scope(rt.db_url) as s:
+        job_id = s.scalars(select(Judgement.job_id)).first()
+    queue = InlineQueue()
+    with service.hold(rt, job_id) as lease:
+        service.resume(rt, job_id, queue, force=True, lease=lease)
+        service.drain_inline(rt, queue, job_id, runner_id=lease.runner_id)
+    st = service.status(rt, job_id)
+    assert st.status == "completed" and st.succeeded == N and st.failed == 0
+    assert st.adaptation["stage"] == "skipped" and "ValueError: a bug in fitting" in st.adaptation["reason"]
+    assert st.quality_vs_strong is None
+    assert any("failed twice with ValueError: a bug in fitting" in n for n in st.notes)
+    with session_scope(rt.db_url) as s:
+        judged = s.scalar(select(func.count()).select_from(Judgement).where(Judgement.verdict.is_not(None)))
+        reasons = dict(s.execute(select(Item.route_reason, func.count()).group_by(Item.route_reason)).all())
+    assert judged == round(0.15 * N) and reasons["adapt_sample"] == judged  # what the sample bought is kept
