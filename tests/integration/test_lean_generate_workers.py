@@ -1,7 +1,8 @@
-"""Issue 11, distributed: an ``--adapt`` job on real Redis, Postgres and Celery workers, with
-generate workers installed without the ``[score]`` extra (the Dockerfile's lean image). The
-``adapt`` step rides the score queue, so the sample is chosen, judged and fitted there and
-the job completes; the generate worker never needs an embedder."""
+"""Generate workers installed without the ``[score]`` extra (the Dockerfile's lean image,
+``EXTRAS=``), on real Redis, Postgres and Celery workers: every step that rides the generate
+queue (routing, a pilot's end, generation, finalizing) must run without torch, transformers,
+model2vec or scipy. Issue 11: an ``--adapt`` job's ``adapt`` step rides the score queue, so
+the sample is chosen, judged and fitted there; before, the job hung on the generate worker."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from sqlalchemy.orm import Session
 from jobs.ledger.models import Attempt, Item, Judgement
 from tests.chaos.harness import (  # noqa: F401 - fixtures
     Cluster,
+    check_ledger,
     job_state,
     private_redis,
     sim,
     wait_for,
     write_config,
+    write_prompts,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
@@ -85,3 +88,22 @@ def test_an_adapting_job_completes_with_lean_generate_workers(cluster, sim, tmp_
     assert all(sim.calls[p] == len(models[i]) for i, p in prompts.items())
     logs = cluster.logs()
     assert "ModuleNotFoundError" not in logs and "routebatch.adapt[" in logs
+
+
+def test_a_budget_allocated_job_completes_with_lean_generate_workers(cluster, sim, tmp_path) -> None:  # noqa: F811
+    """``--allocate budget``: its pilot ends on a generate worker, which then routes the rest."""
+    cluster.start_worker("score")
+    cluster.start_worker("generate", "--concurrency", "2", "--import", "tests.chaos.lean_worker")
+    data = write_prompts(tmp_path / "p.jsonl", N)
+    st = cluster.cli_json("submit", str(data), "--allocate", "budget", "--budget-usd", "0.05")
+    job_id = st["job_id"]
+    try:
+        wait_for(lambda: job_state(cluster.db_url, job_id) in ("completed", "failed"), 90, what="job ended")
+    except Exception:
+        pytest.fail(cluster.logs())
+    report = check_ledger(cluster.db_url, job_id, sim)
+    assert report["succeeded"] == N and report["duplicate_calls"] == 0
+    status = cluster.cli_json("status", job_id)
+    assert status["strong_calls"] > 0 and status["cost_usd"] <= 0.05
+    assert any("a pilot of" in n for n in status["notes"])  # the rest was routed where the pilot ended
+    assert "ModuleNotFoundError" not in cluster.logs()
