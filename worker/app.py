@@ -25,8 +25,9 @@ QUEUE_OF: dict[str, str] = {
     "generate": GENERATE_QUEUE,
     "route": GENERATE_QUEUE,
     # --adapt: choosing the sample and fitting the per-job router embed the job's prompts
-    # (the [score] extra, which a lean generate worker lacks); the judging rides along.
+    # (the [score] extra, which a lean generate worker lacks); judging it is provider calls.
     "adapt": SCORE_QUEUE,
+    "judge": GENERATE_QUEUE,
     "finalize": GENERATE_QUEUE,
     "poll": GENERATE_QUEUE,  # a provider batch: retrieve, and settle its results once it ended
 }

@@ -9,13 +9,13 @@ item is scored:
    ``routing.adapt.stratified_sample``) and routes it to the strong model, with reason
    ``adapt_sample``. The rest stays ``scored``; the phase stays ``scoring``, so the job cannot
    be declared done meanwhile.
-2. When the last sampled item has ended, :func:`adapt_after_sample` (the ``adapt`` step,
-   asked for by the generate step that ended the sample) sends each answered sample item to the weak model too (its *twin*),
+2. When the last sampled item has ended, :func:`adapt_after_sample` (the ``judge`` step on
+   the generate queue, asked for by the generate step that ended the sample) sends each answered sample item to the weak model too (its *twin*),
    asks the judge whether the weak answer is as good (``jobs.judge``: both orders), and
    records both in ``judgements``. Every call is an attempt of its item, held on the budget
    and charged like any other. An item whose weak answer won keeps the weak answer (nothing
    bought is thrown away).
-3. ``routing.adapt.adapt`` fits a per-job router on the verdicts on top of the prior and
+3. The ``adapt`` step again, on the score queue (it embeds the prompts): ``routing.adapt.adapt`` fits a per-job router on the verdicts on top of the prior and
    chooses, by cross-validation on the sample only, among the prior, the adapted router,
    ``length``, inverted ``length`` and random; the rest of the job is routed with the chosen
    scorer at ``--strong-share``.
@@ -136,10 +136,12 @@ def memory_pairs(s: Session, name: str, strong: str, weak: str, exclude_job: str
 
 def route_adapt(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     """The ``adapt`` step. Every item is scored: route the sample to the strong model (once
-    per job); once the sample has ended, judge it and route the rest.
+    per job); once the sample is judged, fit the per-job router and route the rest.
 
     It runs on the score queue (``worker.app.QUEUE_OF``): choosing the sample and fitting
-    the per-job router embed the job's prompts, which needs the ``[score]`` extra."""
+    the per-job router embed the job's prompts, which needs the ``[score]`` extra. The
+    judging in between (provider calls only) is the ``judge`` step, on the generate queue, so
+    a GPU score worker is not held for it; after a resume this step judges too, if needed."""
     from routing.adapt import stratified_sample
     from routing.adapt.sample import SMALL_JOB_MIN, job_sample
 
@@ -148,7 +150,10 @@ def route_adapt(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         job = s.get(Job, job_id)
         if job is None or job.phase != Phase.SCORING:
             return False
-        if _state(job).get("stage"):
+        stage = _state(job).get("stage")
+        if stage == "judged":
+            return _route_rest(rt, queue, job_id)
+        if stage:
             return adapt_after_sample(rt, queue, job_id)
         if not add_event(s, "adapt_sample", "adapt: choosing the sample", job_id=job_id, dedupe_key=f"adapt_sample:{job_id}"):
             return False  # another caller is choosing the sample
@@ -222,14 +227,14 @@ def _sample_ended(s: Session, job: Job | None, now: datetime) -> bool:
 
 
 def adapt_when_sampled(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
-    """At the end of every generate step: once the sample has ended, ask for the ``adapt``
-    step. It rides the score queue because fitting and routing the rest embed the job's
-    prompts, and a generate worker may be installed without the ``[score]`` extra."""
+    """At the end of every generate step: once the sample has ended, ask for the ``judge``
+    step. Its own step, so that a judging that raises is the adapting's failure
+    (:func:`adapt_failed`), never the generate chunk's (whose scored items would fail)."""
     with session_scope(rt.db_url) as s:
         job = s.get(Job, job_id)
         if not _sample_ended(s, job, utcnow()):
             return False
-    queue.enqueue("adapt", job_id, None)
+    queue.enqueue("judge", job_id, None)
     return True
 
 
@@ -254,9 +259,10 @@ def adapt_failed(rt: Runtime, queue: TaskQueue, job_id: str, reason: str) -> boo
 
 
 def adapt_after_sample(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
-    """Once every sampled item has ended: twins, judge, fit, route the rest. One caller at a
-    time (a lease in the job's spec, taken on the locked job row); a caller that died is
-    replaced after :data:`JUDGING_LEASE`, and what it recorded is not done again."""
+    """The ``judge`` step. Once every sampled item has ended: twins and judge, then the
+    ``adapt`` step (score queue) fits and routes the rest. One caller at a time (a lease in
+    the job's spec, taken on the locked job row); a caller that died is replaced after
+    :data:`JUDGING_LEASE`, and what it recorded is not done again."""
     now = utcnow()
     with session_scope(rt.db_url) as s:
         job = s.get(Job, job_id, with_for_update=True)
@@ -265,7 +271,14 @@ def adapt_after_sample(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         st = _state(job)
         job.spec = {**job.spec, "adaptation": {**st, "judging_until": (now + JUDGING_LEASE).isoformat()}}
     _judge_sample(rt, job_id)
-    return _route_rest(rt, queue, job_id)
+    with session_scope(rt.db_url) as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None or job.phase != Phase.SCORING or _state(job).get("stage") != "sampling":
+            return False
+        st = {k: v for k, v in _state(job).items() if k != "judging_until"}
+        job.spec = {**job.spec, "adaptation": {**st, "stage": "judged"}}
+    queue.enqueue("adapt", job_id, None)  # the fit embeds: on the score queue
+    return True
 
 
 # -- the sample's extra calls -------------------------------------------------------------------
@@ -446,7 +459,10 @@ def _route_rest(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     from routing.baselines import LengthRouter
 
     with session_scope(rt.db_url) as s:
-        job = s.get_one(Job, job_id)
+        # the locked row makes this the one caller; another waits, then finds the job routed
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None or job.phase != Phase.SCORING or _state(job).get("stage") != "judged":
+            return False
         st = _state(job)
         rows = _scored(s, job_id)
         ids = st["sample_item_ids"]

@@ -16,7 +16,7 @@ A step that raises is handled here, the same for Celery redelivery and inline ``
 * the first time a chunk's step raises an error it raises again (a retry may help); the
   second time the same error comes back for that chunk, its open items end ``failed``
   with the reason and the job moves on instead of retrying forever;
-* an ``--adapt`` job's ``adapt`` step that raises the same error twice stops adapting: the
+* an ``--adapt`` job's ``adapt`` or ``judge`` step that raises the same error twice stops adapting: the
   rest of the job is routed as usual, with the error in its notes
   (``jobs.pipeline.adapt.adapt_failed``).
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 
-from jobs.pipeline.adapt import adapt_failed, adapt_when_sampled, route_adapt
+from jobs.pipeline.adapt import adapt_after_sample, adapt_failed, adapt_when_sampled, route_adapt
 from jobs.pipeline.batch_poll import poll_batches
 from jobs.pipeline.finalize import maybe_finalize
 from jobs.pipeline.generate import generate_chunk
@@ -37,7 +37,7 @@ from jobs.pipeline.score import route_when_scored, score_chunk
 from jobs.pipeline.tasks import TaskQueue
 from jobs.runtime import Runtime
 
-TASKS = ("score", "route", "adapt", "generate", "finalize", "poll")
+TASKS = ("score", "route", "adapt", "judge", "generate", "finalize", "poll")
 
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ def run_task(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: int |
     except Exception as exc:
         if _is_transient(exc):
             raise
-        if task == "adapt" and not first_step_error(rt, task, job_id, 0, exc):
+        # both steps are the adapting's: judging raises in either (a resumed adapt step judges)
+        if task in ("adapt", "judge") and not first_step_error(rt, "adapt", job_id, 0, exc):
             adapt_failed(rt, queue, job_id, error_signature(exc))
             return
         if task not in ("score", "generate"):
@@ -77,6 +78,8 @@ def _run(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: int | Non
         route_job(rt, queue, job_id)
     elif task == "adapt":
         route_adapt(rt, queue, job_id)
+    elif task == "judge":
+        adapt_after_sample(rt, queue, job_id)
     elif task == "generate":
         generate_chunk(rt, queue, job_id, chunk or 0)
     elif task == "poll":

@@ -26,6 +26,7 @@ def test_app_is_configured_for_at_least_once_delivery():
     assert {q.name for q in c.task_queues} == {"score", "generate"}
     assert c.task_routes["routebatch.score"] == {"queue": "score"}
     assert c.task_routes["routebatch.adapt"] == {"queue": "score"}  # it embeds: not on a lean generate worker
+    assert c.task_routes["routebatch.judge"] == {"queue": "generate"}  # provider calls: not on a GPU worker
     assert all(c.task_routes[f"routebatch.{t}"] == {"queue": "generate"} for t in ("generate", "route", "finalize"))
     hard_limits = [time_limits(s, t)[1] for t in ("score", "generate", "route", "finalize")]
     assert c.broker_transport_options["visibility_timeout"] > max(hard_limits)

@@ -266,7 +266,8 @@ def test_generate_workers_without_the_score_extra_run_an_adapting_job(tmp_path: 
     """A lean generate worker (the Dockerfile's ``EXTRAS=``) has no embedder. Every step is
     run here as the worker of its queue would: on the generate queue the embedder cannot be
     imported. Before the ``adapt`` step rode the score queue, the generate step that ended
-    the sample judged and fitted there, and the job's rest failed on the import."""
+    the sample judged and fitted there, and the job's rest failed on the import. Judging
+    (provider calls, no embedder) stays on the generate queue: the ``judge`` step."""
     import routing.embeddings as embeddings
     from jobs.pipeline import runner
     from worker.app import QUEUE_OF
@@ -291,22 +292,29 @@ def test_generate_workers_without_the_score_extra_run_an_adapting_job(tmp_path: 
     st = service.run(rt, spec)
     assert st.status == "completed" and st.succeeded == N and st.failed == 0
     assert st.adaptation["stage"] == "adapted" and st.adaptation["judged"] == round(0.15 * N)
-    assert ("score", "adapt") in queues and ("generate", "generate") in queues
+    assert ("score", "adapt") in queues and ("generate", "judge") in queues and ("generate", "generate") in queues
 
 
+@pytest.mark.parametrize("broken_step", ["adapt", "judge"])
 def test_an_adapt_step_that_raises_the_same_error_twice_routes_the_rest_as_usual(
-    tmp_path: Path, runtime_factory, monkeypatch
+    tmp_path: Path, runtime_factory, monkeypatch, broken_step: str
 ) -> None:
     """Before, every resume (and in distributed mode every reaper pass) raised again and the
-    job stayed in ``scoring`` for good; the second time it now stops adapting instead."""
+    job stayed in ``scoring`` for good; the second time it now stops adapting instead. A
+    judging that raised used to be the generate step's error: twice, and the chunk's scored
+    items (the rest of the job) ended failed."""
     import routing.adapt
     from jobs.errors import JobFailed
+    from jobs.pipeline import adapt_judge
     from jobs.pipeline.tasks import InlineQueue
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("a bug in fitting")
 
-    monkeypatch.setattr(routing.adapt, "adapt", broken)
+    if broken_step == "adapt":
+        monkeypatch.setattr(routing.adapt, "adapt", broken)
+    else:
+        monkeypatch.setattr(adapt_judge.SampleJudge, "judge", broken)
     data, labels = _data(tmp_path)
     rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
     spec = JobSpec(
@@ -315,7 +323,7 @@ def test_an_adapt_step_that_raises_the_same_error_twice_routes_the_rest_as_usual
     with pytest.raises(JobFailed, match="ValueError: a bug in fitting"):
         service.run(rt, spec)  # the first time: the job fails with the error, to be resumed
     with session_scope(rt.db_url) as s:
-        job_id = s.scalars(select(Judgement.job_id)).first()
+        job_id = s.scalars(select(Item.job_id)).first()
     queue = InlineQueue()
     with service.hold(rt, job_id) as lease:
         service.resume(rt, job_id, queue, force=True, lease=lease)
@@ -328,4 +336,5 @@ def test_an_adapt_step_that_raises_the_same_error_twice_routes_the_rest_as_usual
     with session_scope(rt.db_url) as s:
         judged = s.scalar(select(func.count()).select_from(Judgement).where(Judgement.verdict.is_not(None)))
         reasons = dict(s.execute(select(Item.route_reason, func.count()).group_by(Item.route_reason)).all())
-    assert judged == round(0.15 * N) and reasons["adapt_sample"] == judged  # what the sample bought is kept
+    assert reasons["adapt_sample"] == round(0.15 * N)  # what the sample bought is kept
+    assert judged == (round(0.15 * N) if broken_step == "adapt" else 0)
