@@ -16,8 +16,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Insert, func, or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Insert, event, func, or_, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, SessionTransaction
 
 from jobs.errors import BudgetError
 from jobs.ledger.models import Budget, BudgetWindow, LedgerEvent, Reservation
@@ -488,7 +489,12 @@ def _move(s: Session, window_id: int, held: int, actual: int, job_id: str | None
 def check_alerts(s: Session, window_id: int, job_id: str | None, *, needed: int | None = None) -> None:
     """Soft alerts at 50/80/100% of a window's cap: one event, one log line and one webhook
     each. A call of ``needed`` micro-USD that no longer fits under this window's cap counts as
-    reaching 100%: spend can never exceed the cap, so it rarely lands on it exactly."""
+    reaching 100%: spend can never exceed the cap, so it rarely lands on it exactly.
+
+    The alert is recorded after ``s`` commits, in a short transaction of its own. Written
+    here, its unique key could make a transaction that holds this window's row wait on
+    another that recorded the same alert and then waits on that row: a deadlock on Postgres.
+    An alert that cannot be written then is found again by the window's next check."""
     cap, spent, reserved, budget_id = s.execute(
         select(
             BudgetWindow.cap_micro_usd, BudgetWindow.spent_micro_usd, BudgetWindow.reserved_micro_usd, BudgetWindow.budget_id
@@ -498,21 +504,58 @@ def check_alerts(s: Session, window_id: int, job_id: str | None, *, needed: int 
         return
     used = 100.0 * spent / cap
     exhausted = needed is not None and cap - spent - reserved < needed
+    pending: dict[str, _Alert] = s.info.setdefault(_ALERTS_KEY, {})
     for level in ALERT_LEVELS:
         if used >= level or (exhausted and level == 100):
             key = f"alert:{window_id}:{level}"
-            if s.scalar(select(LedgerEvent.id).where(LedgerEvent.dedupe_key == key)) is None:
-                name = s.scalar(select(Budget.name).where(Budget.id == budget_id))
-                reached = f"{used:.1f}%" + (", a call no longer fits" if exhausted and used < level else "")
-                message = f"budget {name} at {reached} of ${micro_to_usd(cap):.2f} (alert {level}%)"
-                data = {"budget": name, "level": level, "spent_micro_usd": spent, "cap_micro_usd": cap, "job_id": job_id}
+            if key in pending or s.scalar(select(LedgerEvent.id).where(LedgerEvent.dedupe_key == key)) is not None:
+                continue
+            name = s.scalar(select(Budget.name).where(Budget.id == budget_id))
+            reached = f"{used:.1f}%" + (", a call no longer fits" if exhausted and used < level else "")
+            message = f"budget {name} at {reached} of ${micro_to_usd(cap):.2f} (alert {level}%)"
+            data = {"budget": name, "level": level, "spent_micro_usd": spent, "cap_micro_usd": cap, "job_id": job_id}
+            pending[key] = _Alert(key, level, message, job_id, budget_id, window_id, data)
+
+
+_ALERTS_KEY = "routebatch_budget_alerts"
+
+
+@dataclass(frozen=True)
+class _Alert:
+    key: str
+    level: int
+    message: str
+    job_id: str | None
+    budget_id: int
+    window_id: int
+    data: dict
+
+
+@event.listens_for(Session, "after_commit")
+def _record_alerts(s: Session) -> None:
+    alerts = s.info.pop(_ALERTS_KEY, None)
+    if not alerts:
+        return
+    try:
+        with Session(s.get_bind().engine) as own:
+            for a in alerts.values():
                 inserted = add_event(
-                    s, f"budget_alert_{level}", message, job_id=job_id, budget_id=budget_id, window_id=window_id,
-                    dedupe_key=key, data=data,
+                    own, f"budget_alert_{a.level}", a.message, job_id=a.job_id, budget_id=a.budget_id,
+                    window_id=a.window_id, dedupe_key=a.key, data=a.data,
                 )  # fmt: skip
                 if inserted:
-                    log.warning(message)
-                    queue_after_commit(s, Notification("budget_alert", message, data))
+                    log.warning(a.message)
+                    queue_after_commit(own, Notification("budget_alert", a.message, a.data))
+            own.commit()
+    except SQLAlchemyError as exc:  # soft: the window's next check records it
+        log.warning("budget alerts not recorded yet (%s): %s", ", ".join(alerts), type(exc).__name__)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_alerts(s: Session, previous_transaction: SessionTransaction) -> None:
+    # A savepoint's rollback (budget holds use them) keeps the outer transaction's alerts.
+    if previous_transaction.parent is None:
+        s.info.pop(_ALERTS_KEY, None)
 
 
 def add_event(
