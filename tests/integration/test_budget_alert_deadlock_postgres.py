@@ -65,9 +65,7 @@ def test_two_admissions_recording_the_same_alert_do_not_deadlock(pg_url: str) ->
     assert not errors, errors
     assert b_fits
     with session_scope(pg_url) as s:
-        alerts = s.scalar(
-            select(func.count()).select_from(LedgerEvent).where(LedgerEvent.dedupe_key == f"alert:{window}:100")
-        )
+        alerts = s.scalar(select(func.count()).select_from(LedgerEvent).where(LedgerEvent.dedupe_key == f"alert:{window}:100"))
         reserved = s.scalar(text("SELECT reserved_micro_usd FROM budget_windows WHERE id = :w"), {"w": window})
     assert alerts == 1
     assert reserved == 9_000

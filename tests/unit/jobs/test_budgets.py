@@ -52,7 +52,9 @@ def test_reservations_stop_at_the_cap_and_the_check_constraint_holds(sqlite_url:
         with pytest.raises(BudgetError, match="below what this window already spent and holds"):
             raise_budget(s, "team", 0.0005)
         raise_budget(s, "team", 0.002)
-        assert budget_report(s, s.scalar(select(Budget).where(Budget.name == "team")))["available_usd"] == pytest.approx(0.002 - 0.00098)
+        assert budget_report(s, s.scalar(select(Budget).where(Budget.name == "team")))["available_usd"] == pytest.approx(
+            0.002 - 0.00098
+        )
         with pytest.raises(BudgetError, match="already exists"):
             create_budget(s, "team", 1.0)
 
@@ -68,7 +70,9 @@ def test_job_cap_at_30_percent_of_all_strong(tmp_path: Path, sqlite_url: str, ru
     all_strong = _all_strong_cost(tmp_path, sqlite_url, runtime_factory, data)
     cap = round(0.3 * all_strong, 6)
     rt = runtime_factory(sqlite_url)
-    st = run(rt, JobSpec(input_file=str(data), router="length", strong_share=0.8, budget_usd=cap, on_exhausted=policy, max_tokens=64))
+    st = run(
+        rt, JobSpec(input_file=str(data), router="length", strong_share=0.8, budget_usd=cap, on_exhausted=policy, max_tokens=64)
+    )
     assert st.cost_usd <= cap
     budget = st.budgets["job"]
     assert budget["spent_usd"] == pytest.approx(st.cost_usd) and budget["reserved_usd"] == 0
@@ -103,7 +107,10 @@ def test_allocate_budget_spends_under_the_cap(tmp_path: Path, sqlite_url: str, r
     data = write_prompts(tmp_path / "in.jsonl", 100)
     all_strong = _all_strong_cost(tmp_path, sqlite_url, runtime_factory, data)
     rt = runtime_factory(sqlite_url)
-    st = run(rt, JobSpec(input_file=str(data), router="length", budget_usd=round(0.4 * all_strong, 6), allocate="budget", max_tokens=64))
+    st = run(
+        rt,
+        JobSpec(input_file=str(data), router="length", budget_usd=round(0.4 * all_strong, 6), allocate="budget", max_tokens=64),
+    )
     assert st.status == "completed" and st.succeeded == 100
     assert st.cost_usd <= 0.4 * all_strong
     assert 0 < st.strong_calls < 100
@@ -129,11 +136,26 @@ def test_lost_hold_is_settled_conservatively_and_attempts_add_up(tmp_path: Path,
     with session_scope(sqlite_url) as s:  # a worker that reserved, marked sent and died
         item = s.scalars(select(Item).where(Item.job_id == job_id).limit(1)).one()
         job_window = s.scalar(select(BudgetWindow.id))
-        s.execute(update(Item).where(Item.id == item.id).values(state="sent", lease_until=datetime.now(UTC) - timedelta(seconds=1)))
-        s.execute(text("UPDATE budget_windows SET reserved_micro_usd = reserved_micro_usd + 5000 WHERE id = :w"), {"w": job_window})
-        s.add(Reservation(id="dead", job_id=job_id, item_id=item.id, model=item.model, amount_micro_usd=5000, job_window_id=job_window,
-                          state="open", created_at=datetime.now(UTC), lease_until=datetime.now(UTC) - timedelta(seconds=1),
-                          sent_at=datetime.now(UTC)))  # the call was marked as going out (jobs.pipeline.sent)
+        s.execute(
+            update(Item).where(Item.id == item.id).values(state="sent", lease_until=datetime.now(UTC) - timedelta(seconds=1))
+        )
+        s.execute(
+            text("UPDATE budget_windows SET reserved_micro_usd = reserved_micro_usd + 5000 WHERE id = :w"), {"w": job_window}
+        )
+        s.add(
+            Reservation(
+                id="dead",
+                job_id=job_id,
+                item_id=item.id,
+                model=item.model,
+                amount_micro_usd=5000,
+                job_window_id=job_window,
+                state="open",
+                created_at=datetime.now(UTC),
+                lease_until=datetime.now(UTC) - timedelta(seconds=1),
+                sent_at=datetime.now(UTC),
+            )
+        )  # the call was marked as going out (jobs.pipeline.sent)
         from jobs.ledger.models import Job
 
         s.execute(update(Job).where(Job.id == job_id).values(state="in_progress", phase="generating"))
@@ -202,9 +224,49 @@ def test_locally_counted_usage_never_exceeds_the_hold(tmp_path: Path, sqlite_url
     data = write_prompts(tmp_path / "in.jsonl", 120)
     all_strong = _all_strong_cost(tmp_path, sqlite_url, runtime_factory, data)
     rt = runtime_factory(sqlite_url, {"providers.sim.simulated.faults": {"no_usage": 0.6}})
-    st = run(rt, JobSpec(input_file=str(data), router="length", strong_share=0.8, budget_usd=round(0.3 * all_strong, 6), max_tokens=64))
+    st = run(
+        rt, JobSpec(input_file=str(data), router="length", strong_share=0.8, budget_usd=round(0.3 * all_strong, 6), max_tokens=64)
+    )
     assert st.budgets["job"]["overdraft_usd"] == 0
     with session_scope(sqlite_url) as s:
         estimated = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.usage_estimated.is_(True)))
         over = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.completion_tokens > 64))
     assert estimated > 0 and over == 0
+
+
+def test_an_alert_is_recorded_after_commit_and_once_the_write_fails_by_the_next_check(sqlite_url: str, monkeypatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    import jobs.money.budgets as budgets
+
+    upgrade(sqlite_url)
+    with session_scope(sqlite_url) as s:
+        window = current_window(s, create_budget(s, "labeling", 0.01, "monthly")).id
+
+    def alerts() -> list[str]:
+        with session_scope(sqlite_url) as s:
+            return list(s.scalars(select(LedgerEvent.dedupe_key).where(LedgerEvent.kind.like("budget_alert%"))))
+
+    with session_scope(sqlite_url) as s:  # rolled back: nothing recorded
+        budgets.check_alerts(s, window, None, needed=20_000)
+        s.rollback()
+    assert alerts() == []
+
+    real_add_event = budgets.add_event
+    monkeypatch.setattr(
+        budgets, "add_event", lambda *a, **k: (_ for _ in ()).throw(OperationalError("INSERT", {}, Exception("locked")))
+    )
+    with session_scope(sqlite_url) as s:  # the spend commits although its alert cannot be written
+        assert try_reserve(s, (window,), 3_000)
+        budgets.check_alerts(s, window, None, needed=20_000)
+    assert alerts() == []
+    monkeypatch.setattr(budgets, "add_event", real_add_event)
+    with session_scope(sqlite_url) as s:
+        budgets.check_alerts(s, window, None, needed=20_000)
+        budgets.check_alerts(s, window, None, needed=20_000)
+        assert alerts() == []  # not before this transaction commits
+    with session_scope(sqlite_url) as s:
+        budgets.check_alerts(s, window, None, needed=20_000)  # already there: nothing new
+    assert alerts() == [f"alert:{window}:100"]
+    with session_scope(sqlite_url) as s:
+        assert s.scalar(text("SELECT reserved_micro_usd FROM budget_windows WHERE id = :w"), {"w": window}) == 3_000
