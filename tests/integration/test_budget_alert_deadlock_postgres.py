@@ -46,7 +46,7 @@ def test_two_admissions_recording_the_same_alert_do_not_deadlock(pg_url: str) ->
             try:
                 check_alerts(a, window, None, needed=20_000)
                 a.commit()
-            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            except BaseException as exc:  # reported by the main thread
                 errors.append(exc)
                 a.rollback()
 
