@@ -98,6 +98,8 @@ def _summary_table(st: dict) -> Table:
 def adapt_rows(table: Table, st: dict) -> None:
     """What an ``--adapt`` job measured, next to its cost: the estimate is the point of it."""
     record = st.get("adaptation") or {}
+    if record.get("stage") == "skipped":  # said, so a user who asked for --adapt knows why there is no estimate
+        table.add_row("adapting", f"not adapted: {record.get('reason')}; routed as usual")
     if record.get("stage") != "adapted":
         return
     cv = (record.get("cv_apgr") or {}).get(record.get("chosen"))

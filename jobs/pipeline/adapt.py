@@ -4,18 +4,19 @@ A batch job holds its whole dataset before it spends anything, so it can *measur
 router trained elsewhere cannot know (another model pair, another distribution). Once every
 item is scored:
 
-1. :func:`route_adapt` picks a stratified sample of ``F`` of the items (at least
+1. :func:`adapt_step` picks a stratified sample of ``F`` of the items (at least
    ``--adapt-min``; strata over the prior router's scores and embedding clusters,
    ``routing.adapt.stratified_sample``) and routes it to the strong model, with reason
    ``adapt_sample``. The rest stays ``scored``; the phase stays ``scoring``, so the job cannot
    be declared done meanwhile.
-2. When the last sampled item has ended, :func:`adapt_after_sample` (the ``judge`` step on
-   the generate queue, asked for by the generate step that ended the sample) sends each answered sample item to the weak model too (its *twin*),
-   asks the judge whether the weak answer is as good (``jobs.judge``: both orders), and
+2. When the last sampled item has ended, :func:`judge_step` (the ``judge`` step on the
+   generate queue, asked for by the generate step that ended the sample) sends each
+   answered sample item to the weak model too (its *twin*), asks the judge whether the weak answer is as good (``jobs.judge``: both orders), and
    records both in ``judgements``. Every call is an attempt of its item, held on the budget
    and charged like any other. An item whose weak answer won keeps the weak answer (nothing
    bought is thrown away).
-3. The ``adapt`` step again, on the score queue (it embeds the prompts): ``routing.adapt.adapt`` fits a per-job router on the verdicts on top of the prior and
+3. The ``adapt`` step again, on the score queue (it embeds the prompts):
+   ``routing.adapt.adapt`` fits a per-job router on the verdicts on top of the prior and
    chooses, by cross-validation on the sample only, among the prior, the adapted router,
    ``length``, inverted ``length`` and random; the rest of the job is routed with the chosen
    scorer at ``--strong-share``.
@@ -134,7 +135,7 @@ def memory_pairs(s: Session, name: str, strong: str, weak: str, exclude_job: str
     return [(p, float(w)) for p, w in s.execute(q).all() if w is not None]
 
 
-def route_adapt(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
+def adapt_step(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     """The ``adapt`` step. Every item is scored: route the sample to the strong model (once
     per job); once the sample is judged, fit the per-job router and route the rest.
 
@@ -154,7 +155,7 @@ def route_adapt(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         if stage == "judged":
             return _route_rest(rt, queue, job_id)
         if stage:
-            return adapt_after_sample(rt, queue, job_id)
+            return judge_step(rt, queue, job_id)
         if not add_event(s, "adapt_sample", "adapt: choosing the sample", job_id=job_id, dedupe_key=f"adapt_sample:{job_id}"):
             return False  # another caller is choosing the sample
         rows = _scored(s, job_id)
@@ -239,7 +240,8 @@ def adapt_when_sampled(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
 
 
 def adapt_failed(rt: Runtime, queue: TaskQueue, job_id: str, reason: str) -> bool:
-    """The ``adapt`` step raised the same error twice: route the rest of the job as usual.
+    """The ``adapt`` or ``judge`` step raised the same error twice: route the rest of the job
+    as usual.
 
     Adapting refines the routing; it must not hold the job. Without this the job stayed in
     ``scoring`` for good, every redelivery and every reaper pass raising the same error.
@@ -258,7 +260,7 @@ def adapt_failed(rt: Runtime, queue: TaskQueue, job_id: str, reason: str) -> boo
     return route_job(rt, queue, job_id)
 
 
-def adapt_after_sample(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
+def judge_step(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     """The ``judge`` step. Once every sampled item has ended: twins and judge, then the
     ``adapt`` step (score queue) fits and routes the rest. One caller at a time (a lease in
     the job's spec, taken on the locked job row); a caller that died is replaced after

@@ -255,7 +255,7 @@ def route_job(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         allocates = job is not None and job.allocate == "budget"
         adapts = job is not None and adapting(job) and ((job.spec or {}).get("adaptation") or {}).get("stage") != "skipped"
     if adapts:
-        queue.enqueue("adapt", job_id, None)  # on the score queue: it embeds (route_adapt)
+        queue.enqueue("adapt", job_id, None)  # on the score queue: it embeds (adapt_step)
         return True
     if allocates:
         return route_budget(rt, queue, job_id)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 
-from jobs.pipeline.adapt import adapt_after_sample, adapt_failed, adapt_when_sampled, route_adapt
+from jobs.pipeline.adapt import adapt_failed, adapt_step, adapt_when_sampled, judge_step
 from jobs.pipeline.batch_poll import poll_batches
 from jobs.pipeline.finalize import maybe_finalize
 from jobs.pipeline.generate import generate_chunk
@@ -77,9 +77,9 @@ def _run(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: int | Non
     elif task == "route":
         route_job(rt, queue, job_id)
     elif task == "adapt":
-        route_adapt(rt, queue, job_id)
+        adapt_step(rt, queue, job_id)
     elif task == "judge":
-        adapt_after_sample(rt, queue, job_id)
+        judge_step(rt, queue, job_id)
     elif task == "generate":
         generate_chunk(rt, queue, job_id, chunk or 0)
     elif task == "poll":

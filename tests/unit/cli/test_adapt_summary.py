@@ -22,3 +22,12 @@ def test_the_readme_adapt_command_shows_the_estimate_next_to_the_cost(tmp_path: 
     q = full["quality_vs_strong"]
     assert 0.0 <= q["low"] <= q["estimate"] <= q["high"]
     assert f"{q['estimate']:.3f}" in out and full["adaptation"]["judged"] == 25
+
+
+def test_a_job_too_small_to_adapt_says_so_in_its_summary(tmp_path: Path) -> None:
+    data = tmp_path / "few.jsonl"
+    data.write_text("".join(json.dumps({"custom_id": f"q{i}", "prompt": f"question {i}"}) + "\n" for i in range(8)))
+    done = rb(["run", str(data), "--adapt", "0.1"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "not adapted: 8 items: too few to adapt; routed as usual" in " ".join(done.stdout.split()), done.stdout
+    assert "quality vs strong" not in done.stdout
