@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Insert, event, func, or_, select, text, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from jobs.errors import BudgetError
@@ -533,6 +532,8 @@ class _Alert:
 
 @event.listens_for(Session, "after_commit")
 def _record_alerts(s: Session) -> None:
+    if s.in_nested_transaction():  # a savepoint released (try_reserve): not the commit yet
+        return
     alerts = s.info.pop(_ALERTS_KEY, None)
     if not alerts:
         return
@@ -547,7 +548,7 @@ def _record_alerts(s: Session) -> None:
                     log.warning(a.message)
                     queue_after_commit(own, Notification("budget_alert", a.message, a.data))
             own.commit()
-    except SQLAlchemyError as exc:  # soft: the window's next check records it
+    except Exception as exc:  # soft, and the spend has committed: the window's next check records it
         log.warning("budget alerts not recorded yet (%s): %s", ", ".join(alerts), type(exc).__name__)
 
 

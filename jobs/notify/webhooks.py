@@ -46,6 +46,8 @@ def queue_after_commit(s: Session, note: Notification) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(s: Session) -> None:
+    if s.in_nested_transaction():  # SQLAlchemy fires this when a savepoint is released too
+        return
     pending = s.info.pop(_PENDING_KEY, None)
     if pending and _notifier is not None:
         for note in pending:

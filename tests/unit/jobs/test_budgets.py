@@ -264,9 +264,10 @@ def test_an_alert_is_recorded_after_commit_and_once_the_write_fails_by_the_next_
     with session_scope(sqlite_url) as s:
         budgets.check_alerts(s, window, None, needed=20_000)
         budgets.check_alerts(s, window, None, needed=20_000)
+        assert try_reserve(s, (window,), 1_000)  # a savepoint released is not the commit
         assert alerts() == []  # not before this transaction commits
     with session_scope(sqlite_url) as s:
         budgets.check_alerts(s, window, None, needed=20_000)  # already there: nothing new
     assert alerts() == [f"alert:{window}:100"]
     with session_scope(sqlite_url) as s:
-        assert s.scalar(text("SELECT reserved_micro_usd FROM budget_windows WHERE id = :w"), {"w": window}) == 3_000
+        assert s.scalar(text("SELECT reserved_micro_usd FROM budget_windows WHERE id = :w"), {"w": window}) == 4_000

@@ -111,6 +111,10 @@ def test_rolled_back_events_send_nothing(sqlite_url: str, runtime_factory, recei
     with pytest.raises(RuntimeError), session_scope(sqlite_url) as s:
         queue_after_commit(s, Notification("job_failed", "never committed"))
         raise RuntimeError("roll back")
+    with pytest.raises(RuntimeError), session_scope(sqlite_url) as s:
+        queue_after_commit(s, Notification("job_failed", "never committed, a savepoint released"))
+        s.begin_nested().commit()  # budget holds release savepoints inside the transaction
+        raise RuntimeError("roll back")
     with session_scope(sqlite_url) as s:
         queue_after_commit(s, Notification("job_failed", "committed"))
     webhooks.flush()
