@@ -271,8 +271,13 @@ def judge_step(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         if job is None or not _sample_ended(s, job, now):
             return False
         st = _state(job)
-        job.spec = {**job.spec, "adaptation": {**st, "judging_until": (now + JUDGING_LEASE).isoformat()}}
-    _judge_sample(rt, job_id)
+        lease = (now + JUDGING_LEASE).isoformat()
+        job.spec = {**job.spec, "adaptation": {**st, "judging_until": lease}}
+    try:
+        _judge_sample(rt, job_id)
+    except BaseException:
+        _release_judging(rt, job_id, lease)  # its retry judges at once, not after the lease
+        raise
     with session_scope(rt.db_url) as s:
         job = s.get(Job, job_id, with_for_update=True)
         if job is None or job.phase != Phase.SCORING or _state(job).get("stage") != "sampling":
@@ -281,6 +286,14 @@ def judge_step(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         job.spec = {**job.spec, "adaptation": {**st, "stage": "judged"}}
     queue.enqueue("adapt", job_id, None)  # the fit embeds: on the score queue
     return True
+
+
+def _release_judging(rt: Runtime, job_id: str, lease: str) -> None:
+    with session_scope(rt.db_url) as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is not None and _state(job).get("judging_until") == lease:  # still this caller's
+            st = {k: v for k, v in _state(job).items() if k != "judging_until"}
+            job.spec = {**job.spec, "adaptation": st}
 
 
 # -- the sample's extra calls -------------------------------------------------------------------

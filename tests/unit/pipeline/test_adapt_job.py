@@ -338,3 +338,44 @@ def test_an_adapt_step_that_raises_the_same_error_twice_routes_the_rest_as_usual
         reasons = dict(s.execute(select(Item.route_reason, func.count()).group_by(Item.route_reason)).all())
     assert reasons["adapt_sample"] == round(0.15 * N)  # what the sample bought is kept
     assert judged == (round(0.15 * N) if broken_step == "adapt" else 0)
+
+
+def test_a_judging_that_raised_does_not_hold_its_lease(tmp_path: Path, runtime_factory, monkeypatch) -> None:
+    """A ``judge`` step whose judging raised used to keep its 30-minute lease: its retry (a
+    Celery retry, or the reaper's next pass) found the lease held and did nothing, so the job
+    sat in ``scoring`` for half an hour per error. Steps are run one by one, as workers would."""
+    from jobs.pipeline import adapt_judge
+    from jobs.pipeline.runner import run_task
+
+    class Collect:
+        def __init__(self) -> None:
+            self.tasks: list[tuple[str, str, int | None]] = []
+
+        def enqueue(self, task: str, job_id: str, chunk: int | None = None, delay_s: float = 0.0) -> None:
+            self.tasks.append((task, job_id, chunk))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("the judge's provider hiccuped")
+
+    monkeypatch.setattr(adapt_judge.SampleJudge, "judge", broken)
+    data, labels = _data(tmp_path)
+    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
+    spec = JobSpec(
+        input_file=str(data), router="random:seed=3", strong_share=0.4, adapt=0.15, adapt_min=20, judge=f"labels:{labels}"
+    )
+    queue = Collect()
+    job_id = service.submit(rt, spec, queue)
+    raised = 0
+    while queue.tasks:
+        task, jid, chunk = queue.tasks.pop(0)
+        try:
+            run_task(rt, queue, task, jid, chunk)
+        except ValueError:
+            raised += 1
+            monkeypatch.undo()
+            run_task(rt, queue, task, jid, chunk)  # the retry, at once
+    assert raised == 1
+    st = service.status(rt, job_id)
+    assert st.status == "completed" and st.succeeded == N and st.adaptation["stage"] == "adapted"
+    with session_scope(rt.db_url) as s:
+        assert s.scalar(select(func.count()).select_from(Judgement).where(Judgement.verdict.is_(None))) == 0
