@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 JUDGING_LEASE = timedelta(minutes=30)
 """A worker that claimed the judging of a sample and died is replaced after this."""
 CALL_CONCURRENCY = 32
+JUDGE_BATCH = 256  # sampled items whose twins (or verdicts) are recorded together
 OPEN = (ItemState.PENDING, ItemState.SCORED, ItemState.ROUTED, ItemState.RESERVED, ItemState.SENT)
 ITEM_COLUMNS = (
     Item.id,
@@ -274,10 +276,15 @@ def judge_step(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         lease = (now + JUDGING_LEASE).isoformat()
         job.spec = {**job.spec, "adaptation": {**st, "judging_until": lease}}
     try:
-        _judge_sample(rt, job_id)
+        # half the step's time limit: the batch under way when it passes must still fit
+        finished = _judge_sample(rt, job_id, time.monotonic() + rt.settings.generate_time_limit_s / 2)
     except BaseException:
         _release_judging(rt, job_id, lease)  # its retry judges at once, not after the lease
         raise
+    if not finished:  # a large sample: the next judge step goes on from the last batch recorded
+        _release_judging(rt, job_id, lease)
+        queue.enqueue("judge", job_id, None)
+        return True
     with session_scope(rt.db_url) as s:
         job = s.get(Job, job_id, with_for_update=True)
         if job is None or job.phase != Phase.SCORING or _state(job).get("stage") != "sampling":
@@ -370,9 +377,16 @@ def call_and_record(
     return results, costs
 
 
-def _judge_sample(rt: Runtime, job_id: str) -> None:
-    """Twin calls and verdicts for the sampled items that have none yet."""
+def _judge_sample(rt: Runtime, job_id: str, deadline: float) -> bool:
+    """Twin calls and verdicts for the sampled items that have none yet, recorded a batch of
+    :data:`JUDGE_BATCH` items at a time. After the batch that passes ``deadline``
+    (``time.monotonic``) it stops: True once every sampled item has its verdict.
+
+    Why batches: a sample of thousands of items needs more calls than one step's time limit
+    allows. Recorded all at once, a step cut short lost every answer it had paid for, and
+    its retry bought them again."""
     from jobs.pipeline.adapt_judge import judge_for
+    from jobs.providers.answers import answer_text
 
     cfg = rt.config
     with session_scope(rt.db_url) as s:
@@ -381,34 +395,40 @@ def _judge_sample(rt: Runtime, job_id: str) -> None:
         ids = st["sample_item_ids"]
         weak, strong = job.weak_model, job.strong_model
         job_max = (job.spec or {}).get("max_tokens")
+        memory = (job.spec or {}).get("memory")
         judge = judge_for(rt, job)
         rows = {r.id: r for r in s.execute(select(*ITEM_COLUMNS).where(Item.id.in_(ids)))}
-        done = {j.item_id: j for j in s.scalars(select(Judgement).where(Judgement.job_id == job_id))}
-        for j in done.values():
-            s.expunge(j)
+        done = set(s.scalars(select(Judgement.item_id).where(Judgement.job_id == job_id)))
         prices = sync_prices(s, cfg, cfg.models_with_fallbacks(sorted({weak, strong, *judge.models()})))
     answered = [i for i in ids if rows[i].state == ItemState.SUCCEEDED]
     twins = [(i, chat_request(cfg, weak, rows[i], job_max)) for i in answered if i not in done]
-    results, costs = call_and_record(rt, job_id, twins, prices)
-    now = utcnow()
-    with session_scope(rt.db_url) as s:
-        for (item_id, _), result, cost in zip(twins, results, costs, strict=True):
-            s.execute(
-                insert(Judgement).values(
-                    job_id=job_id,
-                    item_id=item_id,
-                    judge=judge.name,
-                    memory=(job.spec or {}).get("memory"),
-                    strong_model=strong,
-                    weak_model=weak,
-                    weak_response=result.body if result.ok else None,
-                    weak_error=None if result.ok else (result.error or "failed")[:2000],
-                    verdict=None if result.ok else "failed",
-                    reason=None if result.ok else "the weak twin call failed",
-                    weak_cost_micro_usd=cost,
-                    created_at=now,
+    progressed = False  # at least one batch per step, whatever the clock says
+    for start in range(0, len(twins), JUDGE_BATCH):
+        if progressed and time.monotonic() > deadline:
+            return False
+        progressed = True
+        calls = twins[start : start + JUDGE_BATCH]
+        results, costs = call_and_record(rt, job_id, calls, prices)
+        now = utcnow()
+        with session_scope(rt.db_url) as s:
+            for (item_id, _), result, cost in zip(calls, results, costs, strict=True):
+                s.execute(
+                    insert(Judgement).values(
+                        job_id=job_id,
+                        item_id=item_id,
+                        judge=judge.name,
+                        memory=memory,
+                        strong_model=strong,
+                        weak_model=weak,
+                        weak_response=result.body if result.ok else None,
+                        weak_error=None if result.ok else (result.error or "failed")[:2000],
+                        verdict=None if result.ok else "failed",
+                        reason=None if result.ok else "the weak twin call failed",
+                        weak_cost_micro_usd=cost,
+                        created_at=now,
+                    )
                 )
-            )
+    with session_scope(rt.db_url) as s:
         todo = list(
             s.scalars(
                 select(Judgement).where(Judgement.job_id == job_id, Judgement.verdict.is_(None)).order_by(Judgement.item_id)
@@ -416,31 +436,33 @@ def _judge_sample(rt: Runtime, job_id: str) -> None:
         )
         for j in todo:
             s.expunge(j)
-    if not todo:
-        return
-    from jobs.providers.answers import answer_text
-
-    inputs = [
-        (j.item_id, rows[j.item_id].prompt, answer_text(rows[j.item_id].response) or "", answer_text(j.weak_response) or "")
-        for j in todo
-    ]
-    verdicts = judge.judge(rt, job_id, inputs, prices, call_and_record)
-    now = utcnow()
-    with session_scope(rt.db_url) as s:
-        for j, v in zip(todo, verdicts, strict=True):
-            s.execute(
-                update(Judgement)
-                .where(Judgement.id == j.id)
-                .values(
-                    verdict=v.verdict,
-                    weak_good=v.weak_good,
-                    reason=v.reason,
-                    judge_cost_micro_usd=v.cost_micro_usd,
-                    judged_at=now,
+    for start in range(0, len(todo), JUDGE_BATCH):
+        if progressed and time.monotonic() > deadline:
+            return False
+        progressed = True
+        part = todo[start : start + JUDGE_BATCH]
+        inputs = [
+            (j.item_id, rows[j.item_id].prompt, answer_text(rows[j.item_id].response) or "", answer_text(j.weak_response) or "")
+            for j in part
+        ]
+        verdicts = judge.judge(rt, job_id, inputs, prices, call_and_record)
+        now = utcnow()
+        with session_scope(rt.db_url) as s:
+            for j, v in zip(part, verdicts, strict=True):
+                s.execute(
+                    update(Judgement)
+                    .where(Judgement.id == j.id)
+                    .values(
+                        verdict=v.verdict,
+                        weak_good=v.weak_good,
+                        reason=v.reason,
+                        judge_cost_micro_usd=v.cost_micro_usd,
+                        judged_at=now,
+                    )
                 )
-            )
-            if v.verdict == "weak_better" and j.weak_response is not None:  # keep the better answer
-                _keep_weak(s, j)
+                if v.verdict == "weak_better" and j.weak_response is not None:  # keep the better answer
+                    _keep_weak(s, j)
+    return True
 
 
 def _keep_weak(s: Session, j: Judgement) -> None:

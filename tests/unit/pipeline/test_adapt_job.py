@@ -340,19 +340,22 @@ def test_an_adapt_step_that_raises_the_same_error_twice_routes_the_rest_as_usual
     assert judged == (round(0.15 * N) if broken_step == "adapt" else 0)
 
 
+class _Steps:
+    """A queue that only records the steps, so a test runs them one by one as workers would."""
+
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, str, int | None]] = []
+
+    def enqueue(self, task: str, job_id: str, chunk: int | None = None, delay_s: float = 0.0) -> None:
+        self.tasks.append((task, job_id, chunk))
+
+
 def test_a_judging_that_raised_does_not_hold_its_lease(tmp_path: Path, runtime_factory, monkeypatch) -> None:
     """A ``judge`` step whose judging raised used to keep its 30-minute lease: its retry (a
     Celery retry, or the reaper's next pass) found the lease held and did nothing, so the job
     sat in ``scoring`` for half an hour per error. Steps are run one by one, as workers would."""
     from jobs.pipeline import adapt_judge
     from jobs.pipeline.runner import run_task
-
-    class Collect:
-        def __init__(self) -> None:
-            self.tasks: list[tuple[str, str, int | None]] = []
-
-        def enqueue(self, task: str, job_id: str, chunk: int | None = None, delay_s: float = 0.0) -> None:
-            self.tasks.append((task, job_id, chunk))
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("the judge's provider hiccuped")
@@ -363,7 +366,7 @@ def test_a_judging_that_raised_does_not_hold_its_lease(tmp_path: Path, runtime_f
     spec = JobSpec(
         input_file=str(data), router="random:seed=3", strong_share=0.4, adapt=0.15, adapt_min=20, judge=f"labels:{labels}"
     )
-    queue = Collect()
+    queue = _Steps()
     job_id = service.submit(rt, spec, queue)
     raised = 0
     while queue.tasks:
@@ -379,3 +382,48 @@ def test_a_judging_that_raised_does_not_hold_its_lease(tmp_path: Path, runtime_f
     assert st.status == "completed" and st.succeeded == N and st.adaptation["stage"] == "adapted"
     with session_scope(rt.db_url) as s:
         assert s.scalar(select(func.count()).select_from(Judgement).where(Judgement.verdict.is_(None))) == 0
+
+
+def test_a_large_sample_is_judged_over_several_steps_each_recording_its_batches(
+    tmp_path: Path, runtime_factory, monkeypatch
+) -> None:
+    """A sample whose calls outlast one step's time limit: before, the judge step recorded
+    nothing until every twin and verdict was in, so a step cut short lost what it had paid
+    for and its retry bought it again. Here every step's clock runs out after one batch."""
+    from jobs.pipeline import adapt
+    from jobs.pipeline.runner import run_task
+
+    class Clock:  # each reading 1,000 s after the last: the deadline passes after every batch
+        t = 0.0
+
+        def monotonic(self) -> float:
+            self.t += 1000.0
+            return self.t
+
+    monkeypatch.setattr(adapt, "JUDGE_BATCH", 4)
+    monkeypatch.setattr(adapt, "time", Clock())
+    data, labels = _data(tmp_path)
+    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
+    spec = JobSpec(
+        input_file=str(data), router="random:seed=3", strong_share=0.4, adapt=0.15, adapt_min=20, judge=f"labels:{labels}"
+    )
+    queue = _Steps()
+    job_id = service.submit(rt, spec, queue)
+    judge_steps = 0
+    while queue.tasks:
+        task, jid, chunk = queue.tasks.pop(0)
+        judge_steps += task == "judge"
+        run_task(rt, queue, task, jid, chunk)
+    sampled = round(0.15 * N)
+    assert judge_steps >= 2 * sampled // 4  # one batch of twins or of verdicts per step
+    st = service.status(rt, job_id)
+    assert st.status == "completed" and st.succeeded == N and st.adaptation["stage"] == "adapted"
+    with session_scope(rt.db_url) as s:
+        twins = s.scalar(
+            select(func.count())
+            .select_from(Attempt)
+            .where(Attempt.model == "sim-weak", Attempt.item_id.in_(select(Judgement.item_id)))
+        )
+        judgements = s.scalar(select(func.count()).select_from(Judgement))
+        unjudged = s.scalar(select(func.count()).select_from(Judgement).where(Judgement.verdict.is_(None)))
+    assert twins == judgements == sampled and unjudged == 0  # every twin bought once
