@@ -149,15 +149,17 @@ def adapt_step(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     from routing.adapt.sample import SMALL_JOB_MIN, job_sample
 
     chunks: list[int] = []
-    with session_scope(rt.db_url) as s:
+    with session_scope(rt.db_url) as s:  # closed before the steps below: they run for minutes
         job = s.get(Job, job_id)
         if job is None or job.phase != Phase.SCORING:
             return False
         stage = _state(job).get("stage")
-        if stage == "judged":
-            return _route_rest(rt, queue, job_id)
-        if stage:
-            return judge_step(rt, queue, job_id)
+    if stage == "judged":
+        return _route_rest(rt, queue, job_id)
+    if stage:
+        return judge_step(rt, queue, job_id)
+    with session_scope(rt.db_url) as s:
+        job = s.get_one(Job, job_id)
         if not add_event(s, "adapt_sample", "adapt: choosing the sample", job_id=job_id, dedupe_key=f"adapt_sample:{job_id}"):
             return False  # another caller is choosing the sample
         rows = _scored(s, job_id)
