@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, TypedDict
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from jobs.ledger.models import Attempt, Item, Job, Reservation
@@ -126,21 +126,7 @@ def recover_lost(
             )
         if not held and estimate is not None:
             cost = estimate(s, item)
-        s.add(
-            Attempt(
-                id=uuid.uuid4().hex,
-                job_id=item.job_id,
-                item_id=item.id,
-                attempt_no=0,
-                model=item.model or "",
-                provider=(provider_of(item.model) if provider_of and item.model else "") or "",
-                error_class="LostInFlight",
-                error_message=LOST_MESSAGE,
-                cost_micro_usd=cost,
-                started_at=now,
-                finished_at=now,
-            )
-        )
+        _charge_lost_call(s, item.job_id, item.id, item.model or "", provider_of, cost, now)
         item.cost_micro_usd = (item.cost_micro_usd or 0) + cost
         item.state = ItemState.ROUTED
         item.lease_until = None
@@ -156,10 +142,59 @@ def recover_lost(
     if not force:
         dead = dead.where(Reservation.lease_until < now)
     for res, item_state in s.execute(dead).all():
-        release(s, hold_of(res), note=f"item {item_state}, never sent: released to zero")
+        if res.sent_at is not None:
+            # an extra call on an item that has its outcome (an --adapt twin or judge call):
+            # stamped, so it may have been billed; charged, never released
+            settle(
+                s, hold_of(res), res.amount_micro_usd, note="lost in flight: settled at the reserved amount", job_id=res.job_id
+            )
+            _charge_lost_call(s, res.job_id, res.item_id, res.model, provider_of, res.amount_micro_usd, now)
+            s.execute(
+                update(Item)
+                .where(Item.id == res.item_id)
+                .values(cost_micro_usd=func.coalesce(Item.cost_micro_usd, 0) + res.amount_micro_usd)
+            )
+            counts["settled_at_reserved"] += 1
+            counts["jobs"].add(res.job_id)
+            add_event(
+                s,
+                "reaper_settled",
+                f"extra call of item {res.item_id}: hold settled at the reserved amount (call may have been sent)",
+                job_id=res.job_id,
+                data={"amount_micro_usd": res.amount_micro_usd},
+            )
+            continue
+        release(s, hold_of(res), note=f"item {item_state}, never sent: released to zero", lapsed_before=None if force else now)
         counts["released"] += 1
         add_event(s, "reaper_released", f"reservation of item {res.item_id} released to zero (never sent)", job_id=res.job_id)
     return counts
+
+
+def _charge_lost_call(
+    s: Session,
+    job_id: str,
+    item_id: int,
+    model: str,
+    provider_of: Callable[[str], str] | None,
+    cost: int,
+    now: datetime,
+) -> None:
+    """The ``LostInFlight`` attempt that carries what a call that may have been sent costs."""
+    s.add(
+        Attempt(
+            id=uuid.uuid4().hex,
+            job_id=job_id,
+            item_id=item_id,
+            attempt_no=0,
+            model=model,
+            provider=(provider_of(model) if provider_of and model else "") or "",
+            error_class="LostInFlight",
+            error_message=LOST_MESSAGE,
+            cost_micro_usd=cost,
+            started_at=now,
+            finished_at=now,
+        )
+    )
 
 
 def _has_budget(s: Session, job_id: str) -> bool:

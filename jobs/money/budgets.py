@@ -430,31 +430,37 @@ def settle(s: Session, hold: Hold, actual: int, note: str | None = None, job_id:
     provider ever bills more, the part that does not fit the cap is recorded as overdraft
     (and an event) rather than lost, so the ledger stays complete.
     """
-    won = rowcount(
-        s.execute(
-            update(Reservation)
-            .where(Reservation.id == hold.reservation_id, Reservation.state == "open")
-            .values(state="settled", settled_micro_usd=actual, settled_at=utcnow(), note=note)
-        )
-    )
-    if not won:  # already settled by the reaper: the money moved then
+    held = _close(s, hold, "settled", actual, note)
+    if held is None:  # already settled by the reaper: the money moved then
         return
     for wid in hold.window_ids:
-        _move(s, wid, hold.amount, actual, job_id)
+        _move(s, wid, held, actual, job_id)
 
 
-def release(s: Session, hold: Hold, note: str) -> None:
-    """Give a hold back untouched: the call provably was not made."""
-    won = rowcount(
-        s.execute(
-            update(Reservation)
-            .where(Reservation.id == hold.reservation_id, Reservation.state == "open")
-            .values(state="released", settled_micro_usd=0, settled_at=utcnow(), note=note)
-        )
-    )
-    if won:
+def release(s: Session, hold: Hold, note: str, *, lapsed_before: datetime | None = None) -> None:
+    """Give a hold back untouched: the call provably was not made. With ``lapsed_before``
+    (the reaper), only if its lease has still lapsed then: its owner may have renewed it
+    since the caller read the row."""
+    held = _close(s, hold, "released", 0, note, lapsed_before)
+    if held is not None:
         for wid in hold.window_ids:
-            _move(s, wid, hold.amount, 0, None)
+            _move(s, wid, held, 0, None)
+
+
+def _close(
+    s: Session, hold: Hold, state: str, actual: int, note: str | None, lapsed_before: datetime | None = None
+) -> int | None:
+    """Close an open hold; the amount it held *now* (None if it was no longer open).
+
+    The row's amount, not the caller's copy: a floor's amount shrinks as items draw on it,
+    and a copy read before a draw would take money still held by the items off the windows."""
+    stmt = update(Reservation).where(Reservation.id == hold.reservation_id, Reservation.state == "open")
+    if lapsed_before is not None:
+        stmt = stmt.where(Reservation.lease_until < lapsed_before)
+    row = s.execute(
+        stmt.values(state=state, settled_micro_usd=actual, settled_at=utcnow(), note=note).returning(Reservation.amount_micro_usd)
+    ).first()
+    return None if row is None else int(row[0])
 
 
 def _move(s: Session, window_id: int, held: int, actual: int, job_id: str | None) -> None:

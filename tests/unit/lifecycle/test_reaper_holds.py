@@ -1,0 +1,108 @@
+"""The reaper and holds it did not open: extra calls of ``--adapt`` and a job's weak floor.
+
+Two bugs found in review, each replayed here on the ledger:
+- A twin or judge call (on an item that already has its outcome) stamps its hold ``sent``
+  before it leaves. A worker that died after the call left its hold open on an item that is
+  not ``sent``, and the reaper released it to zero: money that may have been billed was
+  never counted, so a budget could be overspent.
+- A hold closed from a copy read before the row changed (a floor shrinks as items draw on
+  it) took the copy's amount off the windows, money still held by the items that drew it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select, text
+
+from jobs.ledger.models import Attempt, Budget, Item, Job, Reservation
+from jobs.ledger.session import session_scope
+from jobs.ledger.types import utcnow
+from jobs.lifecycle.recovery import recover_lost
+from jobs.lifecycle.service import JobSpec, run
+from jobs.money.budgets import current_window, hold_of, release, try_reserve
+from tests.unit.jobs.test_budgets import write_prompts
+
+
+def _finished_job(tmp_path: Path, sqlite_url: str, runtime_factory) -> tuple[str, int, int]:
+    rt = runtime_factory(sqlite_url)
+    st = run(rt, JobSpec(input_file=str(write_prompts(tmp_path / "in.jsonl", 5)), router="length", budget_usd=1.0, max_tokens=32))
+    assert st.status == "completed"
+    with session_scope(sqlite_url) as s:
+        item = s.scalars(select(Item.id).where(Item.job_id == st.job_id)).first()
+        job = s.get_one(Job, st.job_id)
+        window = current_window(s, s.get_one(Budget, job.job_budget_id)).id
+    assert item is not None
+    return st.job_id, item, window
+
+
+def _open_hold(sqlite_url: str, job_id: str, item_id: int, window: int, amount: int, *, sent: bool) -> str:
+    now = utcnow()
+    rid = uuid.uuid4().hex
+    with session_scope(sqlite_url) as s:
+        assert try_reserve(s, (window,), amount)
+        s.add(
+            Reservation(
+                id=rid, job_id=job_id, item_id=item_id, model="sim-weak", amount_micro_usd=amount, job_window_id=window,
+                named_window_id=None, state="open", created_at=now, lease_until=now - timedelta(minutes=1),
+                sent_at=now - timedelta(minutes=16) if sent else None,
+            )
+        )  # fmt: skip
+    return rid
+
+
+def _window(sqlite_url: str, window: int) -> tuple[int, int]:
+    with session_scope(sqlite_url) as s:
+        spent, reserved = s.execute(
+            text("SELECT spent_micro_usd, reserved_micro_usd FROM budget_windows WHERE id = :w"), {"w": window}
+        ).one()
+    return int(spent), int(reserved)
+
+
+def test_a_stamped_extra_call_whose_worker_died_is_charged_not_released(tmp_path: Path, sqlite_url: str, runtime_factory) -> None:
+    job_id, item_id, window = _finished_job(tmp_path, sqlite_url, runtime_factory)
+    with session_scope(sqlite_url) as s:
+        item_cost = s.get_one(Item, item_id).cost_micro_usd or 0
+    spent, reserved = _window(sqlite_url, window)
+    stamped = _open_hold(sqlite_url, job_id, item_id, window, 5_000, sent=True)
+    unstamped = _open_hold(sqlite_url, job_id, item_id, window, 700, sent=False)
+    with session_scope(sqlite_url) as s:
+        counts = recover_lost(s)
+    assert (counts["settled_at_reserved"], counts["released"]) == (1, 1)
+    assert _window(sqlite_url, window) == (spent + 5_000, reserved)
+    with session_scope(sqlite_url) as s:
+        assert s.get_one(Reservation, stamped).state == "settled"
+        assert s.get_one(Reservation, unstamped).state == "released"
+        lost = s.scalar(
+            select(func.sum(Attempt.cost_micro_usd)).where(Attempt.item_id == item_id, Attempt.error_class == "LostInFlight")
+        )
+        assert lost == 5_000 and s.get_one(Item, item_id).cost_micro_usd == item_cost + 5_000
+
+
+def test_a_hold_is_closed_at_its_amount_now_and_the_reaper_spares_a_renewed_one(
+    tmp_path: Path, sqlite_url: str, runtime_factory
+) -> None:
+    job_id, item_id, window = _finished_job(tmp_path, sqlite_url, runtime_factory)
+    _, reserved = _window(sqlite_url, window)
+    floor = _open_hold(sqlite_url, job_id, item_id, window, 5_000, sent=False)
+    with session_scope(sqlite_url) as s:  # the reaper's copy, read while the lease has lapsed
+        stale = hold_of(s.get_one(Reservation, floor))
+        read_at = utcnow()
+    with session_scope(sqlite_url) as s:  # meanwhile an admission draws 3,000 into an item's hold and renews
+        row = s.get_one(Reservation, floor)
+        row.amount_micro_usd, row.lease_until = 2_000, utcnow() + timedelta(minutes=15)
+        s.add(
+            Reservation(
+                id=uuid.uuid4().hex, job_id=job_id, item_id=item_id, model="sim-weak", amount_micro_usd=3_000,
+                job_window_id=window, named_window_id=None, state="open", created_at=utcnow(),
+                lease_until=utcnow() + timedelta(minutes=15),
+            )
+        )  # fmt: skip
+    with session_scope(sqlite_url) as s:
+        release(s, stale, "reaper", lapsed_before=read_at)
+    assert _window(sqlite_url, window)[1] == reserved + 5_000  # renewed: left alone
+    with session_scope(sqlite_url) as s:
+        release(s, stale, "job ended")
+    assert _window(sqlite_url, window)[1] == reserved + 3_000  # the floor's 2,000 back; the item's 3,000 still held
