@@ -298,8 +298,18 @@ class FanOut:
         gate = AdmissionGate(self.rows, self._admit, flusher, self.stop)
         watch = CancelWatch(self._read_state, self.rt.settings.cancel_poll_s, self.stop)
         sent_log = SentLog(self._mark_sent)
+        errors: list[BaseException] = []
 
         async def sender() -> None:
+            try:
+                await send_until_done()
+            except Exception as exc:
+                # the others finish the calls they have out, and their answers are written
+                # before the error goes up: abandoned, they would be sent and paid for again
+                errors.append(exc)
+                self.stop.set()
+
+        async def send_until_done() -> None:
             while not self.stop.is_set():
                 adm = await gate.next()
                 if adm is None:
@@ -328,6 +338,8 @@ class FanOut:
             await pool.aclose()
         if flusher.failure is not None:
             raise flusher.failure
+        if errors:
+            raise errors[0]
         if self.stop.is_set():
             unsent, holds = gate.unsent()
             await asyncio.to_thread(transitions.cancel_unsent_items, self.rt.db_url, self.job_id, unsent, holds)

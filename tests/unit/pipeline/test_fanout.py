@@ -648,3 +648,34 @@ def test_an_item_whose_request_cannot_be_built_fails_alone(tmp_path, sqlite_url,
         bad = s.scalars(select(_Item).where(_Item.job_id == job_id, _Item.custom_id == "r3")).one()
     assert states.pop("r3") == "failed" and "request cannot be built" in (bad.error or "")
     assert set(states.values()) == {"succeeded"} and len(states) == 9
+
+
+def test_a_sender_that_raises_lets_the_others_land_their_answers(
+    tmp_path: Path, sqlite_url: str, runtime_factory, monkeypatch
+) -> None:
+    """One sender's error (a bug, or a database the sent marker gave up on) used to end the
+    fan-out at once: the answers of the calls still out arrived after the writer had ended
+    and were dropped, so the reaper charged them at worst case and they were sent again."""
+    from jobs.providers.pool import ProviderPool
+
+    rt = runtime_factory(sqlite_url, {"providers.sim.concurrency": 4, "providers.sim.simulated.latency_ms": 300})
+    job_id = submit_routed(rt, tmp_path, 12, budget_usd=1.0)
+    fan = claim(rt, job_id)
+    boom = RuntimeError("a bug in one sender")
+    sent: list[str] = []
+
+    class OneBadSender(ProviderPool):
+        async def complete(self, req: ChatRequest, before_send=None) -> CallResult:
+            sent.append(req.custom_id)
+            if len(sent) == 4:  # three calls are out when this one raises
+                raise boom
+            return await super().complete(req, before_send)
+
+    monkeypatch.setattr("jobs.providers.ProviderPool", OneBadSender)
+    with pytest.raises(RuntimeError) as info:
+        run_async(fan.run())
+    assert info.value is boom
+    got = ledger(sqlite_url, job_id)
+    answered = set(sent) - {sent[3]}
+    assert len(answered) >= 3 and got["attempted"] == answered  # every call that went out is recorded
+    assert all(got["item_state"][c] == ItemState.SUCCEEDED for c in answered)
