@@ -137,6 +137,7 @@ def record_in_session(
     now = utcnow()
     attempt_rows = []
     outcomes = []
+    settles: list[tuple[Hold, int]] = []
     for item_id, result, hold in batch:
         rows, total_cost = charged_attempts(rt, job_id, item_id, result, prices)
         attempt_rows.extend(rows)
@@ -157,5 +158,9 @@ def record_in_session(
             )
         )
         if hold is not None:
-            settle(s, hold, total_cost, job_id=job_id)
+            settles.append((hold, total_cost))
+    # windows locked in one order in every transaction (an older named window first at a
+    # rollover, as the floor takes them): in answer order, two batches could deadlock
+    for hold, cost in sorted(settles, key=lambda x: x[0].window_ids):
+        settle(s, hold, cost, job_id=job_id)
     write_outcomes(s, attempt_rows, outcomes, now, lease)
