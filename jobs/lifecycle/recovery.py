@@ -139,15 +139,20 @@ def recover_lost(
     )
     if job_id is not None:
         dead = dead.where(Reservation.job_id == job_id)
+    if chunk is not None:
+        dead = dead.where(Item.chunk == chunk)
     if not force:
         dead = dead.where(Reservation.lease_until < now)
     for res, item_state in s.execute(dead).all():
         if res.sent_at is not None:
             # an extra call on an item that has its outcome (an --adapt twin or judge call):
             # stamped, so it may have been billed; charged, never released
-            settle(
-                s, hold_of(res), res.amount_micro_usd, note="lost in flight: settled at the reserved amount", job_id=res.job_id
-            )
+            closed = settle(
+                s, hold_of(res), res.amount_micro_usd, note="lost in flight: settled at the reserved amount",
+                job_id=res.job_id, lapsed_before=None if force else now,
+            )  # fmt: skip
+            if not closed:  # its worker settled it after all, since the read above
+                continue
             _charge_lost_call(s, res.job_id, res.item_id, res.model, provider_of, res.amount_micro_usd, now)
             s.execute(
                 update(Item)

@@ -423,18 +423,28 @@ def open_reservation_from_floor(
     return _record_hold(s, job_id, item_id, model, amount, floor.job_window, floor.named_window)
 
 
-def settle(s: Session, hold: Hold, actual: int, note: str | None = None, job_id: str | None = None) -> None:
-    """Swap the held amount for the real cost, in the caller's transaction.
+def settle(
+    s: Session,
+    hold: Hold,
+    actual: int,
+    note: str | None = None,
+    job_id: str | None = None,
+    *,
+    lapsed_before: datetime | None = None,
+) -> bool:
+    """Swap the held amount for the real cost, in the caller's transaction; False when the
+    hold was no longer open (or, with ``lapsed_before``, its lease was renewed).
 
     The real cost is at most the held worst case whenever the token bound holds; if a
     provider ever bills more, the part that does not fit the cap is recorded as overdraft
     (and an event) rather than lost, so the ledger stays complete.
     """
-    held = _close(s, hold, "settled", actual, note)
+    held = _close(s, hold, "settled", actual, note, lapsed_before)
     if held is None:  # already settled by the reaper: the money moved then
-        return
+        return False
     for wid in hold.window_ids:
         _move(s, wid, held, actual, job_id)
+    return True
 
 
 def release(s: Session, hold: Hold, note: str, *, lapsed_before: datetime | None = None) -> None:

@@ -22,13 +22,14 @@ from jobs.ledger.session import session_scope
 from jobs.ledger.types import utcnow
 from jobs.lifecycle.recovery import recover_lost
 from jobs.lifecycle.service import JobSpec, run
-from jobs.money.budgets import current_window, hold_of, release, try_reserve
+from jobs.money.budgets import current_window, hold_of, release, settle, try_reserve
 from tests.unit.jobs.test_budgets import write_prompts
 
 
 def _finished_job(tmp_path: Path, sqlite_url: str, runtime_factory) -> tuple[str, int, int]:
     rt = runtime_factory(sqlite_url)
-    st = run(rt, JobSpec(input_file=str(write_prompts(tmp_path / "in.jsonl", 5)), router="length", budget_usd=1.0, max_tokens=32))
+    data = write_prompts(tmp_path / "in.jsonl", 6)
+    st = run(rt, JobSpec(input_file=str(data), router="length", budget_usd=1.0, max_tokens=32, chunk_size=3))
     assert st.status == "completed"
     with session_scope(sqlite_url) as s:
         item = s.scalars(select(Item.id).where(Item.job_id == st.job_id)).first()
@@ -106,3 +107,29 @@ def test_a_hold_is_closed_at_its_amount_now_and_the_reaper_spares_a_renewed_one(
     with session_scope(sqlite_url) as s:
         release(s, stale, "job ended")
     assert _window(sqlite_url, window)[1] == reserved + 3_000  # the floor's 2,000 back; the item's 3,000 still held
+
+
+def test_the_reaper_settles_a_stamped_hold_once_and_only_in_the_chunk_it_is_asked_about(
+    tmp_path: Path, sqlite_url: str, runtime_factory
+) -> None:
+    """A generate step that fails recovers its own chunk (``force``, no lease check): the
+    dead-hold pass used to cover the whole job, so it could charge a judge step's calls in
+    flight on other chunks' items at their worst case."""
+    job_id, first, window = _finished_job(tmp_path, sqlite_url, runtime_factory)
+    with session_scope(sqlite_url) as s:
+        other = s.scalars(select(Item.id).where(Item.job_id == job_id, Item.chunk != s.get_one(Item, first).chunk)).first()
+        chunk = s.get_one(Item, first).chunk
+    assert other is not None
+    here = _open_hold(sqlite_url, job_id, first, window, 5_000, sent=True)
+    there = _open_hold(sqlite_url, job_id, other, window, 4_000, sent=True)
+    with session_scope(sqlite_url) as s:
+        counts = recover_lost(s, job_id=job_id, force=True, chunk=chunk)
+    assert counts["settled_at_reserved"] == 1
+    with session_scope(sqlite_url) as s:
+        assert (s.get_one(Reservation, here).state, s.get_one(Reservation, there).state) == ("settled", "open")
+        stale = hold_of(s.get_one(Reservation, there))
+    with session_scope(sqlite_url) as s:  # its worker settles it meanwhile: the reaper's settle says so
+        assert settle(s, stale, 3_900, job_id=job_id)
+    with session_scope(sqlite_url) as s:
+        assert not settle(s, stale, 4_000, job_id=job_id, lapsed_before=utcnow())
+    assert _window(sqlite_url, window)[0] >= 5_000 + 3_900
