@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 JUDGING_LEASE = timedelta(minutes=30)
 """A worker that claimed the judging of a sample and died is replaced after this."""
 CALL_CONCURRENCY = 32
-JUDGE_BATCH = 256  # sampled items whose twins (or verdicts) are recorded together
+JUDGE_BATCH = 4 * CALL_CONCURRENCY  # sampled items whose twins (or verdicts) are recorded together
 OPEN = (ItemState.PENDING, ItemState.SCORED, ItemState.ROUTED, ItemState.RESERVED, ItemState.SENT)
 ITEM_COLUMNS = (
     Item.id,
