@@ -340,6 +340,17 @@ def test_an_adapt_step_that_raises_the_same_error_twice_routes_the_rest_as_usual
     assert judged == (round(0.15 * N) if broken_step == "adapt" else 0)
 
 
+def _submitted(tmp_path: Path, runtime_factory):
+    """An adapting job submitted, its first steps on a :class:`_Steps` queue."""
+    data, labels = _data(tmp_path)
+    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
+    spec = JobSpec(
+        input_file=str(data), router="random:seed=3", strong_share=0.4, adapt=0.15, adapt_min=20, judge=f"labels:{labels}"
+    )
+    queue = _Steps()
+    return rt, service.submit(rt, spec, queue), queue
+
+
 class _Steps:
     """A queue that only records the steps, so a test runs them one by one as workers would."""
 
@@ -361,13 +372,7 @@ def test_a_judging_that_raised_does_not_hold_its_lease(tmp_path: Path, runtime_f
         raise ValueError("the judge's provider hiccuped")
 
     monkeypatch.setattr(adapt_judge.SampleJudge, "judge", broken)
-    data, labels = _data(tmp_path)
-    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
-    spec = JobSpec(
-        input_file=str(data), router="random:seed=3", strong_share=0.4, adapt=0.15, adapt_min=20, judge=f"labels:{labels}"
-    )
-    queue = _Steps()
-    job_id = service.submit(rt, spec, queue)
+    rt, job_id, queue = _submitted(tmp_path, runtime_factory)
     raised = 0
     while queue.tasks:
         task, jid, chunk = queue.tasks.pop(0)
@@ -402,13 +407,7 @@ def test_a_large_sample_is_judged_over_several_steps_each_recording_its_batches(
 
     monkeypatch.setattr(adapt, "JUDGE_BATCH", 4)
     monkeypatch.setattr(adapt, "time", Clock())
-    data, labels = _data(tmp_path)
-    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
-    spec = JobSpec(
-        input_file=str(data), router="random:seed=3", strong_share=0.4, adapt=0.15, adapt_min=20, judge=f"labels:{labels}"
-    )
-    queue = _Steps()
-    job_id = service.submit(rt, spec, queue)
+    rt, job_id, queue = _submitted(tmp_path, runtime_factory)
     judge_steps = 0
     while queue.tasks:
         task, jid, chunk = queue.tasks.pop(0)
