@@ -34,8 +34,9 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from sqlalchemy import func, insert, select, update
@@ -52,9 +53,12 @@ from jobs.pipeline.request import request_shape
 from jobs.providers.types import CallResult, ChatRequest
 from jobs.runtime import Runtime
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from jobs.pipeline.adapt_judge import SampleVerdict
     from jobs.pipeline.tasks import TaskQueue
 
 log = logging.getLogger(__name__)
@@ -404,12 +408,8 @@ def _judge_sample(rt: Runtime, job_id: str, deadline: float) -> bool:
         prices = sync_prices(s, cfg, cfg.models_with_fallbacks(sorted({weak, strong, *judge.models()})))
     answered = [i for i in ids if rows[i].state == ItemState.SUCCEEDED]
     twins = [(i, chat_request(cfg, weak, rows[i], job_max)) for i in answered if i not in done]
-    progressed = False  # at least one batch per step, whatever the clock says
-    for start in range(0, len(twins), JUDGE_BATCH):
-        if progressed and time.monotonic() > deadline:
-            return False
-        progressed = True
-        calls = twins[start : start + JUDGE_BATCH]
+    clock = _StepClock(deadline)
+    for calls in clock.batches(twins):
         results, costs = call_and_record(rt, job_id, calls, prices)
         now = utcnow()
         with session_scope(rt.db_url) as s:
@@ -430,6 +430,8 @@ def _judge_sample(rt: Runtime, job_id: str, deadline: float) -> bool:
                         created_at=now,
                     )
                 )
+    if clock.expired:
+        return False
     with session_scope(rt.db_url) as s:
         todo = list(
             s.scalars(
@@ -438,33 +440,51 @@ def _judge_sample(rt: Runtime, job_id: str, deadline: float) -> bool:
         )
         for j in todo:
             s.expunge(j)
-    for start in range(0, len(todo), JUDGE_BATCH):
-        if progressed and time.monotonic() > deadline:
-            return False
-        progressed = True
-        part = todo[start : start + JUDGE_BATCH]
+    for part in clock.batches(todo):
         inputs = [
             (j.item_id, rows[j.item_id].prompt, answer_text(rows[j.item_id].response) or "", answer_text(j.weak_response) or "")
             for j in part
         ]
         verdicts = judge.judge(rt, job_id, inputs, prices, call_and_record)
-        now = utcnow()
-        with session_scope(rt.db_url) as s:
-            for j, v in zip(part, verdicts, strict=True):
-                s.execute(
-                    update(Judgement)
-                    .where(Judgement.id == j.id)
-                    .values(
-                        verdict=v.verdict,
-                        weak_good=v.weak_good,
-                        reason=v.reason,
-                        judge_cost_micro_usd=v.cost_micro_usd,
-                        judged_at=now,
-                    )
+        _record_verdicts(rt, part, verdicts)
+    return not clock.expired
+
+
+class _StepClock:
+    """Batches of :data:`JUDGE_BATCH` for one step: at least one, and none started after
+    ``deadline`` (``time.monotonic``), which sets :attr:`expired`."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.started = False
+        self.expired = False
+
+    def batches(self, seq: list[T]) -> Iterator[list[T]]:
+        for start in range(0, len(seq), JUDGE_BATCH):
+            if self.started and time.monotonic() > self.deadline:
+                self.expired = True
+                return
+            self.started = True
+            yield seq[start : start + JUDGE_BATCH]
+
+
+def _record_verdicts(rt: Runtime, part: list[Judgement], verdicts: list[SampleVerdict]) -> None:
+    now = utcnow()
+    with session_scope(rt.db_url) as s:
+        for j, v in zip(part, verdicts, strict=True):
+            s.execute(
+                update(Judgement)
+                .where(Judgement.id == j.id)
+                .values(
+                    verdict=v.verdict,
+                    weak_good=v.weak_good,
+                    reason=v.reason,
+                    judge_cost_micro_usd=v.cost_micro_usd,
+                    judged_at=now,
                 )
-                if v.verdict == "weak_better" and j.weak_response is not None:  # keep the better answer
-                    _keep_weak(s, j)
-    return True
+            )
+            if v.verdict == "weak_better" and j.weak_response is not None:  # keep the better answer
+                _keep_weak(s, j)
 
 
 def _keep_weak(s: Session, j: Judgement) -> None:
