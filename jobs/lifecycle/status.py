@@ -10,14 +10,14 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from jobs.errors import JobNotFound
 from jobs.ledger.models import Attempt, Budget, InvalidRow, Item, Job, LedgerEvent
 from jobs.lifecycle.states import ItemState, JobState
 from jobs.money.budgets import budget_report
-from jobs.money.pricing import PriceVersion, latest_price, micro_to_usd
+from jobs.money.pricing import micro_to_usd
 
 INVALID_SAMPLE = 20
 NOTES_MAX = 50
@@ -171,7 +171,7 @@ def read_status(s: Session, job_id: str) -> JobStatus:
     for key, bid in (("job", job.job_budget_id), ("named", job.budget_id)):
         if bid is not None:
             budgets[key] = budget_report(s, s.get_one(Budget, bid))
-    all_strong = _all_strong_cost(job, by_model, latest_price(s, job.strong_model))
+    all_strong = _all_strong_cost(s, job_id)
     strong_calls = sum(n for model, n, *_ in by_model if model == job.strong_model)
     weak_calls = sum(n for model, n, *_ in by_model if model != job.strong_model)
     return JobStatus(
@@ -283,16 +283,9 @@ def job_notes(s: Session, job_id: str, limit: int = NOTES_MAX) -> list[str]:
     )
 
 
-def _all_strong_cost(job: Job, by_model: Any, strong_price: PriceVersion | None) -> int:
-    """What the succeeded items would have cost on the strong model.
-
-    Items answered by the strong model count at their real cost; the others at the
-    strong model's current price for the same prompt and completion token counts.
-    """
-    total = 0
-    for model, _n, prompt_toks, completion_toks, cost in by_model:
-        if model == job.strong_model or strong_price is None:
-            total += int(cost)
-        else:
-            total += strong_price.cost_micro_usd(int(prompt_toks), int(completion_toks))
-    return total
+def _all_strong_cost(s: Session, job_id: str) -> int:
+    """What the succeeded items would have cost on the strong model, read from the ledger's
+    ``savings`` view so that ``status`` and a hand-written query agree: strong answers at
+    their real cost, weak ones at the strong model's current price for their tokens, and an
+    adapting job's sampled items at their strong answer's cost (not its twin's or judge's)."""
+    return int(s.scalar(text("SELECT all_strong_micro_usd FROM savings WHERE job_id = :job"), {"job": job_id}) or 0)

@@ -31,3 +31,44 @@ def test_a_job_too_small_to_adapt_says_so_in_its_summary(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     assert "not adapted: 8 items: too few to adapt; routed as usual" in " ".join(done.stdout.split()), done.stdout
     assert "quality vs strong" not in done.stdout
+
+
+def test_the_all_strong_baseline_of_an_adapted_job_does_not_pay_for_adapting(tmp_path: Path) -> None:
+    """The sample's weak twins and judge calls are charged to their items, but an all-strong
+    job would not have made them: its baseline counts a sampled item at its strong answer's
+    cost, whichever answer it kept. ``status`` and the ``savings`` view agree on it."""
+    import sqlite3
+
+    done = rb(["run", str(EXAMPLE), "--adapt", "0.1"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    job_id = json.loads(rb(["list", "--json"], tmp_path).stdout)[0]["job_id"]
+    full = json.loads(rb(["status", job_id, "--json"], tmp_path).stdout)
+    db = sqlite3.connect(tmp_path / "rb.db")
+    (strong_model,) = db.execute("SELECT strong_model FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    extras, kept_weak = db.execute(
+        "SELECT SUM(j.weak_cost_micro_usd + j.judge_cost_micro_usd), SUM(it.model <> ?) "
+        "FROM judgements j JOIN items it ON it.id = j.item_id WHERE it.job_id = ? AND it.state = 'succeeded'",
+        (strong_model, job_id),
+    ).fetchone()
+    assert extras > 0
+    sampled_strong = db.execute(
+        "SELECT SUM(it.cost_micro_usd - j.weak_cost_micro_usd - j.judge_cost_micro_usd) "
+        "FROM judgements j JOIN items it ON it.id = j.item_id WHERE it.job_id = ? AND it.state = 'succeeded'",
+        (job_id,),
+    ).fetchone()[0]
+    price_in, price_out = db.execute(
+        "SELECT input_micro_per_mtok, output_micro_per_mtok FROM prices WHERE model = ? ORDER BY valid_from DESC LIMIT 1",
+        (strong_model,),
+    ).fetchone()
+    rest = 0
+    for model, cost, p_toks, c_toks in db.execute(
+        "SELECT model, cost_micro_usd, prompt_tokens, completion_tokens FROM items it "
+        "WHERE job_id = ? AND state = 'succeeded' AND NOT EXISTS (SELECT 1 FROM judgements j WHERE j.item_id = it.id)",
+        (job_id,),
+    ):
+        rest += cost if model == strong_model else (p_toks * price_in + c_toks * price_out + 999_999) // 1_000_000
+    view = db.execute("SELECT all_strong_micro_usd, cost_micro_usd FROM savings WHERE job_id = ?", (job_id,)).fetchone()
+    assert view[0] == sampled_strong + rest, (view, sampled_strong, rest, extras, kept_weak)
+    assert round(full["all_strong_cost_usd"] * 1e6) == view[0]
+    assert view[1] == full["cost_micro_usd"]  # what was spent still counts every call
+    assert full["savings_pct"] == round(100.0 * (1 - view[1] / view[0]), 2)
