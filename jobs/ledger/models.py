@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -333,11 +334,23 @@ class BudgetWindow(Base):
     )
 
 
+_FLOOR_OWED = "state = 'released' AND floor_draw_micro_usd > 0"
+"""Released holds whose weak share the floor has not taken back yet (migration 0012)."""
+
+
 class Reservation(Base):
     """Worst-case money held for one item's call until it is settled to the real cost."""
 
     __tablename__ = "reservations"
-    __table_args__ = (Index("ix_reservations_state_lease", "state", "lease_until"),)
+    __table_args__ = (
+        Index("ix_reservations_state_lease", "state", "lease_until"),
+        Index(
+            "ix_reservations_floor_owed",
+            "job_id",
+            postgresql_where=text(_FLOOR_OWED),
+            sqlite_where=text(_FLOOR_OWED),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
@@ -354,6 +367,12 @@ class Reservation(Base):
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(
         UTCDateTime, nullable=True, doc="set, durably, before the call goes out: only such holds are charged after a crash"
+    )
+    floor_draw_micro_usd: Mapped[int] = mapped_column(
+        BigInteger,
+        default=0,
+        server_default="0",
+        doc="the part of this hold taken from the job's weak floor: a released hold gives it back to the floor",
     )
 
 

@@ -49,6 +49,7 @@ from jobs.money.budgets import (
     lock_floor,
     open_floor,
     open_reservation_from_floor,
+    refill_floor,
     release,
     release_floor,
     room_of,
@@ -153,12 +154,13 @@ def _ensure_floor(
     res = lock_floor(s, job.id, anchor)
     if res is not None and (res.job_window_id, res.named_window_id) == windows:
         if res.state == "open":
-            return floor_of(res)
+            return _take_back_shares(s, job.id, floor_of(res))
         this_run = res.settled_at is not None and (job.in_progress_at is None or res.settled_at >= job.in_progress_at)
-        if res.state == "settled" and this_run:
-            return floor_of(res)  # drawn to zero, or off, in this run: nothing to reserve again
+        if res.state == "settled" and this_run:  # drawn to zero, or off, in this run: nothing to reserve again
+            return _take_back_shares(s, job.id, floor_of(res))
     if res is not None and res.state == "open":
         release(s, hold_of(res), note="budget window changed: the floor moves to the current window")
+    _owed_shares(s, job.id)  # the floor is sized afresh: it counts those items anyway
     need, items = floor_need(s, job.id, cfg, plan.weak, prices, job_max_tokens)
     ids = tuple(w for w in windows if w is not None)
     room = room_of(s, ids)
@@ -195,6 +197,40 @@ def _ensure_floor(
     return open_floor(s, job.id, anchor, max(0, min(room, need)), "short", *windows) or open_floor(
         s, job.id, anchor, 0, "short", *windows
     )
+
+
+def _owed_shares(s, job_id: str) -> tuple[int, int]:
+    """(micro-USD, items): the floor shares of the job's released holds whose items wait to
+    be admitted again; every released hold's debt is marked paid (the caller takes it back
+    now, or sizes the floor afresh; a hold whose item ended otherwise owes nothing)."""
+    owed = s.execute(
+        select(Reservation.id, Reservation.floor_draw_micro_usd, Item.state)
+        .join(Item, Item.id == Reservation.item_id)
+        .where(Reservation.job_id == job_id, Reservation.state == "released", Reservation.floor_draw_micro_usd > 0)
+    ).all()
+    if owed:
+        s.execute(update(Reservation).where(Reservation.id.in_([r.id for r in owed])).values(floor_draw_micro_usd=0))
+    waiting = [r.floor_draw_micro_usd for r in owed if r.state in FLOOR_STATES]
+    return sum(waiting), len(waiting)
+
+
+def _take_back_shares(s, job_id: str, floor: Floor) -> Floor:
+    """A hold released unsent (a claim never sent, a batch line with no answer, a downgrade to a
+    model sent synchronously) gave its weak share back to the windows' free room, while its
+    item waits to be admitted again: that share goes back into the floor before this batch
+    buys any upgrade, or the upgrades could spend it and leave the item skipped."""
+    if not floor.holds:
+        return floor
+    owed, items = _owed_shares(s, job_id)
+    got = refill_floor(s, floor, owed)
+    if got < owed:
+        message = (
+            f"budget: {items} items returned to admission; the floor took back ${micro_to_usd(got):.6f} of their "
+            f"${micro_to_usd(owed):.6f} weak share (the rest was spent meanwhile)"
+        )
+        log.warning(message)
+        add_event(s, "job_note", message, job_id=job_id, data={"owed_micro_usd": owed, "refilled_micro_usd": got})
+    return floor
 
 
 def admit(

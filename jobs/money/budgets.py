@@ -179,7 +179,14 @@ def open_reservation(
 
 
 def _record_hold(
-    s: Session, job_id: str, item_id: int, model: str, amount: int, job_window: int | None, named_window: int | None
+    s: Session,
+    job_id: str,
+    item_id: int,
+    model: str,
+    amount: int,
+    job_window: int | None,
+    named_window: int | None,
+    floor_draw: int = 0,
 ) -> Hold:
     windows = tuple(w for w in (job_window, named_window) if w is not None)
     rid = uuid.uuid4().hex
@@ -196,6 +203,7 @@ def _record_hold(
             state="open",
             created_at=now,
             lease_until=now + RESERVATION_LEASE,
+            floor_draw_micro_usd=floor_draw,
         )
     )
     return Hold(rid, amount, windows)
@@ -420,7 +428,25 @@ def open_reservation_from_floor(
     if amount > draw and not try_reserve(s, floor.window_ids, amount - draw):
         return None
     floor.amount -= draw
-    return _record_hold(s, job_id, item_id, model, amount, floor.job_window, floor.named_window)
+    return _record_hold(s, job_id, item_id, model, amount, floor.job_window, floor.named_window, draw)
+
+
+def refill_floor(s: Session, floor: Floor, amount: int) -> int:
+    """Hold up to ``amount`` more for the floor, as far as the windows' free room allows, and
+    reopen its row if it had been drawn to zero; returns what was added. The caller holds
+    the row lock and saves the floor afterwards."""
+    if not floor.holds or amount <= 0:
+        return 0
+    amount = min(amount, max(room_of(s, floor.window_ids), 0))
+    if amount <= 0 or not try_reserve(s, floor.window_ids, amount):
+        return 0
+    s.execute(
+        update(Reservation)
+        .where(Reservation.id == floor.reservation_id, Reservation.state != "open")
+        .values(state="open", amount_micro_usd=0, settled_micro_usd=None, settled_at=None)
+    )
+    floor.amount += amount
+    return amount
 
 
 def settle(

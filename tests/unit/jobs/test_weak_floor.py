@@ -139,3 +139,118 @@ def test_faults_do_not_break_the_floor(dataset, sqlite_url: str, runtime_factory
         failed_tries = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.error_class.is_not(None)))
     assert failed_tries > 0.1 * N, "the faults were injected"
     _books_closed(sqlite_url, st.job_id)
+
+
+class _Steps:
+    """A queue that records the steps: the test runs them (all but ``generate``) itself."""
+
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, str, int | None]] = []
+
+    def enqueue(self, task: str, job_id: str, chunk: int | None = None, delay_s: float = 0.0) -> None:
+        self.tasks.append((task, job_id, chunk))
+
+
+def _routed_job(tmp_path: Path, runtime_factory, n: int = 20):
+    """A budgeted job scored and routed, its items not yet claimed by any generate step."""
+    from jobs.lifecycle import service
+    from jobs.pipeline.runner import run_task
+
+    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
+    queue = _Steps()
+    job_id = service.submit(
+        rt,
+        JobSpec(input_file=str(write_prompts(tmp_path / "in.jsonl", n)), router="length", strong_share=0.5, budget_usd=5.0),
+        queue,
+    )
+    while queue.tasks:
+        task, jid, chunk = queue.tasks.pop(0)
+        if task != "generate":
+            run_task(rt, queue, task, jid, chunk)
+    return rt, job_id
+
+
+def _admit(rt, job_id: str, item_ids: list[int]):
+    """Claim ``item_ids`` and admit them in one batch, as a generate step does."""
+    from sqlalchemy import update
+
+    from jobs.ledger.models import Job
+    from jobs.money.admission import admit, budget_plan
+    from jobs.money.pricing import sync_prices
+
+    with session_scope(rt.db_url) as s:
+        job = s.get_one(Job, job_id)
+        plan, job_max = budget_plan(job), job.spec.get("max_tokens")
+        prices = sync_prices(s, rt.config, rt.config.models_with_fallbacks([job.strong_model, job.weak_model]))
+        s.execute(update(Item).where(Item.id.in_(item_ids)).values(state="sent"))
+        rows = s.execute(
+            select(Item.id, Item.prompt, Item.messages, Item.max_tokens, Item.model)
+            .where(Item.id.in_(item_ids))
+            .order_by(Item.id)
+        ).all()
+    return admit(rt, job_id, rows, plan, prices, job_max, final=True)
+
+
+def _floor_held(rt, job_id: str) -> int:
+    from jobs.money.budgets import floor_id
+
+    with session_scope(rt.db_url) as s:
+        res = s.get(Reservation, floor_id(job_id))
+        return res.amount_micro_usd if res is not None and res.state == "open" else 0
+
+
+def _released_after_admission(rt, job_id: str) -> tuple[int, int, list[int]]:
+    """One weak item admitted, then its hold released unsent and the item routed again:
+    (its id, its floor share, the job's other items)."""
+    from jobs.money.budgets import hold_of, release
+
+    with session_scope(rt.db_url) as s:
+        weak_model = s.scalar(select(Item.model).where(Item.job_id == job_id, Item.route == "weak").limit(1))
+        ids = list(s.scalars(select(Item.id).where(Item.job_id == job_id).order_by(Item.id)))
+        first = s.scalar(select(Item.id).where(Item.job_id == job_id, Item.model == weak_model).order_by(Item.id))
+    (adm,) = _admit(rt, job_id, [first]).admitted
+    assert adm.hold.amount > 0 and _floor_held(rt, job_id) > 0, "the first batch opened the floor and drew the share"
+    with session_scope(rt.db_url) as s:
+        release(s, hold_of(s.get_one(Reservation, adm.hold.reservation_id)), note="claimed, never sent: released to zero")
+        s.get_one(Item, first).state = "routed"
+    return first, adm.hold.amount, [i for i in ids if i != first]
+
+
+def test_a_released_hold_gives_its_floor_share_back_to_the_floor(tmp_path: Path, runtime_factory) -> None:
+    """An admitted item whose hold is released unsent goes back to ``routed`` and will be
+    admitted again (a claim the reaper finds never sent, a batch line with no answer, a
+    downgrade to a model sent synchronously). Its weak share used to go back to the free room,
+    where upgrades could spend it: the floor, drawn to zero by the other items, then no longer
+    covered it. The next admission now puts the share back in the floor first."""
+    rt, job_id = _routed_job(tmp_path, runtime_factory)
+    first, share, others = _released_after_admission(rt, job_id)
+    out = _admit(rt, job_id, others)
+    assert len(out.admitted) == len(others)
+    assert _floor_held(rt, job_id) == share, "what the floor still holds is the released item's share"
+    (again,) = _admit(rt, job_id, [first]).admitted
+    assert again.hold is not None and again.hold.amount == share
+    assert _floor_held(rt, job_id) == 0
+
+
+def test_a_share_spent_before_it_is_taken_back_is_announced(tmp_path: Path, runtime_factory) -> None:
+    """Between the release and the job's next admission the free room can go to another
+    spender (a job sharing a named budget): the floor then takes back what is left, and the
+    job says how much of the share it could not."""
+    from jobs.ledger.models import Budget, Job, LedgerEvent
+    from jobs.money.budgets import current_window, room_of, try_reserve
+
+    rt, job_id = _routed_job(tmp_path, runtime_factory)
+    first, share, others = _released_after_admission(rt, job_id)
+    with session_scope(rt.db_url) as s:
+        window = current_window(s, s.get_one(Budget, s.get_one(Job, job_id).job_budget_id)).id
+        assert try_reserve(s, (window,), room_of(s, (window,)))  # someone else holds all the free room
+    _admit(rt, job_id, others)
+    with session_scope(rt.db_url) as s:
+        notes = list(s.scalars(select(LedgerEvent.message).where(LedgerEvent.job_id == job_id, LedgerEvent.kind == "job_note")))
+    assert any("1 items returned to admission; the floor took back $0.000000" in n for n in notes), notes
+    assert _floor_held(rt, job_id) == 0
+    assert _admit(rt, job_id, [first]).admitted == [], "nothing left for it: skipped, with its reason"
+    with session_scope(rt.db_url) as s:
+        item = s.get_one(Item, first)
+        assert item.state == "skipped_budget" and item.error.startswith("budget")
+    assert share > 0
