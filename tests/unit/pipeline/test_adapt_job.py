@@ -426,3 +426,62 @@ def test_a_large_sample_is_judged_over_several_steps_each_recording_its_batches(
         judgements = s.scalar(select(func.count()).select_from(Judgement))
         unjudged = s.scalar(select(func.count()).select_from(Judgement).where(Judgement.verdict.is_(None)))
     assert twins == judgements == sampled and unjudged == 0  # every twin bought once
+
+
+def _run_steps(rt, queue, until_raises: type[BaseException] | None = None) -> int:
+    """Run the queued steps in order; the number that raised ``until_raises`` (then stops)."""
+    from jobs.pipeline.runner import run_task
+
+    while queue.tasks:
+        task, jid, chunk = queue.tasks.pop(0)
+        try:
+            run_task(rt, queue, task, jid, chunk)
+        except BaseException as exc:
+            if until_raises is None or not isinstance(exc, until_raises):
+                raise
+            queue.tasks.insert(0, (task, jid, chunk))  # the step is retried, as Celery would
+            return 1
+    return 0
+
+
+def test_a_time_limit_while_estimating_is_not_taken_for_an_estimate_that_cannot_be_made(
+    tmp_path: Path, runtime_factory, monkeypatch
+) -> None:
+    """The quality estimate's guard caught every Exception, a worker's soft time limit too
+    (Celery's ``SoftTimeLimitExceeded`` is one): the step then routed the rest and recorded
+    "not estimated" instead of stopping to be retried. Only the estimate's own errors (bad
+    numbers) are a "not estimated" now; the step is redone when anything else stops it."""
+    import routing.adapt
+
+    class SoftTimeLimitExceeded(Exception):
+        pass
+
+    real = routing.adapt.estimate_quality
+
+    def cut_short(*args: object, **kwargs: object) -> None:
+        raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+    monkeypatch.setattr(routing.adapt, "estimate_quality", cut_short)
+    rt, job_id, queue = _submitted(tmp_path, runtime_factory)
+    assert _run_steps(rt, queue, SoftTimeLimitExceeded) == 1
+    st = service.status(rt, job_id)
+    assert st.adaptation["stage"] == "judged" and st.quality_vs_strong is None, "nothing routed: the step is redone"
+    monkeypatch.setattr(routing.adapt, "estimate_quality", real)
+    _run_steps(rt, queue)
+    st = service.status(rt, job_id)
+    assert st.status == "completed" and st.adaptation["stage"] == "adapted"
+    assert st.quality_vs_strong is not None and "quality_error" not in st.adaptation
+
+
+def test_an_estimate_that_cannot_be_made_is_said_and_the_job_goes_on(tmp_path: Path, runtime_factory, monkeypatch) -> None:
+    import routing.adapt
+
+    def degenerate(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("no weight in any stratum")
+
+    monkeypatch.setattr(routing.adapt, "estimate_quality", degenerate)
+    rt, job_id, queue = _submitted(tmp_path, runtime_factory)
+    _run_steps(rt, queue)
+    st = service.status(rt, job_id)
+    assert st.status == "completed" and st.succeeded == N and st.quality_vs_strong is None
+    assert st.adaptation["quality_error"] == "ZeroDivisionError: no weight in any stratum"
