@@ -336,10 +336,14 @@ class FanOut:
             await writer
             watcher.cancel()
             await pool.aclose()
-        if flusher.failure is not None:
-            raise flusher.failure
-        if errors:
-            raise errors[0]
+        failure = flusher.failure or (errors[0] if errors else None)
+        if failure is not None:
+            unsent, holds = gate.unsent()
+            try:
+                await asyncio.to_thread(transitions.return_unsent_items, self.rt.db_url, self.job_id, unsent, holds)
+            except Exception:  # the database that failed the write: the reaper frees them later
+                log.warning("job %s: cannot hand %d unsent items back after an error", self.job_id, len(unsent), exc_info=True)
+            raise failure
         if self.stop.is_set():
             unsent, holds = gate.unsent()
             await asyncio.to_thread(transitions.cancel_unsent_items, self.rt.db_url, self.job_id, unsent, holds)

@@ -679,3 +679,49 @@ def test_a_sender_that_raises_lets_the_others_land_their_answers(
     answered = set(sent) - {sent[3]}
     assert len(answered) >= 3 and got["attempted"] == answered  # every call that went out is recorded
     assert all(got["item_state"][c] == ItemState.SUCCEEDED for c in answered)
+
+
+@pytest.mark.parametrize("stopped", [None, "budget_exhausted"])
+def test_items_a_failed_fanout_never_sent_are_handed_back(
+    tmp_path: Path, sqlite_url: str, runtime_factory, monkeypatch, stopped: str | None
+) -> None:
+    """After a sender's error the items never handed to a provider stayed claimed, their
+    holds open: a retry of the step found nothing routed and waited for the reaper's lease
+    check; and when the budget stopped the job at that moment, nothing ever ended them (the
+    reaper put them back to ``routed`` in a job that no longer runs). Now they go back to
+    ``routed`` with their holds released, or end ``skipped_budget`` if the job stopped."""
+    from jobs.providers.pool import ProviderPool
+
+    rt = runtime_factory(sqlite_url, {"providers.sim.concurrency": 2, "providers.sim.simulated.latency_ms": 200})
+    job_id = submit_routed(rt, tmp_path, 30, budget_usd=1.0)
+    fan = claim(rt, job_id)
+    sent: list[str] = []
+
+    class FailingSender(ProviderPool):
+        async def complete(self, req: ChatRequest, before_send=None) -> CallResult:
+            sent.append(req.custom_id)
+            if len(sent) == 3:
+                if stopped:  # the budget stopped the job in another worker at the same moment
+                    with session_scope(sqlite_url) as s:
+                        s.get_one(Job, job_id).state = stopped
+                raise RuntimeError("a bug in one sender")
+            return await super().complete(req, before_send)
+
+    monkeypatch.setattr("jobs.providers.ProviderPool", FailingSender)
+    with pytest.raises(RuntimeError, match="a bug in one sender"):
+        run_async(fan.run())
+    with session_scope(sqlite_url) as s:
+        states = dict(s.execute(select(Item.custom_id, Item.state).where(Item.job_id == job_id)).all())
+        open_holds = set(
+            s.scalars(
+                select(Item.custom_id)
+                .join(Reservation, Reservation.item_id == Item.id)
+                .where(Reservation.state == "open", ~Reservation.id.startswith("floor-"))
+            )
+        )
+    never_sent = set(states) - set(sent)
+    assert len(never_sent) >= 20
+    expected = ItemState.SKIPPED_BUDGET if stopped else ItemState.ROUTED
+    assert {states[c] for c in never_sent} == {expected}
+    assert not open_holds & never_sent, "their holds are released"
+    assert states[sent[2]] == ItemState.SENT, "the call that raised may have gone out: the reaper decides"
