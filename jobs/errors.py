@@ -80,6 +80,12 @@ class IllegalTransition(RoutebatchError):
     """The transition table does not allow this job state change."""
 
 
+class SendRefused(RoutebatchError):
+    """A call withdrawn at the last moment, before it went on the wire: raised by the
+    provider pool's ``before_send`` hook (the call's budget hold was closed meanwhile), and
+    turned by the pool into an unsent result with this message as its error."""
+
+
 __all__ = [
     "BudgetError",
     "ConfigError",
@@ -94,4 +100,5 @@ __all__ = [
     "ProviderError",
     "RoutebatchError",
     "RowError",
+    "SendRefused",
 ]

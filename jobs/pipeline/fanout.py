@@ -266,14 +266,15 @@ class FanOut:
 
         return await record_with_retry(self.rt, self.job_id, batch, self.prices, self.lease)
 
-    async def _mark_sent(self, reservation_ids: list[str]) -> None:
+    async def _mark_sent(self, reservation_ids: list[str]) -> set[str]:
         from jobs.pipeline.record import db_retrying
         from jobs.pipeline.sent import mark_sent
 
         warning = f"job {self.job_id}: database unreachable while marking {len(reservation_ids)} calls sent; retrying"
         async for attempt in db_retrying(warning):
             with attempt:
-                await asyncio.to_thread(mark_sent, self.rt.db_url, reservation_ids)
+                return await asyncio.to_thread(mark_sent, self.rt.db_url, reservation_ids)
+        raise AssertionError("unreachable: tenacity either returns or reraises")
 
     async def _read_state(self) -> str:
         from jobs.pipeline.record import job_state

@@ -18,26 +18,33 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
+from jobs.errors import SendRefused
 from jobs.ledger.models import Reservation
 from jobs.ledger.session import session_scope
 from jobs.ledger.types import utcnow
 from jobs.money.budgets import Hold
 
-WriteMarks = Callable[[list[str]], Awaitable[None]]
+WriteMarks = Callable[[list[str]], Awaitable[set[str]]]
 
 
-def mark_sent(db_url: str, reservation_ids: list[str]) -> None:
-    """Stamp the holds as sent (idempotent: a hold keeps its first stamp)."""
+def mark_sent(db_url: str, reservation_ids: list[str]) -> set[str]:
+    """Stamp the holds as sent (a hold keeps its first stamp); returns the ids of those still
+    open. A hold closed meanwhile (the reaper released a claim whose lease had lapsed: its
+    item may be claimed again elsewhere) is not stamped, and its call must not go out."""
     with session_scope(db_url) as s:
         s.execute(
-            update(Reservation).where(Reservation.id.in_(reservation_ids), Reservation.sent_at.is_(None)).values(sent_at=utcnow())
+            update(Reservation)
+            .where(Reservation.id.in_(reservation_ids), Reservation.state == "open", Reservation.sent_at.is_(None))
+            .values(sent_at=utcnow())
         )
+        return set(s.scalars(select(Reservation.id).where(Reservation.id.in_(reservation_ids), Reservation.state == "open")))
 
 
 class SentLog:
-    """Group-commits sent markers; :meth:`mark` returns once the hold's marker is durable."""
+    """Group-commits sent markers; :meth:`mark` returns once the hold's marker is durable, and
+    raises :class:`~jobs.errors.SendRefused` for a hold that is no longer open."""
 
     def __init__(self, write: WriteMarks) -> None:
         self._write = write
@@ -71,12 +78,16 @@ class SentLog:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                await self._write([rid for rid, _ in batch])
+                still_open = await self._write([rid for rid, _ in batch])
             except Exception as exc:  # every waiter of this flush fails: none of them may send
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for _, future in batch:
-                if not future.done():
+            for rid, future in batch:
+                if future.done():
+                    continue
+                if rid in still_open:
                     future.set_result(None)
+                else:
+                    future.set_exception(SendRefused(f"not sent: its budget hold {rid} was closed before the call went out"))

@@ -42,6 +42,7 @@ from tenacity import (
 )
 
 from jobs.config import AppConfig, ModelConfig, ProviderConfig, RetryConfig
+from jobs.errors import SendRefused
 from jobs.money import tokens
 from jobs.providers.answers import answer_text
 from jobs.providers.errors import (
@@ -313,7 +314,8 @@ class ProviderPool:
 
         ``before_send`` is awaited right before each try goes on the wire (after rate limits
         and the concurrency slot): the fan-out makes its "this call may have reached the
-        provider" marker durable there. An exception from it propagates: nothing is sent.
+        provider" marker durable there. An exception from it propagates: nothing is sent;
+        :class:`~jobs.errors.SendRefused` instead ends the call unsent, with its message.
 
         Never raises for provider or network failures (they are in the result); raises only
         for programming errors such as an unknown model key. A request the pool refuses to
@@ -331,7 +333,7 @@ class ProviderPool:
             tried.add(model_key)
             try:
                 outcome = await self._run_with_retries(req, model_key, attempts, is_fallback, before_send)
-            except _Unsendable as exc:
+            except (_Unsendable, SendRefused) as exc:
                 log.warning("%s not sent: %s", req.custom_id, exc)
                 return CallResult(req, False, attempts, None, model_key, None, str(exc))
             if outcome.ok:

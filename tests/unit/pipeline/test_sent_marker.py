@@ -113,12 +113,13 @@ def test_sent_log_group_commits_and_fails_only_its_own_flush() -> None:
     writes: list[list[str]] = []
     fail_next = {"on": False}
 
-    async def write(ids: list[str]) -> None:
+    async def write(ids: list[str]) -> set[str]:
         await asyncio.sleep(0.01)
         if fail_next["on"]:
             fail_next["on"] = False
             raise RuntimeError("database away")
         writes.append(ids)
+        return set(ids)
 
     async def main() -> None:
         log = SentLog(write)
@@ -133,3 +134,35 @@ def test_sent_log_group_commits_and_fails_only_its_own_flush() -> None:
         assert writes[-1] == ["y"]
 
     run_async(main())
+
+
+def test_a_hold_closed_before_its_call_leaves_is_not_sent(tmp_path: Path, db_url: str, runtime_factory) -> None:
+    """A sender whose claim outlived its lease (a step slower than ``send_lease_s``) used to
+    stamp and send a hold the reaper had already released, its item routed again: the call
+    went out with no money held for it, and its cost never reached the windows. The stamp
+    now finds the hold closed and the call is withdrawn before it leaves."""
+    from jobs.money.budgets import hold_of, release
+
+    rt = runtime_factory(db_url, {"providers.sim.concurrency": 2})
+    job_id = submit_routed(rt, tmp_path, 10, strong_share=0.5, budget_usd=1.0)
+    fan = claim(rt, job_id)
+    real = fan._mark_sent
+    closed: dict[str, str] = {}
+
+    async def reaper_first(ids: list[str]) -> set[str]:
+        if not closed:  # the claim's lease lapsed: the reaper released this hold, freed its item
+            with session_scope(db_url) as s:
+                res = s.get_one(Reservation, ids[0])
+                release(s, hold_of(res), note="claimed, never sent: released to zero")
+                item = s.get_one(Item, res.item_id)
+                item.state, item.lease_until = ItemState.ROUTED, None
+                closed[ids[0]] = item.custom_id
+        return await real(ids)
+
+    fan._mark_sent = reaper_first  # type: ignore[method-assign]
+    run_async(fan.run())
+    (withdrawn,) = closed.values()
+    got = ledger(db_url, job_id)
+    assert withdrawn not in got["attempted"], "no call went out for the closed hold"
+    assert got["states"] == {ItemState.SUCCEEDED: 9, ItemState.ROUTED: 1}
+    assert got["spent"] == got["attempts_cost"] == got["items_cost"]
