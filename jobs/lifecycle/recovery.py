@@ -87,11 +87,13 @@ def recover_lost(
             continue  # inside a provider batch: its results settle it (jobs.pipeline.batch_poll)
         holds = list(
             s.scalars(
-                select(Reservation).where(
+                select(Reservation)
+                .where(
                     Reservation.item_id == item.id,
                     Reservation.state == "open",
                     ~Reservation.id.startswith(FLOOR_PREFIX),  # a job's weak floor is not this item's call
                 )
+                .with_for_update()  # a sender stamping one now waits, then finds it closed
             )
         )
         if sent_ids is not None:
@@ -101,9 +103,14 @@ def recover_lost(
                 budgeted[item.job_id] = _has_budget(s, item.job_id)
             never_sent = budgeted[item.job_id] and all(r.sent_at is None for r in holds)
         if never_sent:
-            for res in holds:
-                release(s, hold_of(res), note="claimed, never sent: released to zero")
-                counts["released"] += 1
+            # where the lock above is no lock (SQLite), a hold stamped since the read is not
+            # released: its call went out after all, and is settled below (unless the process
+            # that sent the calls said which ones did)
+            note = "claimed, never sent: released to zero"
+            stamped = [res for res in holds if not release(s, hold_of(res), note=note, unsent_only=sent_ids is None)]
+            counts["released"] += len(holds) - len(stamped)
+            holds = stamped
+        if never_sent and not holds:
             item.state = ItemState.ROUTED
             item.lease_until = None
             counts["jobs"].add(item.job_id)

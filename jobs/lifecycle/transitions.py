@@ -6,6 +6,8 @@ legal moves are the table in ``jobs.lifecycle.states``.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import update
 
 from jobs.errors import IllegalTransition
@@ -72,44 +74,61 @@ def cancel_unsent_items(db_url: str, job_id: str, item_ids: list[int], holds: li
     when its completion window ended), and
     any money held for them is released to zero: these calls provably were not made.
     """
-    return _unsent(db_url, job_id, item_ids, holds, retry=False)
-
-
-def return_unsent_items(db_url: str, job_id: str, item_ids: list[int], holds: list | None = None) -> int:
-    """Items claimed but never handed to a provider because their step ended on an error.
-
-    Their holds are released to zero. While the job runs they go back to ``routed``, so the
-    step's retry sends them at once (left claimed, they waited for the reaper's lease check);
-    when the job stopped meanwhile (a cancel, the budget) they end as
-    :func:`cancel_unsent_items` ends them, which the reaper would not do for a job that is
-    ``budget_exhausted``.
-    """
-    return _unsent(db_url, job_id, item_ids, holds, retry=True)
-
-
-def _unsent(db_url: str, job_id: str, item_ids: list[int], holds: list | None, *, retry: bool) -> int:
     from jobs.money.budgets import release
 
     with session_scope(db_url) as s:
-        job = s.get(Job, job_id)
-        running = retry and job is not None and job.state == JobState.IN_PROGRESS
-        note = (
-            "step ended on an error before the call: released to zero"
-            if running
-            else "job stopped before the call: released to zero"
-        )
         for hold in holds or []:
-            release(s, hold, note=note)
+            release(s, hold, note="job stopped before the call: released to zero")
         if not item_ids:
             return 0
-        outcome = {"state": ItemState.ROUTED} if running else unsent_outcome(job)
         return rowcount(
             s.execute(
                 update(Item)
                 .where(Item.id.in_(item_ids), Item.state == ItemState.SENT)
-                .values(lease_until=None, updated_at=utcnow(), **outcome)
+                .values(lease_until=None, updated_at=utcnow(), **unsent_outcome(s.get(Job, job_id)))
             )
         )
+
+
+def return_unsent_items(
+    db_url: str, job_id: str, item_ids: list[int], holds: list | None = None, lease: datetime | None = None
+) -> int:
+    """Items claimed (under ``lease``) but never handed to a provider because their step ended
+    on an error: their holds are released to zero and they go back to ``routed``, so the
+    step's retry sends them at once (left claimed, they waited for the reaper's lease check).
+    An item claimed again elsewhere since (another lease) is not touched.
+
+    If the job stopped meanwhile (a cancel, the budget) they end as
+    :func:`cancel_unsent_items` ends them. The job's state is read after the items are
+    written: a stop that commits later waits for these rows and then finds them ``routed``,
+    which it ends itself.
+    """
+    from jobs.money.budgets import release
+
+    with session_scope(db_url) as s:
+        for hold in holds or []:
+            release(s, hold, note="step ended on an error before the call: released to zero")
+        if not item_ids:
+            return 0
+        guard = [Item.id.in_(item_ids), Item.state == ItemState.SENT]
+        if lease is not None:
+            guard.append(Item.lease_until == lease)
+        now = utcnow()
+        back = list(
+            s.scalars(
+                update(Item).where(*guard).values(state=ItemState.ROUTED, lease_until=None, updated_at=now).returning(Item.id),
+                execution_options={"synchronize_session": False},
+            )
+        )
+        job = s.get(Job, job_id)
+        if back and (job is None or job.state != JobState.IN_PROGRESS):
+            s.execute(
+                update(Item)
+                .where(Item.id.in_(back), Item.state == ItemState.ROUTED)
+                .values(updated_at=now, **unsent_outcome(job)),
+                execution_options={"synchronize_session": False},
+            )
+        return len(back)
 
 
 _UNSENT_TARGET = {JobState.BUDGET_EXHAUSTED: ItemState.SKIPPED_BUDGET, JobState.EXPIRED: ItemState.EXPIRED}

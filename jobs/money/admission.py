@@ -160,7 +160,9 @@ def _ensure_floor(
             return _take_back_shares(s, job.id, floor_of(res))
     if res is not None and res.state == "open":
         release(s, hold_of(res), note="budget window changed: the floor moves to the current window")
-    _owed_shares(s, job.id)  # the floor is sized afresh: it counts those items anyway
+    # sized afresh, the floor counts those items anyway; cleared first, a release that lands
+    # in between is held twice until the job ends, never not at all
+    _owed_shares(s, job.id)
     need, items = floor_need(s, job.id, cfg, plan.weak, prices, job_max_tokens)
     ids = tuple(w for w in windows if w is not None)
     room = room_of(s, ids)

@@ -437,9 +437,15 @@ def refill_floor(s: Session, floor: Floor, amount: int) -> int:
     the row lock and saves the floor afterwards."""
     if not floor.holds or amount <= 0:
         return 0
-    amount = min(amount, max(room_of(s, floor.window_ids), 0))
-    if amount <= 0 or not try_reserve(s, floor.window_ids, amount):
+    for _ in range(3):  # the room can shrink between the read and the hold (another job reserving)
+        got = min(amount, max(room_of(s, floor.window_ids), 0))
+        if got <= 0:
+            return 0
+        if try_reserve(s, floor.window_ids, got):
+            break
+    else:
         return 0
+    amount = got
     s.execute(
         update(Reservation)
         .where(Reservation.id == floor.reservation_id, Reservation.state != "open")
@@ -473,18 +479,27 @@ def settle(
     return True
 
 
-def release(s: Session, hold: Hold, note: str, *, lapsed_before: datetime | None = None) -> None:
+def release(s: Session, hold: Hold, note: str, *, lapsed_before: datetime | None = None, unsent_only: bool = False) -> bool:
     """Give a hold back untouched: the call provably was not made. With ``lapsed_before``
     (the reaper), only if its lease has still lapsed then: its owner may have renewed it
-    since the caller read the row."""
-    held = _close(s, hold, "released", 0, note, lapsed_before)
-    if held is not None:
-        for wid in hold.window_ids:
-            _move(s, wid, held, 0, None)
+    since the caller read the row. With ``unsent_only``, only if it is not stamped sent: its
+    sender may have stamped it since. False when the hold was not released."""
+    held = _close(s, hold, "released", 0, note, lapsed_before, unsent_only)
+    if held is None:
+        return False
+    for wid in hold.window_ids:
+        _move(s, wid, held, 0, None)
+    return True
 
 
 def _close(
-    s: Session, hold: Hold, state: str, actual: int, note: str | None, lapsed_before: datetime | None = None
+    s: Session,
+    hold: Hold,
+    state: str,
+    actual: int,
+    note: str | None,
+    lapsed_before: datetime | None = None,
+    unsent_only: bool = False,
 ) -> int | None:
     """Close an open hold; the amount it held *now* (None if it was no longer open).
 
@@ -493,6 +508,8 @@ def _close(
     stmt = update(Reservation).where(Reservation.id == hold.reservation_id, Reservation.state == "open")
     if lapsed_before is not None:
         stmt = stmt.where(Reservation.lease_until < lapsed_before)
+    if unsent_only:
+        stmt = stmt.where(Reservation.sent_at.is_(None))
     row = s.execute(
         stmt.values(state=state, settled_micro_usd=actual, settled_at=utcnow(), note=note).returning(Reservation.amount_micro_usd)
     ).first()

@@ -612,7 +612,7 @@ def _route_rest(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
                     sample, wg, routed_weak, costs=_costs(rt, job, rows, sample), seed=st["seed"], selection=selection
                 )
                 record["quality"] = est.to_dict()
-            except (ValueError, ArithmeticError) as exc:  # bad numbers: said, not fatal; anything else redoes the step
+            except (ValueError, ArithmeticError, MemoryError) as exc:  # cannot be made: said; anything else redoes the step
                 record["quality_error"] = f"{type(exc).__name__}: {exc}"[:300]
         else:
             final = scores

@@ -341,7 +341,7 @@ class FanOut:
         if failure is not None:
             unsent, holds = gate.unsent()
             try:
-                await asyncio.to_thread(transitions.return_unsent_items, self.rt.db_url, self.job_id, unsent, holds)
+                await asyncio.to_thread(transitions.return_unsent_items, self.rt.db_url, self.job_id, unsent, holds, self.lease)
             except Exception:  # the database that failed the write: the reaper frees them later
                 log.warning("job %s: cannot hand %d unsent items back after an error", self.job_id, len(unsent), exc_info=True)
             raise failure

@@ -133,3 +133,41 @@ def test_the_reaper_settles_a_stamped_hold_once_and_only_in_the_chunk_it_is_aske
     with session_scope(sqlite_url) as s:
         assert not settle(s, stale, 4_000, job_id=job_id, lapsed_before=utcnow())
     assert _window(sqlite_url, window)[0] >= 5_000 + 3_900
+
+
+def test_a_hold_stamped_after_the_reaper_read_it_is_charged_not_released(
+    tmp_path: Path, sqlite_url: str, runtime_factory, monkeypatch
+) -> None:
+    """The reaper read a lapsed claim's holds, found them unstamped, and released them. A
+    sender stamping one in between (its call then left) had its call's money released to
+    zero: the answer's settle found the hold closed and the cost never reached the window.
+    On Postgres the reaper now locks the holds it reads; on SQLite, where that lock is no
+    lock, a release only takes a hold that is still unstamped."""
+    import jobs.lifecycle.recovery as recovery
+    from jobs.lifecycle.states import ItemState
+
+    job_id, item_id, window = _finished_job(tmp_path, sqlite_url, runtime_factory)
+    rid = _open_hold(sqlite_url, job_id, item_id, window, 700, sent=False)
+    with session_scope(sqlite_url) as s:
+        item = s.get_one(Item, item_id)
+        item.state, item.lease_until = ItemState.SENT, utcnow() - timedelta(minutes=1)
+    spent_before, reserved_before = _window(sqlite_url, window)
+    real_release = recovery.release
+
+    def stamped_meanwhile(s, hold, **kwargs):  # the sender's group commit lands between read and release
+        with session_scope(sqlite_url) as other:
+            other.execute(text("UPDATE reservations SET sent_at = :t WHERE id = :r"), {"t": utcnow(), "r": rid})
+        return real_release(s, hold, **kwargs)
+
+    monkeypatch.setattr(recovery, "release", stamped_meanwhile)
+    with session_scope(sqlite_url) as s:
+        got = recover_lost(s, job_id=job_id)
+    assert got["released"] == 0 and got["settled_at_reserved"] == 1
+    spent, reserved = _window(sqlite_url, window)
+    assert (spent - spent_before, reserved_before - reserved) == (700, 700), "charged at the reserved amount"
+    with session_scope(sqlite_url) as s:
+        assert s.get_one(Reservation, rid).state == "settled"
+        lost = s.scalar(
+            select(func.count()).select_from(Attempt).where(Attempt.item_id == item_id, Attempt.error_class == "LostInFlight")
+        )
+    assert lost == 1

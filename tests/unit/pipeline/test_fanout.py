@@ -681,7 +681,7 @@ def test_a_sender_that_raises_lets_the_others_land_their_answers(
     assert all(got["item_state"][c] == ItemState.SUCCEEDED for c in answered)
 
 
-@pytest.mark.parametrize("stopped", [None, "budget_exhausted"])
+@pytest.mark.parametrize("stopped", [None, "budget_exhausted", "reclaimed"])
 def test_items_a_failed_fanout_never_sent_are_handed_back(
     tmp_path: Path, sqlite_url: str, runtime_factory, monkeypatch, stopped: str | None
 ) -> None:
@@ -696,13 +696,18 @@ def test_items_a_failed_fanout_never_sent_are_handed_back(
     job_id = submit_routed(rt, tmp_path, 30, budget_usd=1.0)
     fan = claim(rt, job_id)
     sent: list[str] = []
+    reclaimed: list[str] = []
 
     class FailingSender(ProviderPool):
         async def complete(self, req: ChatRequest, before_send=None) -> CallResult:
             sent.append(req.custom_id)
             if len(sent) == 3:
-                if stopped:  # the budget stopped the job in another worker at the same moment
-                    with session_scope(sqlite_url) as s:
+                with session_scope(sqlite_url) as s:
+                    if stopped == "reclaimed":  # its claim lapsed; the reaper freed it, another worker claimed it
+                        last = s.scalars(select(Item).where(Item.job_id == job_id).order_by(Item.id.desc())).first()
+                        last.lease_until = utcnow() + timedelta(hours=1)
+                        reclaimed.append(last.custom_id)
+                    elif stopped:  # the budget stopped the job in another worker at the same moment
                         s.get_one(Job, job_id).state = stopped
                 raise RuntimeError("a bug in one sender")
             return await super().complete(req, before_send)
@@ -719,9 +724,10 @@ def test_items_a_failed_fanout_never_sent_are_handed_back(
                 .where(Reservation.state == "open", ~Reservation.id.startswith("floor-"))
             )
         )
-    never_sent = set(states) - set(sent)
+    never_sent = set(states) - set(sent) - set(reclaimed)
     assert len(never_sent) >= 20
-    expected = ItemState.SKIPPED_BUDGET if stopped else ItemState.ROUTED
+    expected = ItemState.SKIPPED_BUDGET if stopped == "budget_exhausted" else ItemState.ROUTED
     assert {states[c] for c in never_sent} == {expected}
+    assert all(states[c] == ItemState.SENT for c in reclaimed), "another worker's claim is not touched"
     assert not open_holds & never_sent, "their holds are released"
     assert states[sent[2]] == ItemState.SENT, "the call that raised may have gone out: the reaper decides"
