@@ -238,7 +238,7 @@ def _adaptation(job: Job, spent: int) -> dict[str, Any]:
     record = (job.spec or {}).get("adaptation")
     if not record:
         return {}
-    shown = {k: v for k, v in record.items() if k not in ("sample_item_ids", "judging_until", "curve_data")}
+    shown = {k: v for k, v in record.items() if k not in ("sample_item_ids", "curve_data") and not k.startswith("judging_")}
     quality = (record.get("quality") or {}).get("quality_vs_strong")
     extra = record.get("sample_cost_micro_usd")
     share = round(extra / spent, 4) if extra is not None and spent else None

@@ -261,7 +261,7 @@ def adapt_failed(rt: Runtime, queue: TaskQueue, job_id: str, reason: str) -> boo
         job = s.get(Job, job_id, with_for_update=True)
         if job is None or job.phase != Phase.SCORING:
             return False
-        st = {k: v for k, v in _state(job).items() if k != "judging_until"}
+        st = _without_lease(_state(job))
         job.spec = {**job.spec, "adaptation": {**st, "stage": "skipped", "reason": f"adapting failed: {reason}"}}
         add_event(s, "job_note", f"adapt: failed twice with {reason}; the rest of the job is routed as usual", job_id=job_id)
     log.warning("adapting job %s failed twice (%s): routed as usual", job_id, reason)
@@ -279,8 +279,21 @@ def judge_step(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         if job is None or not _sample_ended(s, job, now):
             return False
         st = _state(job)
+        progress = list(
+            s.execute(
+                select(func.count(), func.count(Judgement.verdict)).select_from(Judgement).where(Judgement.job_id == job_id)
+            ).one()
+        )
+        lost = 0
+        if st.get("judging_until"):  # its last holder never gave it back: that worker died (killed, out of memory)
+            lost = int(st.get("judging_lost") or 0) + 1 if st.get("judging_progress") == progress else 1
         lease = (now + JUDGING_LEASE).isoformat()
-        job.spec = {**job.spec, "adaptation": {**st, "judging_until": lease}}
+        job.spec = {
+            **job.spec,
+            "adaptation": {**st, "judging_until": lease, "judging_progress": progress, "judging_lost": lost},
+        }
+    if lost >= 2:  # as a step that raised twice: a batch that kills its worker would repeat for good
+        return adapt_failed(rt, queue, job_id, "WorkerLost: the judge step's worker died twice with nothing recorded")
     try:
         # half the step's time limit: the batch under way when it passes must still fit
         finished = _judge_sample(rt, job_id, time.monotonic() + rt.settings.generate_time_limit_s / 2)
@@ -295,17 +308,23 @@ def judge_step(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         job = s.get(Job, job_id, with_for_update=True)
         if job is None or job.phase != Phase.SCORING or _state(job).get("stage") != "sampling":
             return False
-        st = {k: v for k, v in _state(job).items() if k != "judging_until"}
+        st = _without_lease(_state(job))
         job.spec = {**job.spec, "adaptation": {**st, "stage": "judged"}}
     queue.enqueue("adapt", job_id, None)  # the fit embeds: on the score queue
     return True
+
+
+def _without_lease(st: dict[str, Any]) -> dict[str, Any]:
+    """The adaptation record without the judging lease (``judging_until``, and the progress
+    and lost-worker count kept with it)."""
+    return {k: v for k, v in st.items() if not k.startswith("judging_")}
 
 
 def _release_judging(rt: Runtime, job_id: str, lease: str) -> None:
     with session_scope(rt.db_url) as s:
         job = s.get(Job, job_id, with_for_update=True)
         if job is not None and _state(job).get("judging_until") == lease:  # still this caller's
-            st = {k: v for k, v in _state(job).items() if k != "judging_until"}
+            st = _without_lease(_state(job))
             job.spec = {**job.spec, "adaptation": st}
 
 
@@ -558,7 +577,7 @@ def _route_rest(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         wg = np.array([judged[rows[p].id].weak_good for p in sample.indices], dtype=np.float64)
         share = float(job.strong_share if job.strong_share is not None else 0.5)
         record: dict[str, Any] = {
-            **{k: v for k, v in st.items() if k != "judging_until"},
+            **_without_lease(st),
             "stage": "adapted",
             "judged": int(sample.n),
             "verdicts": {str(k): int(v) for k, v in counts.items()},

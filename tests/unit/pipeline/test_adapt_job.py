@@ -485,3 +485,39 @@ def test_an_estimate_that_cannot_be_made_is_said_and_the_job_goes_on(tmp_path: P
     st = service.status(rt, job_id)
     assert st.status == "completed" and st.succeeded == N and st.quality_vs_strong is None
     assert st.adaptation["quality_error"] == "ZeroDivisionError: no weight in any stratum"
+
+
+def test_a_judge_step_whose_worker_keeps_dying_stops_adapting(tmp_path: Path, runtime_factory, monkeypatch) -> None:
+    """A worker killed outright (out of memory) in a judge step runs no error handler: its
+    lease lapses and the step is delivered again, and again, if the same batch kills it each
+    time. Twice with nothing recorded in between now counts as a step that failed twice: the
+    rest of the job is routed as usual."""
+    from datetime import timedelta
+
+    from jobs.pipeline import adapt
+    from jobs.pipeline.runner import run_task
+
+    class Killed(BaseException):  # stands in for SIGKILL: nothing after it runs in that worker
+        pass
+
+    def dies(*args: object, **kwargs: object) -> bool:
+        raise Killed
+
+    monkeypatch.setattr(adapt, "JUDGING_LEASE", timedelta(seconds=-1))  # lapsed at once, as after the kill
+    monkeypatch.setattr(adapt, "_release_judging", lambda *args: None)  # a killed worker gives nothing back
+    monkeypatch.setattr(adapt, "_judge_sample", dies)
+    rt, job_id, queue = _submitted(tmp_path, runtime_factory)
+    deaths = 0
+    while queue.tasks:
+        task, jid, chunk = queue.tasks.pop(0)
+        try:
+            run_task(rt, queue, task, jid, chunk)
+        except Killed:
+            deaths += 1
+            assert deaths <= 2, "the step was delivered again after two deaths"
+            queue.tasks.insert(0, (task, jid, chunk))  # redelivered (acks_late), or re-enqueued by the reaper
+    assert deaths == 2
+    st = service.status(rt, job_id)
+    assert st.status == "completed" and st.succeeded == N
+    assert st.adaptation["stage"] == "skipped" and "WorkerLost" in st.adaptation["reason"]
+    assert not any(k.startswith("judging_") for k in st.adaptation)
