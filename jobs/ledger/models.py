@@ -334,8 +334,8 @@ class BudgetWindow(Base):
     )
 
 
-_FLOOR_OWED = "state = 'released' AND floor_draw_micro_usd > 0"
-"""Released holds whose weak share the floor has not taken back yet (migration 0012)."""
+_FLOOR_OWED = "state <> 'open' AND floor_draw_micro_usd > 0"
+"""Closed holds whose weak share the floor has not taken back yet (migration 0012)."""
 
 
 class Reservation(Base):
@@ -372,7 +372,7 @@ class Reservation(Base):
         BigInteger,
         default=0,
         server_default="0",
-        doc="the part of this hold taken from the job's weak floor: a released hold gives it back to the floor",
+        doc="the part of this hold taken from the job's weak floor; a hold whose item is sent again gives it back",
     )
 
 

@@ -119,7 +119,12 @@ def recover_lost(
         held = False
         for res in holds:
             settle(
-                s, hold_of(res), res.amount_micro_usd, note="lost in flight: settled at the reserved amount", job_id=item.job_id
+                s,
+                hold_of(res),
+                res.amount_micro_usd,
+                note="lost in flight: settled at the reserved amount",
+                job_id=item.job_id,
+                item_returns=True,  # sent again: its floor share is taken back at the next admission
             )
             cost += res.amount_micro_usd
             held = True

@@ -202,13 +202,13 @@ def _ensure_floor(
 
 
 def _owed_shares(s, job_id: str) -> tuple[int, int]:
-    """(micro-USD, items): the floor shares of the job's released holds whose items wait to
-    be admitted again; every released hold's debt is marked paid (the caller takes it back
+    """(micro-USD, items): the floor shares of the job's closed holds whose items wait to be
+    admitted again (released unsent, or lost in flight); every such hold's debt is marked paid (the caller takes it back
     now, or sizes the floor afresh; a hold whose item ended otherwise owes nothing)."""
     owed = s.execute(
         select(Reservation.id, Reservation.floor_draw_micro_usd, Item.state)
         .join(Item, Item.id == Reservation.item_id)
-        .where(Reservation.job_id == job_id, Reservation.state == "released", Reservation.floor_draw_micro_usd > 0)
+        .where(Reservation.job_id == job_id, Reservation.state != "open", Reservation.floor_draw_micro_usd > 0)
     ).all()
     if owed:
         s.execute(update(Reservation).where(Reservation.id.in_([r.id for r in owed])).values(floor_draw_micro_usd=0))
@@ -218,9 +218,10 @@ def _owed_shares(s, job_id: str) -> tuple[int, int]:
 
 def _take_back_shares(s, job_id: str, floor: Floor) -> Floor:
     """A hold released unsent (a claim never sent, a batch line with no answer, a downgrade to a
-    model sent synchronously) gave its weak share back to the windows' free room, while its
-    item waits to be admitted again: that share goes back into the floor before this batch
-    buys any upgrade, or the upgrades could spend it and leave the item skipped."""
+    model sent synchronously) gave its weak share back to the windows' free room, and one
+    lost in flight spent it, while its item waits to be admitted again: that share goes back
+    into the floor before this batch buys any upgrade, or the upgrades could spend the room
+    and leave the item skipped."""
     if not floor.holds:
         return floor
     owed, items = _owed_shares(s, job_id)

@@ -15,6 +15,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Insert, event, func, or_, select, text, update
 from sqlalchemy.orm import Session, SessionTransaction
@@ -463,15 +464,18 @@ def settle(
     job_id: str | None = None,
     *,
     lapsed_before: datetime | None = None,
+    item_returns: bool = False,
 ) -> bool:
     """Swap the held amount for the real cost, in the caller's transaction; False when the
     hold was no longer open (or, with ``lapsed_before``, its lease was renewed).
+    ``item_returns``: the item will be sent again (a call lost in flight), so the hold keeps
+    its floor draw for the job's next admission to take back (as a released hold does).
 
     The real cost is at most the held worst case whenever the token bound holds; if a
     provider ever bills more, the part that does not fit the cap is recorded as overdraft
     (and an event) rather than lost, so the ledger stays complete.
     """
-    held = _close(s, hold, "settled", actual, note, lapsed_before)
+    held = _close(s, hold, "settled", actual, note, lapsed_before, keep_draw=item_returns)
     if held is None:  # already settled by the reaper: the money moved then
         return False
     for wid in hold.window_ids:
@@ -500,6 +504,7 @@ def _close(
     note: str | None,
     lapsed_before: datetime | None = None,
     unsent_only: bool = False,
+    keep_draw: bool = True,
 ) -> int | None:
     """Close an open hold; the amount it held *now* (None if it was no longer open).
 
@@ -510,9 +515,10 @@ def _close(
         stmt = stmt.where(Reservation.lease_until < lapsed_before)
     if unsent_only:
         stmt = stmt.where(Reservation.sent_at.is_(None))
-    row = s.execute(
-        stmt.values(state=state, settled_micro_usd=actual, settled_at=utcnow(), note=note).returning(Reservation.amount_micro_usd)
-    ).first()
+    values: dict[str, Any] = {"state": state, "settled_micro_usd": actual, "settled_at": utcnow(), "note": note}
+    if not keep_draw:  # its item has its outcome: the floor owes it nothing
+        values["floor_draw_micro_usd"] = 0
+    row = s.execute(stmt.values(**values).returning(Reservation.amount_micro_usd)).first()
     return None if row is None else int(row[0])
 
 

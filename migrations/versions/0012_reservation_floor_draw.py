@@ -1,11 +1,12 @@
 """reservations.floor_draw_micro_usd: how much of an item's hold came from the job's weak floor
 
 An item hold released unsent (a claim never sent, a batch line with no answer, a
-downgrade to a model sent synchronously) leaves its item to be admitted again. Its weak
-share went back to the windows' free room, where upgrades could spend it, and the floor
-then no longer covered that item. With the draw recorded, the job's next admission puts
-the shares of such released holds back into the floor before it buys any upgrade. The
-partial index finds the few released holds that still owe their share.
+downgrade to a model sent synchronously), or settled because its call was lost in flight,
+leaves its item to be admitted again. Its weak share went back to the windows' free room
+(or was spent), and the floor then no longer covered that item. With the draw recorded,
+the job's next admission puts the shares of such holds back into the floor before it buys
+any upgrade. A hold settled with its item's outcome owes nothing (its draw is zeroed), so
+the partial index holds only the few closed holds that may still owe their share.
 
 Revision ID: 0012
 Revises: 0011
@@ -22,7 +23,7 @@ down_revision = "0011"
 branch_labels = None
 depends_on = None
 
-OWED = sa.text("state = 'released' AND floor_draw_micro_usd > 0")
+OWED = sa.text("state <> 'open' AND floor_draw_micro_usd > 0")
 
 
 def upgrade() -> None:

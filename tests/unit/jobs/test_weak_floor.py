@@ -199,9 +199,10 @@ def _floor_held(rt, job_id: str) -> int:
         return res.amount_micro_usd if res is not None and res.state == "open" else 0
 
 
-def _released_after_admission(rt, job_id: str) -> tuple[int, int, list[int]]:
-    """One weak item admitted, then its hold released unsent and the item routed again:
-    (its id, its floor share, the job's other items)."""
+def _released_after_admission(rt, job_id: str, lost: bool = False) -> tuple[int, int, list[int]]:
+    """One weak item admitted, then its hold released unsent (or, ``lost``, its call lost in
+    flight: the reaper settles the stamped hold) and the item routed again: (its id, its
+    floor share, the job's other items)."""
     from jobs.money.budgets import hold_of, release
 
     with session_scope(rt.db_url) as s:
@@ -211,19 +212,35 @@ def _released_after_admission(rt, job_id: str) -> tuple[int, int, list[int]]:
     (adm,) = _admit(rt, job_id, [first]).admitted
     assert adm.hold.amount > 0 and _floor_held(rt, job_id) > 0, "the first batch opened the floor and drew the share"
     with session_scope(rt.db_url) as s:
-        release(s, hold_of(s.get_one(Reservation, adm.hold.reservation_id)), note="claimed, never sent: released to zero")
-        s.get_one(Item, first).state = "routed"
+        hold = s.get_one(Reservation, adm.hold.reservation_id)
+        if lost:
+            from datetime import timedelta
+
+            from jobs.ledger.types import utcnow
+            from jobs.lifecycle.recovery import recover_lost
+
+            hold.sent_at = utcnow()
+            s.get_one(Item, first).lease_until = utcnow() - timedelta(seconds=1)
+            s.flush()
+            assert recover_lost(s, job_id=job_id)["settled_at_reserved"] == 1
+        else:
+            release(s, hold_of(hold), note="claimed, never sent: released to zero")
+            s.get_one(Item, first).state = "routed"
+    with session_scope(rt.db_url) as s:
+        assert s.get_one(Item, first).state == "routed"
     return first, adm.hold.amount, [i for i in ids if i != first]
 
 
-def test_a_released_hold_gives_its_floor_share_back_to_the_floor(tmp_path: Path, runtime_factory) -> None:
+@pytest.mark.parametrize("lost", [False, True], ids=["released", "lost in flight"])
+def test_a_released_hold_gives_its_floor_share_back_to_the_floor(tmp_path: Path, runtime_factory, lost: bool) -> None:
     """An admitted item whose hold is released unsent goes back to ``routed`` and will be
     admitted again (a claim the reaper finds never sent, a batch line with no answer, a
     downgrade to a model sent synchronously). Its weak share used to go back to the free room,
     where upgrades could spend it: the floor, drawn to zero by the other items, then no longer
-    covered it. The next admission now puts the share back in the floor first."""
+    covered it. The next admission now puts the share back in the floor first. The same for
+    a call lost in flight (its hold settled at the reserved amount, its item sent again)."""
     rt, job_id = _routed_job(tmp_path, runtime_factory)
-    first, share, others = _released_after_admission(rt, job_id)
+    first, share, others = _released_after_admission(rt, job_id, lost)
     out = _admit(rt, job_id, others)
     assert len(out.admitted) == len(others)
     assert _floor_held(rt, job_id) == share, "what the floor still holds is the released item's share"
