@@ -495,7 +495,6 @@ def test_a_judge_step_whose_worker_keeps_dying_stops_adapting(tmp_path: Path, ru
     from datetime import timedelta
 
     from jobs.pipeline import adapt
-    from jobs.pipeline.runner import run_task
 
     class Killed(BaseException):  # stands in for SIGKILL: nothing after it runs in that worker
         pass
@@ -508,14 +507,9 @@ def test_a_judge_step_whose_worker_keeps_dying_stops_adapting(tmp_path: Path, ru
     monkeypatch.setattr(adapt, "_judge_sample", dies)
     rt, job_id, queue = _submitted(tmp_path, runtime_factory)
     deaths = 0
-    while queue.tasks:
-        task, jid, chunk = queue.tasks.pop(0)
-        try:
-            run_task(rt, queue, task, jid, chunk)
-        except Killed:
-            deaths += 1
-            assert deaths <= 2, "the step was delivered again after two deaths"
-            queue.tasks.insert(0, (task, jid, chunk))  # redelivered (acks_late), or re-enqueued by the reaper
+    while _run_steps(rt, queue, Killed):  # the step is redelivered (acks_late), or re-enqueued by the reaper
+        deaths += 1
+        assert deaths <= 2, "the step was delivered again after two deaths"
     assert deaths == 2
     st = service.status(rt, job_id)
     assert st.status == "completed" and st.succeeded == N
