@@ -710,7 +710,12 @@ def _finish_cancel(s: Session, rt: Runtime, job: Job, *, force: bool, now: datet
     )
     if job.phase == Phase.SCORING:
         job.phase = Phase.GENERATING  # so that maybe_finalize may close it
-    return [("finalize", job.id, None)]
+    from jobs.ledger.provider_batches import open_batches_exist
+
+    # items in a provider batch are left to its poll (the reaper skips them): it cancels the
+    # batch and settles what was answered, or they would stay sent, their holds open, for good
+    polls: list[tuple[str, str, int | None]] = [("poll", job.id, None)] if open_batches_exist(s, job.id) else []
+    return polls + [("finalize", job.id, None)]
 
 
 def _reopen(

@@ -50,8 +50,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PREPARE_LEASE = timedelta(seconds=120)
-"""How long a ``preparing`` batch is left to its uploader before the poll reconciles it."""
+PREPARE_LEASE = timedelta(minutes=30)
+"""How long a ``preparing`` batch is left to its uploader before the poll reconciles it:
+longer than an upload can take (the batch client's 5 tries of up to 120 s, with waits, for
+the file and again for the create; a generate step is killed at 900 s). A reconcile while the
+upload still runs would find nothing at the provider and upload the batch a second time."""
 ITEMS_LEASE = timedelta(hours=26)
 """An item in a provider batch is claimed for the provider's 24 h window and two hours to settle."""
 AUTO_MIN_LEFT = timedelta(hours=1)

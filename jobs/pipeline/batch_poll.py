@@ -393,8 +393,12 @@ def _reconcile(rt: Runtime, queue: TaskQueue, pb: ProviderBatch) -> None:
         if s.scalar(select(ProviderBatch.state).where(ProviderBatch.id == pb.id)) != "preparing":
             return  # adopted meanwhile (another record's reconcile found it at the provider)
         job = s.get_one(Job, pb.job_id)
+        job_state = str(job.state)
         job_max = (job.spec or {}).get("max_tokens")
         by_id = {r.id: r for r in s.execute(select(*ITEM_COLUMNS).where(Item.id.in_(pb.item_ids)))}
+    if job_state != JobState.IN_PROGRESS:  # cancelled, stopped or expired since: nothing goes out after that
+        send_again(rt, queue, pb.job_id, unanswered(rt, pb.id, f"the job was {job_state} before its batch was uploaded"))
+        return
     pool = ProviderPool(rt.config)
     bodies = [BatchRequest("", pool.request_body(chat_request(rt.config, pb.model, by_id[int(i)], job_max))) for i in pb.item_ids]
     log.warning("provider batch %s: not at %s after a crash; uploading it now", pb.id, pb.provider)

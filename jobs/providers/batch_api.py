@@ -83,9 +83,19 @@ class BatchClient(Protocol):
 
 
 class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, status: int = 0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
+
+
+def _unsent(exc: BaseException) -> bool:
+    """The request provably did not create anything: rate-limited, or no connection made."""
+    return (isinstance(exc, _Retryable) and exc.status == 429) or isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+
+
+def _retry_any(exc: BaseException) -> bool:
+    return isinstance(exc, _Retryable | httpx.TransportError)
 
 
 def _wait(state: Any) -> float:
@@ -116,9 +126,13 @@ class _HttpBatchClient:
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _call(self, method: str, path: str, *, creates: bool = False, **kwargs: Any) -> httpx.Response:
+        """One API call with retries. ``creates``: the call creates a batch (not idempotent),
+        so only a try that provably created nothing is repeated; after a timeout or a 5xx the
+        batch may exist, and the error goes up for the caller to reconcile by the batch's
+        metadata rather than create a second, billed, batch."""
         retrying = Retrying(
-            retry=retry_if_exception(lambda e: isinstance(e, _Retryable | httpx.TransportError)),
+            retry=retry_if_exception(_unsent if creates else _retry_any),
             wait=_wait,
             stop=stop_after_attempt(self._max_attempts),
             reraise=True,
@@ -128,7 +142,7 @@ class _HttpBatchClient:
                 resp = self._http.request(method, path, **kwargs)
                 if resp.status_code == 429 or resp.status_code >= 500:
                     ra = resp.headers.get("retry-after")
-                    raise _Retryable(f"{method} {path}: HTTP {resp.status_code}", float(ra) if ra else None)
+                    raise _Retryable(f"{method} {path}: HTTP {resp.status_code}", float(ra) if ra else None, resp.status_code)
                 if resp.status_code >= 400:
                     raise ProviderError(redact(f"{method} {path}: HTTP {resp.status_code}: {_message(resp)}", self._secrets))
                 return resp
@@ -145,8 +159,8 @@ class _HttpBatchClient:
             redact(result.error_message, self._secrets) if result.error_message else None,
         )
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        got = self._call(method, path, **kwargs).json()
+    def _json(self, method: str, path: str, *, creates: bool = False, **kwargs: Any) -> dict[str, Any]:
+        got = self._call(method, path, creates=creates, **kwargs).json()
         if not isinstance(got, dict):
             raise ProviderError(f"{method} {path}: expected a JSON object")
         return got
@@ -169,7 +183,7 @@ class OpenAIBatchClient(_HttpBatchClient):
             "POST", "/v1/files", files={"file": ("batch.jsonl", lines, "application/jsonl")}, data={"purpose": "batch"}
         )
         body = {"input_file_id": f["id"], "endpoint": self.endpoint, "completion_window": "24h", "metadata": metadata}
-        return _openai_batch(self._json("POST", "/v1/batches", json=body))
+        return _openai_batch(self._json("POST", "/v1/batches", creates=True, json=body))
 
     def retrieve(self, batch_id: str) -> RemoteBatch:
         return _openai_batch(self._json("GET", f"/v1/batches/{batch_id}"))
@@ -198,7 +212,7 @@ class AnthropicBatchClient(_HttpBatchClient):
 
     def submit(self, requests: list[BatchRequest], metadata: dict[str, str]) -> RemoteBatch:
         body = {"requests": [{"custom_id": r.custom_id, "params": r.body} for r in requests]}
-        got = _anthropic_batch(self._json("POST", "/v1/messages/batches", json=body))
+        got = _anthropic_batch(self._json("POST", "/v1/messages/batches", creates=True, json=body))
         got.metadata = dict(metadata)  # Anthropic keeps none: the ledger's record is the source
         return got
 

@@ -430,3 +430,29 @@ def test_two_crashes_leave_two_preparing_batches_of_the_same_size(tmp_path: Path
     assert st["status"] == "completed", st
     numbers = check_ledger(rig, job_id)
     assert numbers["via_batch"] == N and numbers["sim"]["distinct_requests_uploaded"] == N, numbers
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_a_job_cancelled_before_its_batch_was_uploaded_uploads_nothing(tmp_path: Path, pg_url: str, sims, kind: str) -> None:
+    """SIGKILL after the ``preparing`` row, before the upload; then the job is cancelled and
+    resumed. Resuming a ``cancelling`` job polled no batch, so the batch's items stayed
+    ``sent`` with their holds open and the job stayed ``cancelling``; and the poll's
+    reconcile, had it run, would have uploaded the batch of a cancelled job."""
+    rig = Rig(tmp_path, pg_url, sims(), kind)
+    _killed(rig.run_job(boot=KILL_BEFORE_UPLOAD))
+    job_id = rig.only_job()
+    cancel = rig.cli("cancel", job_id, "--json")
+    assert cancel.returncode == 0, cancel.stderr
+    assert rig.time_passes_for_preparing() == 1
+    out = rig.cli("resume", job_id, "--json")
+    st = json.loads(out.stdout.strip().splitlines()[-1])
+    assert out.returncode == 1 and st["status"] == "cancelled", (st["status"], out.stderr)  # a cancelled job exits 1
+    assert rig.stats()["batch_requests_uploaded"] == 0, "nothing goes out after the cancel"
+    with session_scope(rig.db_url) as s:
+        states = dict(s.execute(select(Item.state, func.count()).group_by(Item.state)).all())
+        open_holds = s.scalar(select(func.count()).select_from(Reservation).where(Reservation.state == "open"))
+        reserved = s.scalar(select(func.coalesce(func.sum(BudgetWindow.reserved_micro_usd), 0)))
+        batch_states = {b.state for b in rig.batches()}
+    assert "sent" not in states and states.get("cancelled", 0) > 0, states
+    assert open_holds == 0 and reserved == 0
+    assert "preparing" not in batch_states, batch_states

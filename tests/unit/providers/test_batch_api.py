@@ -172,3 +172,52 @@ def test_an_anthropic_errored_line_keeps_the_status_its_error_type_has_on_the_sy
     assert _anthropic_line(line("rate_limit_error")).status_code == 429
     assert _anthropic_line(line("invalid_request_error")).status_code == 400
     assert _anthropic_line(line("something_new")).status_code == 400
+
+
+@pytest.mark.parametrize("client_cls", [OpenAIBatchClient, AnthropicBatchClient])
+@pytest.mark.parametrize("failure", ["500", "read timeout"])
+def test_a_create_that_may_have_landed_is_not_sent_again(client_cls, failure: str) -> None:
+    """The create call was retried after a 5xx or a read timeout like any other call, but it
+    is not idempotent: a batch the provider accepted before its answer was lost was created a
+    second time, and both were billed. Now the error goes up (the poll later finds the batch
+    by its metadata, or uploads it); only a try that provably created nothing (a 429, no
+    connection) is repeated."""
+    clock, seen = Clock(), []
+    sim = SimBatches(fake_complete, complete_after_s=5.0, clock=clock)
+    inner = transport_for(sim, seen)
+    creates = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.raw_path.decode()
+        if request.method == "POST" and path.rstrip("/") in ("/v1/batches", "/v1/messages/batches"):
+            creates.append(path)
+            got = inner.handle_request(request)  # the provider creates it...
+            if len(creates) == 1:  # ...and the answer is lost
+                if failure == "500":
+                    return httpx.Response(500, json={"error": {"message": "upstream reset"}})
+                raise httpx.ReadTimeout("read timed out", request=request)
+            return got
+        return inner.handle_request(request)
+
+    client = client_cls("http://sim", KEY, transport=httpx.MockTransport(handler))
+    with pytest.raises(Exception) as exc:
+        client.submit([chat(0), chat(1)], {"routebatch_batch": "pb1"})
+    assert not isinstance(exc.value, ProviderError), "not a refusal: the batch may exist"
+    assert len(creates) == 1
+    assert len(client.list_recent()) == 1, "one batch at the provider, found again by the poll"
+
+
+def test_a_rate_limited_create_is_tried_again() -> None:
+    clock, seen = Clock(), []
+    sim = SimBatches(fake_complete, complete_after_s=5.0, clock=clock)
+    inner = transport_for(sim, seen)
+    limited = {"left": 2}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.raw_path.decode() == "/v1/batches" and limited["left"]:
+            limited["left"] -= 1
+            return httpx.Response(429, headers={"retry-after": "0"}, json={"error": {"message": "slow down"}})
+        return inner.handle_request(request)
+
+    client = OpenAIBatchClient("http://sim", KEY, transport=httpx.MockTransport(handler))
+    assert client.submit([chat(0)], {}).total == 1 and limited["left"] == 0
