@@ -56,8 +56,13 @@ def recover_lost(
     sent_ids: set[int] | None = None,
     estimate: Callable[[Session, Item], int] | None = None,
     chunk: int | None = None,
+    claim: datetime | None = None,
 ) -> LostCounts:
     """Requeue lost items and close dead holds; returns counts and the affected job ids.
+
+    ``claim``: only the items claimed under this lease (the ones a failed generate step
+    claimed, in its chunk or, for a provider batch, in others), and no dead-hold pass: items
+    of the chunk that another step claimed are that step's.
 
     ``force`` treats every sent item as lost (only safe when no worker is running).
     ``provider_of(model) -> str`` names the provider for the recorded attempt.
@@ -74,6 +79,8 @@ def recover_lost(
         lost_q = lost_q.where(Item.job_id == job_id)
     if chunk is not None:
         lost_q = lost_q.where(Item.chunk == chunk)
+    if claim is not None:
+        lost_q = lost_q.where(Item.lease_until == claim)
     if not force:
         lost_q = lost_q.where((Item.lease_until.is_(None)) | (Item.lease_until < now))
     budgeted: dict[str, bool] = {}
@@ -144,6 +151,8 @@ def recover_lost(
         item.lease_until = None
         counts["lost_items"] += 1
         counts["jobs"].add(item.job_id)
+    if claim is not None:
+        return counts
     dead = (
         select(Reservation, Item.state)
         .join(Item, Item.id == Reservation.item_id)

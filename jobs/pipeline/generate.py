@@ -58,6 +58,7 @@ def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> in
             )
     now = utcnow()
     lease = now + timedelta(seconds=rt.settings.send_lease_s)
+    inflight.claimed(job_id, chunk, lease)  # if this step raises, its cleanup takes only these
     if rows:
         with session_scope(rt.db_url) as s:
             # Mark sent before sending: a crash after this leaves a visible, leased 'sent' item.
@@ -81,6 +82,7 @@ def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> in
     if rows:
         asyncio.run(FanOut(rt, job_id, rows, prices, job_max, lease, plan).run())
         inflight.forget(job_id, [r.id for r in rows])  # answered and recorded (or provably unsent)
+    inflight.take_claim(job_id, chunk)
     maybe_finalize(rt, job_id)
     route_after_pilot(rt, queue, job_id)  # --allocate budget: once its pilot has ended, route the rest
     adapt_when_sampled(rt, queue, job_id)  # --adapt: once its sample has ended, judge it and route the rest

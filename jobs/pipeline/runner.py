@@ -134,12 +134,13 @@ def _chunk_failed(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: 
     from jobs.pipeline import inflight
 
     reason = error_signature(exc)
-    if task == "generate":
+    claim = inflight.take_claim(job_id, chunk) if task == "generate" else None
+    if claim is not None:  # the items this step claimed, not those of its chunk another step took
         with session_scope(rt.db_url) as s:
             recover_lost(
                 s,
                 job_id=job_id,
-                chunk=chunk,
+                claim=claim,
                 force=True,
                 sent_ids=inflight.take(job_id),
                 estimate=worst_case_estimator(rt.config),
