@@ -50,11 +50,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PREPARE_LEASE = timedelta(minutes=30)
-"""How long a ``preparing`` batch is left to its uploader before the poll reconciles it:
-longer than an upload can take (the batch client's 5 tries of up to 120 s, with waits, for
-the file and again for the create; a generate step is killed at 900 s). A reconcile while the
-upload still runs would find nothing at the provider and upload the batch a second time."""
+
+def prepare_lease(rt: Runtime, provider: str) -> timedelta:
+    """How long a ``preparing`` batch is left to its uploader before the poll reconciles it:
+    longer than an upload can take (two calls, the file and the create, each with all its
+    retries), and a margin. A reconcile while the upload still runs would find nothing at the
+    provider and upload the batch a second time (both billed)."""
+    from jobs.providers.batch_api import longest_call_s
+
+    return timedelta(seconds=2 * longest_call_s(client_timeout_s(rt, provider)) + 300)
+
+
+def client_timeout_s(rt: Runtime, provider: str) -> float:
+    return max(rt.config.providers[provider].timeout_s, 120.0)
+
+
 ITEMS_LEASE = timedelta(hours=26)
 """An item in a provider batch is claimed for the provider's 24 h window and two hours to settle."""
 AUTO_MIN_LEFT = timedelta(hours=1)
@@ -87,7 +97,7 @@ def client_of(rt: Runtime, provider: str) -> BatchClient:
 
     prov = rt.config.providers[provider]
     base = rt.base_urls().get(provider) or prov.base_url
-    return client_for(prov.kind, base, prov.api_key(), timeout_s=max(prov.timeout_s, 120.0))
+    return client_for(prov.kind, base, prov.api_key(), timeout_s=client_timeout_s(rt, provider))
 
 
 def after_upload(pb_id: str) -> None:
@@ -207,7 +217,7 @@ def _upload(
                 item_ids=item_ids,
                 request_count=len(item_ids),
                 created_at=now,
-                lease_until=now + PREPARE_LEASE,
+                lease_until=now + prepare_lease(rt, provider),
                 items_lease=items_lease,
                 poll_interval_s=prov.batch_poll_s,
                 retry_round=batch_round,

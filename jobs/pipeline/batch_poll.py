@@ -40,12 +40,12 @@ from jobs.lifecycle.states import ItemState, JobState
 from jobs.money.budgets import FLOOR_PREFIX, hold_of, release
 from jobs.money.pricing import sync_prices
 from jobs.pipeline.batch_dispatch import (
-    PREPARE_LEASE,
     chat_request,
     client_of,
     dispatch_of,
     mark_submitted,
     numbered,
+    prepare_lease,
     submit_recorded,
 )
 from jobs.runtime import Runtime
@@ -110,7 +110,7 @@ def _claim(s: Session, job_id: str, now: datetime, rt: Runtime) -> tuple[list[Pr
                 s.execute(
                     update(ProviderBatch)
                     .where(ProviderBatch.id == pb.id, ProviderBatch.lease_until == pb.lease_until)
-                    .values(lease_until=now + PREPARE_LEASE)
+                    .values(lease_until=now + prepare_lease(rt, pb.provider))
                 )
             )
             if won:

@@ -101,8 +101,20 @@ def _retry_any(exc: BaseException) -> bool:
 def _wait(state: Any) -> float:
     exc = state.outcome.exception() if state.outcome else None
     if isinstance(exc, _Retryable) and exc.retry_after is not None:
-        return min(exc.retry_after, 60.0)
+        return min(exc.retry_after, WAIT_MAX_S)
     return float(wait_exponential(multiplier=0.5, max=30.0)(state))
+
+
+MAX_ATTEMPTS = 5
+"""Tries of one batch API call."""
+WAIT_MAX_S = 60.0
+"""The longest wait between two tries (a provider's ``retry-after``, capped)."""
+
+
+def longest_call_s(timeout_s: float) -> float:
+    """How long one call with its retries can take at most: every try timing out, the
+    longest wait between them."""
+    return MAX_ATTEMPTS * timeout_s + (MAX_ATTEMPTS - 1) * WAIT_MAX_S
 
 
 class _HttpBatchClient:
@@ -112,7 +124,7 @@ class _HttpBatchClient:
         headers: dict[str, str],
         secret: str | None,
         timeout_s: float = 120.0,
-        max_attempts: int = 5,
+        max_attempts: int = MAX_ATTEMPTS,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s, transport=transport)

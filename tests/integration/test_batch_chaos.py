@@ -188,7 +188,7 @@ class Rig:
             return list(s.execute(select(ProviderBatch.state, ProviderBatch.remote_id, ProviderBatch.request_count)).all())
 
     def time_passes_for_preparing(self) -> int:
-        """The dead uploader's PREPARE_LEASE running out (two minutes): moved into the past."""
+        """The dead uploader's lease (`prepare_lease`) running out: moved into the past."""
         with session_scope(self.db_url) as s:
             result = s.execute(
                 update(ProviderBatch)

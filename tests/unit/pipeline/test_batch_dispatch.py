@@ -330,3 +330,14 @@ def test_auto_dispatch_sends_what_a_batch_has_not_answered_synchronously_near_th
     assert pbs and all(pb.cancel_requested and pb.state == "settled" for pb in pbs)
     assert via_sync >= N // 2  # the batches were cancelled long before they could finish
     _ledger_adds_up(db, st.job_id)
+
+
+@pytest.mark.parametrize("timeout_s", [30.0, 600.0])
+def test_the_uploaders_lease_outlasts_an_upload_with_all_its_retries(sqlite_url: str, runtime_factory, timeout_s: float) -> None:
+    """The lease was a fixed two minutes while one upload (the file, then the create, each
+    with up to five tries of the client's timeout and waits of up to 60 s) can take half an
+    hour: a poll that found the lease lapsed while the upload still ran found nothing at the
+    provider and uploaded the batch again."""
+    rt = runtime_factory(sqlite_url, {"providers.sim.timeout_s": timeout_s})
+    one_call = 5 * max(timeout_s, 120.0) + 4 * 60.0
+    assert batch_dispatch.prepare_lease(rt, "sim") > timedelta(seconds=2 * one_call)
