@@ -272,7 +272,7 @@ def judge_step(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     """The ``judge`` step. Once every sampled item has ended: twins and judge, then the
     ``adapt`` step (score queue) fits and routes the rest. One caller at a time (a lease in
     the job's spec, taken on the locked job row); a caller that died is replaced after
-    :data:`JUDGING_LEASE`, and what it recorded is not done again."""
+    :func:`judging_lease`, and what it recorded is not done again."""
     now = utcnow()
     with session_scope(rt.db_url) as s:
         job = s.get(Job, job_id, with_for_update=True)
@@ -287,7 +287,7 @@ def judge_step(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         lost = 0
         if st.get("judging_until"):  # its last holder never gave it back: that worker died (killed, out of memory)
             lost = int(st.get("judging_lost") or 0) + 1 if st.get("judging_progress") == progress else 1
-        lease = (now + JUDGING_LEASE).isoformat()
+        lease = (now + judging_lease(rt)).isoformat()
         job.spec = {
             **job.spec,
             "adaptation": {**st, "judging_until": lease, "judging_progress": progress, "judging_lost": lost},
@@ -312,6 +312,12 @@ def judge_step(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         job.spec = {**job.spec, "adaptation": {**st, "stage": "judged"}}
     queue.enqueue("adapt", job_id, None)  # the fit embeds: on the score queue
     return True
+
+
+def judging_lease(rt: Runtime) -> timedelta:
+    """:data:`JUDGING_LEASE`, or longer than a step may run: a live judge step's lease must
+    not lapse, or a second worker would judge the same items (and pay their twins twice)."""
+    return max(JUDGING_LEASE, timedelta(seconds=rt.settings.generate_time_limit_s + 60.0))
 
 
 def _without_lease(st: dict[str, Any]) -> dict[str, Any]:

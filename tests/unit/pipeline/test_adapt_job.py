@@ -502,7 +502,7 @@ def test_a_judge_step_whose_worker_keeps_dying_stops_adapting(tmp_path: Path, ru
     def dies(*args: object, **kwargs: object) -> bool:
         raise Killed
 
-    monkeypatch.setattr(adapt, "JUDGING_LEASE", timedelta(seconds=-1))  # lapsed at once, as after the kill
+    monkeypatch.setattr(adapt, "judging_lease", lambda rt: timedelta(seconds=-1))  # lapsed at once, as after the kill
     monkeypatch.setattr(adapt, "_release_judging", lambda *args: None)  # a killed worker gives nothing back
     monkeypatch.setattr(adapt, "_judge_sample", dies)
     rt, job_id, queue = _submitted(tmp_path, runtime_factory)
@@ -515,3 +515,13 @@ def test_a_judge_step_whose_worker_keeps_dying_stops_adapting(tmp_path: Path, ru
     assert st.status == "completed" and st.succeeded == N
     assert st.adaptation["stage"] == "skipped" and "WorkerLost" in st.adaptation["reason"]
     assert not any(k.startswith("judging_") for k in st.adaptation)
+
+
+def test_the_judging_lease_outlasts_the_step(tmp_path: Path, runtime_factory) -> None:
+    """A fixed 30-minute lease under a longer step time limit lapsed while the step still ran:
+    a second worker then judged the same items, buying their twins again."""
+    from jobs.pipeline.adapt import judging_lease
+
+    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
+    rt.settings.generate_time_limit_s = 3600.0
+    assert judging_lease(rt).total_seconds() > 3600.0
