@@ -55,14 +55,14 @@ def recover_lost(
     provider_of: Callable[[str], str] | None = None,
     sent_ids: set[int] | None = None,
     estimate: Callable[[Session, Item], int] | None = None,
-    chunk: int | None = None,
     claim: datetime | None = None,
 ) -> LostCounts:
     """Requeue lost items and close dead holds; returns counts and the affected job ids.
 
     ``claim``: only the items claimed under this lease (the ones a failed generate step
     claimed, in its chunk or, for a provider batch, in others), and no dead-hold pass: items
-    of the chunk that another step claimed are that step's.
+    of the chunk that another step claimed, and the holds of calls other steps have in
+    flight (a judge step's), are theirs.
 
     ``force`` treats every sent item as lost (only safe when no worker is running).
     ``provider_of(model) -> str`` names the provider for the recorded attempt.
@@ -70,15 +70,13 @@ def recover_lost(
     them, after Ctrl-C): only those are maybe-sent; the other claimed items go back to
     ``routed`` with their holds released to zero and no attempt. A maybe-sent call without
     a hold is charged ``estimate(session, item)`` (its worst case), so the ledger never
-    under-counts what may have been billed. ``chunk`` limits it to one chunk of the job.
+    under-counts what may have been billed.
     """
     now = now or utcnow()
     counts: LostCounts = {"lost_items": 0, "settled_at_reserved": 0, "released": 0, "jobs": set()}
     lost_q = select(Item).where(Item.state == ItemState.SENT)
     if job_id is not None:
         lost_q = lost_q.where(Item.job_id == job_id)
-    if chunk is not None:
-        lost_q = lost_q.where(Item.chunk == chunk)
     if claim is not None:
         lost_q = lost_q.where(Item.lease_until == claim)
     if not force:
@@ -160,8 +158,6 @@ def recover_lost(
     )
     if job_id is not None:
         dead = dead.where(Reservation.job_id == job_id)
-    if chunk is not None:
-        dead = dead.where(Item.chunk == chunk)
     if not force:
         dead = dead.where(Reservation.lease_until < now)
     for res, item_state in s.execute(dead).all():

@@ -162,7 +162,7 @@ def _ensure_floor(
         release(s, hold_of(res), note="budget window changed: the floor moves to the current window")
     # sized afresh, the floor counts those items anyway; cleared first, a release that lands
     # in between is held twice until the job ends, never not at all
-    _owed_shares(s, job.id)
+    _take_owed_shares(s, job.id)
     need, items = floor_need(s, job.id, cfg, plan.weak, prices, job_max_tokens)
     ids = tuple(w for w in windows if w is not None)
     room = room_of(s, ids)
@@ -201,7 +201,7 @@ def _ensure_floor(
     )
 
 
-def _owed_shares(s, job_id: str) -> tuple[int, int]:
+def _take_owed_shares(s, job_id: str) -> tuple[int, int]:
     """(micro-USD, items): the floor shares of the job's closed holds whose items wait to be
     admitted again (released unsent, or lost in flight); every such hold's debt is marked paid (the caller takes it back
     now, or sizes the floor afresh; a hold whose item ended otherwise owes nothing)."""
@@ -224,7 +224,7 @@ def _take_back_shares(s, job_id: str, floor: Floor) -> Floor:
     and leave the item skipped."""
     if not floor.holds:
         return floor
-    owed, items = _owed_shares(s, job_id)
+    owed, items = _take_owed_shares(s, job_id)
     got = refill_floor(s, floor, owed)
     if got < owed:
         message = (

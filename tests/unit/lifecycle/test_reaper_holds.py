@@ -109,21 +109,27 @@ def test_a_hold_is_closed_at_its_amount_now_and_the_reaper_spares_a_renewed_one(
     assert _window(sqlite_url, window)[1] == reserved + 3_000  # the floor's 2,000 back; the item's 3,000 still held
 
 
-def test_the_reaper_settles_a_stamped_hold_once_and_only_in_the_chunk_it_is_asked_about(
+def test_a_failed_steps_cleanup_leaves_other_calls_in_flight_and_the_reaper_settles_them_once(
     tmp_path: Path, sqlite_url: str, runtime_factory
 ) -> None:
-    """A generate step that fails recovers its own chunk (``force``, no lease check): the
-    dead-hold pass used to cover the whole job, so it could charge a judge step's calls in
-    flight on other chunks' items at their worst case."""
+    """A generate step that fails recovers what it claimed (``force``, no lease check, by its
+    own claim lease): its cleanup used to cover the whole job, then its chunk, so it could
+    charge a judge step's calls in flight on items with an outcome at their worst case. The
+    reaper's own pass (lapsed leases only) settles such a stamped hold, once."""
     job_id, first, window = _finished_job(tmp_path, sqlite_url, runtime_factory)
     with session_scope(sqlite_url) as s:
         other = s.scalars(select(Item.id).where(Item.job_id == job_id, Item.chunk != s.get_one(Item, first).chunk)).first()
-        chunk = s.get_one(Item, first).chunk
     assert other is not None
     here = _open_hold(sqlite_url, job_id, first, window, 5_000, sent=True)
     there = _open_hold(sqlite_url, job_id, other, window, 4_000, sent=True)
     with session_scope(sqlite_url) as s:
-        counts = recover_lost(s, job_id=job_id, force=True, chunk=chunk)
+        counts = recover_lost(s, job_id=job_id, force=True, claim=utcnow() + timedelta(minutes=15))
+    assert counts["settled_at_reserved"] == counts["released"] == 0
+    with session_scope(sqlite_url) as s:
+        assert (s.get_one(Reservation, here).state, s.get_one(Reservation, there).state) == ("open", "open")
+        s.get_one(Reservation, there).lease_until = utcnow() + timedelta(minutes=15)  # its worker is alive
+    with session_scope(sqlite_url) as s:
+        counts = recover_lost(s, job_id=job_id)
     assert counts["settled_at_reserved"] == 1
     with session_scope(sqlite_url) as s:
         assert (s.get_one(Reservation, here).state, s.get_one(Reservation, there).state) == ("settled", "open")
