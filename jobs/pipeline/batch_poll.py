@@ -365,19 +365,28 @@ def _reconcile(rt: Runtime, queue: TaskQueue, pb: ProviderBatch) -> None:
     prov = rt.config.providers[pb.provider]
     client = client_of(rt, pb.provider)
     try:
-        recent = client.list_recent(100)
+        listing = client.list_since(pb.created_at)
         if prov.kind == "anthropic":
-            owner = _anthropic_owner(rt, client, pb, recent)
+            owner = _anthropic_owner(rt, client, pb, listing.batches)
         else:
-            mine = [b for b in recent if b.metadata.get(METADATA_KEY) == pb.id]
+            mine = [b for b in listing.batches if b.metadata.get(METADATA_KEY) == pb.id]
             owner = mine[0] if mine else None
+        if owner is None and not listing.complete:
+            log.warning(
+                "provider batch %s: %d batches at %s since it was prepared and ours not among them; not uploaded "
+                "again until the list can be read back to that time",
+                pb.id,
+                len(listing.batches),
+                pb.provider,
+            )
+            owner = "wait"
     except Exception as exc:
         log.warning("provider batch %s: cannot look at the provider's batches (%s); tried again later", pb.id, exc)
         return
     finally:
         client.close()
     if owner == "wait":
-        log.info("provider batch %s: a batch of its size is still running at %s; checked again later", pb.id, pb.provider)
+        log.info("provider batch %s: cannot tell yet whether it reached %s; checked again later", pb.id, pb.provider)
         with session_scope(rt.db_url) as s:  # look again at the provider's poll pace, not after a whole lease
             s.execute(
                 update(ProviderBatch)
@@ -424,7 +433,7 @@ def _anthropic_owner(rt: Runtime, client: Any, pb: ProviderBatch, recent: list[R
 
     with session_scope(rt.db_url) as s:
         known = set(s.scalars(select(ProviderBatch.remote_id).where(ProviderBatch.remote_id.is_not(None))))
-    candidates = [b for b in recent if b.id not in known and b.total == pb.request_count and _created_since(b, pb.created_at)]
+    candidates = [b for b in recent if b.id not in known and b.total == pb.request_count]
     running = False
     for remote in candidates:
         if remote.phase != ENDED:
@@ -437,14 +446,3 @@ def _anthropic_owner(rt: Runtime, client: Any, pb: ProviderBatch, recent: list[R
         if owner_id and owner_id.startswith("pb_"):
             _adopt(rt, owner_id, remote)  # another record's upload: its own reconcile would find it too
     return "wait" if running else None
-
-
-def _created_since(remote: RemoteBatch, since: datetime) -> bool:
-    raw = (remote.raw or {}).get("created_at")
-    if not isinstance(raw, str):
-        return True
-    try:
-        created = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return True
-    return created >= since - timedelta(seconds=60)

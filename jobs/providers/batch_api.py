@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import httpx
@@ -55,6 +56,17 @@ class RemoteBatch:
     results_url: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The provider's batches created since a time, newest first. ``complete`` is False
+    when the scan stopped at :data:`LIST_MAX` batches before reaching that time: a batch
+    missing from it may still exist."""
+
+    batches: list[RemoteBatch]
+    complete: bool
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,7 @@ class BatchClient(Protocol):
     def submit(self, requests: list[BatchRequest], metadata: dict[str, str]) -> RemoteBatch: ...
     def retrieve(self, batch_id: str) -> RemoteBatch: ...
     def cancel(self, batch_id: str) -> RemoteBatch: ...
-    def list_recent(self, limit: int = 100) -> list[RemoteBatch]: ...
+    def list_since(self, since: datetime, max_batches: int = ...) -> Listing: ...
     def results(self, batch: RemoteBatch) -> Iterator[BatchResult]: ...
     def close(self) -> None: ...
 
@@ -104,6 +116,13 @@ def _wait(state: Any) -> float:
         return min(exc.retry_after, WAIT_MAX_S)
     return float(wait_exponential(multiplier=0.5, max=30.0)(state))
 
+
+LIST_MAX = 10_000
+"""The most batches one :meth:`list_since` reads (100 per page) before it gives up on
+reaching its time."""
+CLOCK_SLACK = timedelta(seconds=60)
+"""How far the provider's clock may be behind ours when a batch's creation time is compared
+with the time we recorded before uploading it."""
 
 MAX_ATTEMPTS = 5
 """Tries of one batch API call."""
@@ -160,6 +179,33 @@ class _HttpBatchClient:
                 return resp
         raise AssertionError("unreachable: tenacity returns or reraises")
 
+    def list_since(self, since: datetime, max_batches: int = LIST_MAX) -> Listing:
+        """Every batch created since ``since`` (less :data:`CLOCK_SLACK`), page by page.
+
+        Why not the first page: a reconcile decides from this list that a batch never
+        reached the provider and uploads it again; on an account that created more than a
+        page of batches since, the first page would miss ours and it would be billed twice.
+        Lists are newest first, so the scan stops at the first batch older than ``since``.
+        """
+        floor = since - CLOCK_SLACK
+        found: list[RemoteBatch] = []
+        after: str | None = None
+        seen = 0
+        while seen < max_batches:
+            page, more, last = self._list_page(after, min(100, max_batches - seen))
+            seen += len(page)
+            for b in page:
+                if b.created_at is not None and b.created_at < floor:
+                    return Listing(found, True)
+                found.append(b)
+            if not more or not page or last is None:
+                return Listing(found, True)
+            after = last
+        return Listing(found, False)
+
+    def _list_page(self, after: str | None, limit: int) -> tuple[list[RemoteBatch], bool, str | None]:
+        raise NotImplementedError
+
     def _clean(self, result: BatchResult) -> BatchResult:
         if not self._secrets:
             return result
@@ -203,8 +249,10 @@ class OpenAIBatchClient(_HttpBatchClient):
     def cancel(self, batch_id: str) -> RemoteBatch:
         return _openai_batch(self._json("POST", f"/v1/batches/{batch_id}/cancel"))
 
-    def list_recent(self, limit: int = 100) -> list[RemoteBatch]:
-        return [_openai_batch(b) for b in self._json("GET", "/v1/batches", params={"limit": limit}).get("data", [])]
+    def _list_page(self, after: str | None, limit: int) -> tuple[list[RemoteBatch], bool, str | None]:
+        params: dict[str, Any] = {"limit": limit} | ({"after": after} if after else {})
+        got = self._json("GET", "/v1/batches", params=params)
+        return _page_of(got, _openai_batch)
 
     def results(self, batch: RemoteBatch) -> Iterator[BatchResult]:
         for file_id in (batch.output_file_id, batch.error_file_id):
@@ -234,8 +282,10 @@ class AnthropicBatchClient(_HttpBatchClient):
     def cancel(self, batch_id: str) -> RemoteBatch:
         return _anthropic_batch(self._json("POST", f"/v1/messages/batches/{batch_id}/cancel"))
 
-    def list_recent(self, limit: int = 100) -> list[RemoteBatch]:
-        return [_anthropic_batch(b) for b in self._json("GET", "/v1/messages/batches", params={"limit": limit}).get("data", [])]
+    def _list_page(self, after: str | None, limit: int) -> tuple[list[RemoteBatch], bool, str | None]:
+        params: dict[str, Any] = {"limit": limit} | ({"after_id": after} if after else {})
+        got = self._json("GET", "/v1/messages/batches", params=params)
+        return _page_of(got, _anthropic_batch)
 
     def results(self, batch: RemoteBatch) -> Iterator[BatchResult]:
         url = batch.results_url or f"/v1/messages/batches/{batch.id}/results"
@@ -245,6 +295,29 @@ class AnthropicBatchClient(_HttpBatchClient):
 
 
 # -- normalising -----------------------------------------------------------------------------
+def _page_of(got: dict[str, Any], batch: Any) -> tuple[list[RemoteBatch], bool, str | None]:
+    """One list page, both APIs: ``data``, ``has_more`` and the cursor of the next page."""
+    data = got.get("data") or []
+    if not isinstance(data, list):
+        raise ProviderError("a batch list page without a data list")
+    page = [batch(b) for b in data]
+    last = got.get("last_id") or (page[-1].id if page else None)
+    return page, bool(got.get("has_more")), str(last) if last else None
+
+
+def _created(raw: Any) -> datetime | None:
+    """A batch's creation time: Unix seconds (OpenAI) or RFC 3339 (Anthropic); None if unreadable."""
+    try:
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            return datetime.fromtimestamp(float(raw), UTC)
+        if isinstance(raw, str):
+            got = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            return got if got.tzinfo else got.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return None
+
+
 def _openai_batch(b: dict[str, Any]) -> RemoteBatch:
     counts = b.get("request_counts") or {}
     status = str(b.get("status"))
@@ -259,6 +332,7 @@ def _openai_batch(b: dict[str, Any]) -> RemoteBatch:
         error_file_id=b.get("error_file_id"),
         metadata=dict(b.get("metadata") or {}),
         raw=b,
+        created_at=_created(b.get("created_at")),
     )
 
 
@@ -275,6 +349,7 @@ def _anthropic_batch(b: dict[str, Any]) -> RemoteBatch:
         failed=failed,
         results_url=b.get("results_url"),
         raw=b,
+        created_at=_created(b.get("created_at")),
     )
 
 

@@ -297,6 +297,32 @@ def test_killed_right_after_the_first_upload(tmp_path: Path, pg_url: str, sims, 
     assert numbers["via_batch"] == N and numbers["sim"]["distinct_requests_uploaded"] == N, numbers
 
 
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_a_crashed_upload_is_found_behind_a_page_of_other_batches(tmp_path: Path, pg_url: str, sims, kind: str) -> None:
+    """SIGKILL right after the upload; then the account creates 150 other batches before the
+    resume. The reconcile read only the provider's 100 most recent batches, did not find
+    ours among them and uploaded it again: every request of it billed twice."""
+    from jobs.providers.batch_api import BatchRequest, client_for
+
+    rig = Rig(tmp_path, pg_url, sims(), kind)
+    _killed(rig.run_job(boot=KILL_AFTER_UPLOAD))
+    job_id = rig.only_job()
+    (pb,) = rig.batches()
+    assert pb.state == "preparing" and pb.remote_id is None
+    other = client_for(kind, rig.server.base_url, None)
+    try:
+        for i in range(150):  # another team's jobs on the same account
+            body = {"model": "sim-weak", "messages": [{"role": "user", "content": f"other {i}"}], "max_tokens": 4}
+            other.submit([BatchRequest(f"other-{i}", body)], {})
+    finally:
+        other.close()
+    assert rig.time_passes_for_preparing() == 1
+    st = rig.resume(job_id)
+    assert st["status"] == "completed", st
+    numbers = check_ledger(rig, job_id)
+    assert numbers["via_batch"] == N and numbers["sim"]["distinct_requests_uploaded"] == N + 150, numbers
+
+
 def test_killed_at_the_first_poll(tmp_path: Path, pg_url: str, sims) -> None:
     """SIGKILL as the first poll starts: the batches are submitted, nothing retrieved; resume
     polls and settles them."""

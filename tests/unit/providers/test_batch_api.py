@@ -4,6 +4,7 @@ seam, so the real request encoding — multipart upload, JSON, query strings —
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -55,7 +56,9 @@ def test_openai_client_submits_polls_and_reads_both_files() -> None:
     results = {r.custom_id: r for r in client.results(done)}
     assert results["c0"].ok and results["c0"].body["choices"][0]["message"]["content"] == "Q0"
     assert not results["c1"].ok and results["c1"].status_code == 400
-    assert [b.id for b in client.list_recent()] == [batch.id]
+    listing = client.list_since(datetime.fromtimestamp(clock.now - 6, UTC))
+    assert [b.id for b in listing.batches] == [batch.id] and listing.complete
+    assert listing.batches[0].created_at == datetime.fromtimestamp(clock.now - 6, UTC)
 
 
 def test_openai_client_reads_expired_lines_and_cancels() -> None:
@@ -204,7 +207,8 @@ def test_a_create_that_may_have_landed_is_not_sent_again(client_cls, failure: st
         client.submit([chat(0), chat(1)], {"routebatch_batch": "pb1"})
     assert not isinstance(exc.value, ProviderError), "not a refusal: the batch may exist"
     assert len(creates) == 1
-    assert len(client.list_recent()) == 1, "one batch at the provider, found again by the poll"
+    assert client.list_since(datetime(2000, 1, 1, tzinfo=UTC)).batches == []
+    assert len(client.list_since(datetime(1970, 1, 1, tzinfo=UTC)).batches) == 1, "one batch, found again by the poll"
 
 
 def test_a_rate_limited_create_is_tried_again() -> None:
@@ -221,3 +225,26 @@ def test_a_rate_limited_create_is_tried_again() -> None:
 
     client = OpenAIBatchClient("http://sim", KEY, transport=httpx.MockTransport(handler))
     assert client.submit([chat(0)], {}).total == 1 and limited["left"] == 0
+
+
+@pytest.mark.parametrize("client_cls", [OpenAIBatchClient, AnthropicBatchClient])
+def test_listing_since_a_time_reads_every_page_back_to_it(client_cls: type) -> None:
+    """A reconcile must see every batch created since its record, not only the first page:
+    250 batches a minute apart, listed since the 20th, page by page (100 at most each)."""
+    clock, seen = Clock(), []
+    sim = SimBatches(fake_complete, complete_after_s=5.0, clock=clock)
+    client = client_cls("http://sim", KEY, transport=transport_for(sim, seen))
+    start = clock.now
+    ids = []
+    for i in range(250):
+        ids.append(client.submit([chat(i)], {}).id)
+        clock.now += 120
+    seen.clear()
+    since = datetime.fromtimestamp(start + 20 * 120, UTC)
+    listing = client.list_since(since)
+    assert listing.complete and [b.id for b in listing.batches] == ids[20:][::-1]
+    assert len(seen) == 3, "three pages of at most 100"
+    assert all(b.created_at is not None and b.created_at >= since - timedelta(seconds=60) for b in listing.batches)
+    short = client.list_since(since, max_batches=150)
+    assert not short.complete and len(short.batches) == 150, "stopped before reaching the time: it says so"
+    assert client.list_since(datetime.fromtimestamp(clock.now + 3600, UTC)).batches == []
