@@ -13,13 +13,15 @@ scorer routes weak, each sampled item standing for the (N_h - n_h) / n_h non-sam
 of its stratum. ``weak_vs_strong`` (the all-weak job) and ``pgr`` (the share of the
 strong-weak gap the job recovers) come with it, and the cost share when costs are given.
 Intervals: percentiles of a rescaled (Rao-Wu) bootstrap that resamples within each stratum.
-The interval is a *prediction* interval for the realised quality (``predictive=True``, the
-default): the realised loss is a sum over the m non-sampled weak-routed items, which
-varies around m x rate even when the rate is known, so each bootstrap draw's loss is drawn
-as Binomial(m, rate*) instead of taken as m x rate*. Why: the bootstrap alone carries only
-the rate's sampling variance (var/n_weak-sampled), not the rest's own (var/m); with a
-sample of 100 from a 300-item job the second is half the first, and the interval without
-it covered the realised quality ~80% of the time at a nominal 90%.
+The quality interval is a *prediction* interval for the realised quality (``predictive=True``,
+the default): the realised loss is a sum over the m non-sampled weak-routed items, which
+varies around m x rate even when the rate is known, so each draw's loss is drawn as
+Binomial(m, rate*), with rate* drawn from the Jeffreys posterior of the sample's
+weak-routed verdicts under that draw's re-chosen scorer (:func:`_posterior_rates`). Why:
+the bootstrap of the rate alone carries neither the rest's own variance (var/m; with a
+sample of 100 from a 300-item job, half the rate's) nor, at a handful of bad answers, an
+honest spread: such intervals covered the realised quality 80-85% of the time at a nominal
+90%, nearly every miss below the interval.
 """
 
 from __future__ import annotations
@@ -207,6 +209,28 @@ def _reselected_routes(
     return routes[winner].astype(np.float64)  # (B, n)
 
 
+def _posterior_rates(wg: np.ndarray, routes: np.ndarray, w_all: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One draw per row of ``routes`` of the bad-answer rate among the non-sampled items
+    routed weak: a Jeffreys posterior, Beta(bad + 1/2, good + 1/2), on the sample's items
+    that route (weighted as the point estimate, at the Kish effective size).
+
+    Why not the bootstrap's own rate: with ~5-20 bad answers among the sampled weak-routed
+    items, a resample that happens to hold few of them gives a rate *and* a spread that are
+    both too small, so the percentile interval was too short exactly where the estimate was
+    too optimistic (measured: 12-14% of runs below the interval, 0-3% above). The Jeffreys
+    interval keeps its coverage at small counts (Brown, Cai & DasGupta 2001). The bootstrap
+    still carries the choice of scorer: ``routes`` is each draw's re-chosen routing.
+    """
+    bad = 1.0 - wg
+    weights = (w_all - 1.0)[None, :] * routes
+    none_weak = weights.sum(1) <= 0  # the point estimate's fallback: every sampled item
+    weights = np.where(none_weak[:, None], w_all[None, :], weights)
+    total = weights.sum(1)
+    rate = (weights * bad).sum(1) / total
+    n_eff = total**2 / (weights**2).sum(1)
+    return rng.beta(rate * n_eff + 0.5, (1.0 - rate) * n_eff + 0.5)
+
+
 def estimate_quality(
     sample: Sample,
     weak_good: np.ndarray,
@@ -273,14 +297,8 @@ def estimate_quality(
     r_boot = r if selection is None else _reselected_routes(selection, wg, pick, routed_weak, mask)
     boots = _point(wg, r_boot, w_all, n_items, m_weak, parts, pick, method, scale)
     if predictive and m_weak > 0:
-        rate = np.clip((1.0 - boots[:, 0]) * n_items / m_weak, 0.0, 1.0)
-        rate = np.where(np.isfinite(rate), rate, 0.0)
-        # half a pseudo-item (Jeffreys): a draw with no bad weak-routed item must not say
-        # the rest has none for sure (a zero-width interval at quality 1)
-        rr = np.take_along_axis(r_boot, pick, 1) if r_boot.ndim == 2 else r_boot[pick]
-        n_w = rr.sum(1)
-        rate = (rate * n_w + 0.5) / (n_w + 1.0)
-        boots[:, 0] = 1.0 - rng.binomial(m_weak, rate) / n_items
+        routes = r_boot if r_boot.ndim == 2 else np.broadcast_to(r_boot, (draws, r_boot.size))
+        boots[:, 0] = 1.0 - rng.binomial(m_weak, _posterior_rates(wg, routes, w_all, rng)) / n_items
         q_weak = boots[:, 1]
         with np.errstate(invalid="ignore", divide="ignore"):
             boots[:, 2] = np.where(q_weak < 1.0, (boots[:, 0] - q_weak) / np.where(q_weak < 1.0, 1.0 - q_weak, 1.0), np.nan)
