@@ -70,6 +70,11 @@ class Settings(BaseSettings):
             )
         return url
 
+    def short_step_limit_s(self) -> float:
+        """Hard time limit of the steps that should be short (route, finalize, poll): the
+        generate limit, capped at 10 minutes. A poll step sizes the work it does inline by it."""
+        return max(60.0, min(self.generate_time_limit_s, 600.0))
+
     def stall_after_s(self) -> float:
         """No live task can run longer than its hard limit, so silence past it means lost messages."""
         return self.stall_s if self.stall_s is not None else max(self.score_time_limit_s, self.generate_time_limit_s) + 60.0

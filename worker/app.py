@@ -41,7 +41,7 @@ def time_limits(settings: Settings, task: str) -> tuple[float, float]:
     """(soft, hard) seconds. The soft limit leaves the task a moment to fail cleanly."""
     hard = settings.score_time_limit_s if task == "score" else settings.generate_time_limit_s
     if task in ("route", "finalize", "poll"):
-        hard = max(60.0, min(hard, 600.0))
+        hard = settings.short_step_limit_s()
     soft = max(hard - 30.0, hard * 0.9)
     return soft, hard
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -332,8 +333,37 @@ def send_again(rt: Runtime, queue: TaskQueue, job_id: str, retry: Retry) -> None
         if not rows:
             return
     log.info("job %s: %d items of a provider batch sent again synchronously", job_id, len(rows))
-    asyncio.run(FanOut(rt, job_id, rows, prices, job_max, retry.lease, plan).run())
-    inflight.forget(job_id, [r.id for r in rows])
+    deadline = time.monotonic() + rt.settings.short_step_limit_s() * SYNC_INLINE_SHARE
+    for start in range(0, len(rows), SYNC_SLICE):
+        if start and time.monotonic() > deadline:
+            hand_to_generate(rt, queue, job_id, rows[start:], retry.lease)
+            return
+        part = rows[start : start + SYNC_SLICE]
+        asyncio.run(FanOut(rt, job_id, part, prices, job_max, retry.lease, plan).run())
+        inflight.forget(job_id, [r.id for r in part])
+
+
+SYNC_SLICE = 200
+"""Items a poll step sends synchronously between two looks at its clock."""
+SYNC_INLINE_SHARE = 0.5
+"""The share of the poll step's time limit it may spend answering unanswered lines itself."""
+
+
+def hand_to_generate(rt: Runtime, queue: TaskQueue, job_id: str, rows: list[Any], lease: datetime | None) -> None:
+    """Unanswered lines the poll step has no time left to answer go back to ``routed``, and
+    their chunks' generate steps send them (synchronously, or in a new batch where the
+    provider dispatches ``batch``).
+
+    Why: a poll step has a short time limit (:meth:`Settings.short_step_limit_s`). An expired
+    batch of 50,000 lines answered inline would be killed part-way, and every call in flight
+    at the kill would be charged as lost by the reaper and sent again.
+    """
+    from jobs.lifecycle import transitions
+
+    back = transitions.return_unsent_items(rt.db_url, job_id, [r.id for r in rows], None, lease)
+    log.info("job %s: %d unanswered batch lines handed to generate steps (the poll's time is up)", job_id, back)
+    for chunk in sorted({int(r.chunk) for r in rows}):
+        queue.enqueue("generate", job_id, chunk)
 
 
 def unanswered(rt: Runtime, pb_id: str, reason: str, state: str = "failed") -> Retry:

@@ -128,6 +128,34 @@ def test_a_batch_that_expires_half_done_is_finished_synchronously_within_the_bud
     assert sums["attempts"] == sums["settled"] == sums["spent"]
 
 
+def test_a_poll_step_answers_only_what_its_time_allows_and_hands_on_the_rest(tmp_path: Path, monkeypatch) -> None:
+    """An expired batch's unanswered lines were all answered synchronously inside the poll
+    step, whose time limit is short: 50,000 of them would get it killed part-way, with every
+    call in flight charged as lost and sent again. Now the poll answers a slice while its
+    time lasts and hands the rest back to generate steps (here: in new provider batches)."""
+    monkeypatch.setattr(batch_poll, "SYNC_SLICE", 5)
+    monkeypatch.setattr(batch_poll, "SYNC_INLINE_SHARE", 0.0)  # the time is up after one slice
+    handed: list[int] = []
+    original = batch_poll.hand_to_generate
+
+    def counting(rt, queue, job_id, rows, lease):
+        handed.append(len(rows))
+        original(rt, queue, job_id, rows, lease)
+
+    monkeypatch.setattr(batch_poll, "hand_to_generate", counting)
+    db, st = _run(tmp_path, _config({"batch_complete_s": 2.0, "batch_expire_s": 0.4}), budget_usd=1.0)
+    assert st.status == "completed" and st.succeeded == N
+    with session_scope(db) as s:
+        via_sync = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.provider_batch_id.is_(None)))
+        n_batches = s.scalar(select(func.count()).select_from(ProviderBatch))
+    assert handed and all(n > 0 for n in handed)
+    assert via_sync <= 5 * n_batches, "at most one slice answered inline per settled batch"
+    assert n_batches > 2, "the lines handed on went out in new batches"
+    sums = _ledger_adds_up(db, st.job_id)
+    assert set(sums["per_item"].values()) == {1}, "nothing answered twice"
+    assert sums["attempts"] == sums["settled"] == sums["spent"]
+
+
 def test_batch_retry_fail_fails_the_expired_lines_with_the_reason(tmp_path: Path) -> None:
     db, st = _run(tmp_path, _config({"batch_complete_s": 2.0, "batch_expire_s": 0.4}, batch_retry="fail"))
     assert st.status == "completed" and 0 < st.succeeded < N and st.succeeded + st.failed == N
