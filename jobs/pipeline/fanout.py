@@ -322,7 +322,7 @@ class FanOut:
                     flusher.add((adm.row.id, unbuildable(adm, exc), adm.hold))
                     continue
                 try:
-                    inflight.mark(self.job_id, adm.row.id)  # may reach the provider from here on
+                    inflight.mark(self.job_id, adm.row.id, self.lease)  # may reach the provider from here on
                     result = await pool.complete(request, sent_log.before_send(adm.hold))
                 finally:
                     gate.answered()

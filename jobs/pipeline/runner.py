@@ -142,7 +142,7 @@ def _chunk_failed(rt: Runtime, queue: TaskQueue, task: str, job_id: str, chunk: 
                 job_id=job_id,
                 claim=claim,
                 force=True,
-                sent_ids=inflight.take(job_id),
+                sent_ids=inflight.take(job_id, claim),
                 estimate=worst_case_estimator(rt.config),
             )
     if first_step_error(rt, task, job_id, chunk, exc):

@@ -55,3 +55,35 @@ def test_a_raising_generate_step_leaves_items_another_step_claimed(
         still_held = s.scalar(select(Reservation.id).where(Reservation.item_id.in_(taken), Reservation.state == "open").limit(1))
     assert states == {ItemState.SENT}, "the other step's claim is left to it"
     assert still_held is not None
+
+
+def test_steps_in_threads_keep_their_own_claims_and_marks() -> None:
+    """``celery -P threads`` runs two deliveries of one chunk at once. The registry kept one
+    claim per (job, chunk) and one mark set per job: the second delivery's claim replaced the
+    first's, and the first's error handler took the second's calls in flight as its own."""
+    import threading
+
+    from jobs.pipeline import inflight
+
+    mine, theirs = utcnow(), utcnow() + timedelta(seconds=1)
+    ready, done = threading.Event(), threading.Event()
+
+    def other_delivery() -> None:
+        inflight.claimed("job-t", 0, theirs)
+        inflight.mark("job-t", 3, theirs)
+        ready.set()
+        done.wait(5)
+
+    t = threading.Thread(target=other_delivery)
+    inflight.claimed("job-t", 0, mine)
+    inflight.mark("job-t", 1, mine)
+    inflight.mark("job-t", 2, mine)
+    t.start()
+    assert ready.wait(5)
+    try:
+        assert inflight.take_claim("job-t", 0) == mine
+        assert inflight.take("job-t", mine) == {1, 2}
+        assert inflight.take("job-t") == {3}, "the other step's call stays marked until it is taken"
+    finally:
+        done.set()
+        t.join()
