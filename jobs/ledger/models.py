@@ -150,6 +150,9 @@ class Item(Base):
     threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     route: Mapped[str | None] = mapped_column(String(10), nullable=True, doc="strong | weak")
     route_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    dispatch: Mapped[str | None] = mapped_column(
+        String(10), nullable=True, doc="sync: sent synchronously whatever the provider's dispatch (a poll step handed it on)."
+    )
     model: Mapped[str | None] = mapped_column(String(200), nullable=True, doc="Model key that answered.")
     response: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -51,6 +51,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+FORCED_SYNC = "sync"
+"""``items.dispatch`` of an item that goes out synchronously whatever its provider's
+dispatch (migration 0013): a poll step handed it on to a generate step."""
+
+
 def prepare_lease(rt: Runtime, provider: str) -> timedelta:
     """How long a ``preparing`` batch is left to its uploader before the poll reconciles it:
     longer than an upload can take (two calls, the file and the create, each with all its

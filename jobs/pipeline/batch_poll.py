@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ from jobs.lifecycle.states import ItemState, JobState
 from jobs.money.budgets import FLOOR_PREFIX, hold_of, release
 from jobs.money.pricing import sync_prices
 from jobs.pipeline.batch_dispatch import (
+    FORCED_SYNC,
     chat_request,
     client_of,
     dispatch_of,
@@ -58,6 +60,10 @@ if TYPE_CHECKING:
     from jobs.providers.batch_api import BatchResult, RemoteBatch
 
 log = logging.getLogger(__name__)
+
+_inline_deadline: ContextVar[float | None] = ContextVar("routebatch_inline_deadline", default=None)
+"""When the running poll step stops answering unanswered lines itself (``time.monotonic``):
+set once per step, so two batches settled by one step share its time."""
 
 DUE_SLACK = timedelta(seconds=1)
 """A poll delivered this much before its batch's time still polls it (clocks, countdown rounding)."""
@@ -123,6 +129,14 @@ def _claim(s: Session, job_id: str, now: datetime, rt: Runtime) -> tuple[list[Pr
 
 def poll_batches(rt: Runtime, queue: TaskQueue, job_id: str) -> int:
     """The ``poll`` step; returns how many provider batches it settled."""
+    token = _inline_deadline.set(time.monotonic() + inline_budget_s(rt))  # one clock for the whole step
+    try:
+        return _poll_batches(rt, queue, job_id)
+    finally:
+        _inline_deadline.reset(token)
+
+
+def _poll_batches(rt: Runtime, queue: TaskQueue, job_id: str) -> int:
     from jobs.pipeline.finalize import maybe_finalize
 
     now = utcnow()
@@ -333,14 +347,22 @@ def send_again(rt: Runtime, queue: TaskQueue, job_id: str, retry: Retry) -> None
         if not rows:
             return
     log.info("job %s: %d items of a provider batch sent again synchronously", job_id, len(rows))
-    deadline = time.monotonic() + rt.settings.short_step_limit_s() * SYNC_INLINE_SHARE
+    deadline = _inline_deadline.get() or time.monotonic() + inline_budget_s(rt)
+    longest = 0.0  # the longest slice so far: one that would end past the deadline is not started
     for start in range(0, len(rows), SYNC_SLICE):
-        if start and time.monotonic() > deadline:
+        began = time.monotonic()
+        if began + longest > deadline:
             hand_to_generate(rt, queue, job_id, rows[start:], retry.lease)
             return
         part = rows[start : start + SYNC_SLICE]
         asyncio.run(FanOut(rt, job_id, part, prices, job_max, retry.lease, plan).run())
         inflight.forget(job_id, [r.id for r in part])
+        longest = max(longest, time.monotonic() - began)
+
+
+def inline_budget_s(rt: Runtime) -> float:
+    """How long one step may spend answering unanswered batch lines itself."""
+    return rt.settings.short_step_limit_s() * SYNC_INLINE_SHARE
 
 
 SYNC_SLICE = 200
@@ -351,16 +373,21 @@ SYNC_INLINE_SHARE = 0.5
 
 def hand_to_generate(rt: Runtime, queue: TaskQueue, job_id: str, rows: list[Any], lease: datetime | None) -> None:
     """Unanswered lines the poll step has no time left to answer go back to ``routed``, and
-    their chunks' generate steps send them (synchronously, or in a new batch where the
-    provider dispatches ``batch``).
+    their chunks' generate steps send them.
 
+    They are marked ``items.dispatch = "sync"``: the generate step sends them synchronously
+    even where the provider dispatches ``batch``, as the policy that sent them here said.
     Why: a poll step has a short time limit (:meth:`Settings.short_step_limit_s`). An expired
     batch of 50,000 lines answered inline would be killed part-way, and every call in flight
     at the kill would be charged as lost by the reaper and sent again.
     """
     from jobs.lifecycle import transitions
 
-    back = transitions.return_unsent_items(rt.db_url, job_id, [r.id for r in rows], None, lease)
+    ids = [r.id for r in rows]
+    with session_scope(rt.db_url) as s:  # marked first: a crash before the hand-off leaves them to the reaper, marked
+        guard = [Item.id.in_(ids), Item.state == ItemState.SENT] + ([Item.lease_until == lease] if lease else [])
+        s.execute(update(Item).where(*guard).values(dispatch=FORCED_SYNC), execution_options={"synchronize_session": False})
+    back = transitions.return_unsent_items(rt.db_url, job_id, ids, None, lease)
     log.info("job %s: %d unanswered batch lines handed to generate steps (the poll's time is up)", job_id, back)
     for chunk in sorted({int(r.chunk) for r in rows}):
         queue.enqueue("generate", job_id, chunk)

@@ -15,13 +15,14 @@ from jobs.money.admission import budget_plan
 from jobs.money.pricing import sync_prices
 from jobs.pipeline import inflight
 from jobs.pipeline.adapt import adapt_when_sampled
-from jobs.pipeline.batch_dispatch import dispatch_batches, dispatch_of
+from jobs.pipeline.batch_dispatch import FORCED_SYNC, dispatch_batches, dispatch_of
 from jobs.pipeline.fanout import FanOut
 from jobs.pipeline.finalize import maybe_finalize
 from jobs.pipeline.route import route_after_pilot
 from jobs.pipeline.tasks import TaskQueue
 from jobs.runtime import Runtime
 
+CLAIM_COLUMNS = (Item.id, Item.custom_id, Item.prompt, Item.messages, Item.params, Item.max_tokens, Item.model, Item.dispatch)
 BATCH_CLAIM_MAX = 50_000
 """Most items one generate step claims for provider batches (OpenAI's per-batch limit)."""
 
@@ -33,7 +34,7 @@ def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> in
         if job is None or job.state != JobState.IN_PROGRESS:
             return 0
         rows = s.execute(
-            select(Item.id, Item.custom_id, Item.prompt, Item.messages, Item.params, Item.max_tokens, Item.model)
+            select(*CLAIM_COLUMNS)
             .where(Item.job_id == job_id, Item.chunk == chunk, Item.state == ItemState.ROUTED)
             .order_by(Item.id)
         ).all()
@@ -50,8 +51,14 @@ def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> in
             # them claimed). Prices above cover them: the models are the same.
             rows = list(rows) + list(
                 s.execute(
-                    select(Item.id, Item.custom_id, Item.prompt, Item.messages, Item.params, Item.max_tokens, Item.model)
-                    .where(Item.job_id == job_id, Item.chunk != chunk, Item.state == ItemState.ROUTED, Item.model.in_(batched))
+                    select(*CLAIM_COLUMNS)
+                    .where(
+                        Item.job_id == job_id,
+                        Item.chunk != chunk,
+                        Item.state == ItemState.ROUTED,
+                        Item.model.in_(batched),
+                        Item.dispatch.is_(None),  # one marked sync is its own chunk's to send
+                    )
                     .order_by(Item.id)
                     .limit(BATCH_CLAIM_MAX)
                 ).all()
@@ -75,8 +82,8 @@ def generate_chunk(rt: Runtime, queue: TaskQueue, job_id: str, chunk: int) -> in
             )
             rows = [r for r in rows if r.id in claimed]
     if batched and rows:
-        to_batch = [r for r in rows if r.model in batched]
-        rows = [r for r in rows if r.model not in batched]
+        to_batch = [r for r in rows if r.model in batched and r.dispatch != FORCED_SYNC]
+        rows = [r for r in rows if r.model not in batched or r.dispatch == FORCED_SYNC]
         if to_batch:
             rows += dispatch_batches(rt, queue, job_id, to_batch, plan, job_max, lease)
     if rows:

@@ -120,9 +120,10 @@ def _wait(state: Any) -> float:
 LIST_MAX = 10_000
 """The most batches one :meth:`list_since` reads (100 per page) before it gives up on
 reaching its time."""
-CLOCK_SLACK = timedelta(seconds=60)
+CLOCK_SLACK = timedelta(hours=1)
 """How far the provider's clock may be behind ours when a batch's creation time is compared
-with the time we recorded before uploading it."""
+with the time we recorded before uploading it. Generous: reading an hour more of the list
+costs little next to paying for a batch twice."""
 
 MAX_ATTEMPTS = 5
 """Tries of one batch API call."""
@@ -198,8 +199,10 @@ class _HttpBatchClient:
                 if b.created_at is not None and b.created_at < floor:
                     return Listing(found, True)
                 found.append(b)
-            if not more or not page or last is None:
+            if not more:
                 return Listing(found, True)
+            if not page or last is None or last == after:  # "more" and no way to get it: not seen all
+                return Listing(found, False)
             after = last
         return Listing(found, False)
 

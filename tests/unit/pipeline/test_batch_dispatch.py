@@ -131,10 +131,11 @@ def test_a_batch_that_expires_half_done_is_finished_synchronously_within_the_bud
 def test_a_poll_step_answers_only_what_its_time_allows_and_hands_on_the_rest(tmp_path: Path, monkeypatch) -> None:
     """An expired batch's unanswered lines were all answered synchronously inside the poll
     step, whose time limit is short: 50,000 of them would get it killed part-way, with every
-    call in flight charged as lost and sent again. Now the poll answers a slice while its
-    time lasts and hands the rest back to generate steps (here: in new provider batches)."""
+    call in flight charged as lost and sent again. Now the poll answers them while its time
+    lasts (one clock for the whole step) and hands the rest to generate steps, which send
+    them synchronously as ``batch_retry = "sync"`` says, not in a new provider batch."""
     monkeypatch.setattr(batch_poll, "SYNC_SLICE", 5)
-    monkeypatch.setattr(batch_poll, "SYNC_INLINE_SHARE", 0.0)  # the time is up after one slice
+    monkeypatch.setattr(batch_poll, "SYNC_INLINE_SHARE", 0.0)  # no time left: everything is handed on
     handed: list[int] = []
     original = batch_poll.hand_to_generate
 
@@ -147,10 +148,10 @@ def test_a_poll_step_answers_only_what_its_time_allows_and_hands_on_the_rest(tmp
     assert st.status == "completed" and st.succeeded == N
     with session_scope(db) as s:
         via_sync = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.provider_batch_id.is_(None)))
-        n_batches = s.scalar(select(func.count()).select_from(ProviderBatch))
-    assert handed and all(n > 0 for n in handed)
-    assert via_sync <= 5 * n_batches, "at most one slice answered inline per settled batch"
-    assert n_batches > 2, "the lines handed on went out in new batches"
+        marked = s.scalar(select(func.count()).select_from(Item).where(Item.dispatch == "sync"))
+        remote = set(s.scalars(select(ProviderBatch.remote_status)))
+    assert handed and 0 < via_sync == sum(handed) == marked < N
+    assert remote == {"expired"} and len(st.provider_batches) == 2, "handed on: sent synchronously, in no new batch"
     sums = _ledger_adds_up(db, st.job_id)
     assert set(sums["per_item"].values()) == {1}, "nothing answered twice"
     assert sums["attempts"] == sums["settled"] == sums["spent"]

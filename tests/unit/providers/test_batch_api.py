@@ -4,13 +4,13 @@ seam, so the real request encoding — multipart upload, JSON, query strings —
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from jobs.errors import ProviderError
-from jobs.providers.batch_api import ENDED, RUNNING, AnthropicBatchClient, BatchRequest, OpenAIBatchClient
+from jobs.providers.batch_api import CLOCK_SLACK, ENDED, RUNNING, AnthropicBatchClient, BatchRequest, OpenAIBatchClient
 from jobs.providers.sim.batches import Answer, SimBatches
 from tests.unit.providers.test_sim_batches import Clock, fake_complete
 
@@ -230,7 +230,7 @@ def test_a_rate_limited_create_is_tried_again() -> None:
 @pytest.mark.parametrize("client_cls", [OpenAIBatchClient, AnthropicBatchClient])
 def test_listing_since_a_time_reads_every_page_back_to_it(client_cls: type) -> None:
     """A reconcile must see every batch created since its record, not only the first page:
-    250 batches a minute apart, listed since the 20th, page by page (100 at most each)."""
+    250 batches two hours apart, listed since the 20th, page by page (100 at most each)."""
     clock, seen = Clock(), []
     sim = SimBatches(fake_complete, complete_after_s=5.0, clock=clock)
     client = client_cls("http://sim", KEY, transport=transport_for(sim, seen))
@@ -238,13 +238,36 @@ def test_listing_since_a_time_reads_every_page_back_to_it(client_cls: type) -> N
     ids = []
     for i in range(250):
         ids.append(client.submit([chat(i)], {}).id)
-        clock.now += 120
+        clock.now += 7200
     seen.clear()
-    since = datetime.fromtimestamp(start + 20 * 120, UTC)
+    since = datetime.fromtimestamp(start + 20 * 7200, UTC)
     listing = client.list_since(since)
     assert listing.complete and [b.id for b in listing.batches] == ids[20:][::-1]
     assert len(seen) == 3, "three pages of at most 100"
-    assert all(b.created_at is not None and b.created_at >= since - timedelta(seconds=60) for b in listing.batches)
+    assert all(b.created_at is not None and b.created_at >= since - CLOCK_SLACK for b in listing.batches)
     short = client.list_since(since, max_batches=150)
     assert not short.complete and len(short.batches) == 150, "stopped before reaching the time: it says so"
     assert client.list_since(datetime.fromtimestamp(clock.now + 3600, UTC)).batches == []
+
+
+def test_a_list_that_says_more_but_gives_no_page_is_not_complete() -> None:
+    """A provider answering ``has_more`` with an empty page (or a cursor that does not move)
+    has not shown everything: the scan must not say it saw every batch, or a reconcile would
+    upload a batch that may exist."""
+    pages = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        pages["n"] += 1
+        if pages["n"] == 1:
+            b = {"id": "batch_a", "status": "in_progress", "created_at": 2_000_000_000, "request_counts": {"total": 1}}
+            return httpx.Response(200, json={"data": [b], "has_more": True, "last_id": "batch_a"})
+        if pages["n"] == 2:  # the same cursor again
+            b = {"id": "batch_a", "status": "in_progress", "created_at": 2_000_000_000, "request_counts": {"total": 1}}
+            return httpx.Response(200, json={"data": [b], "has_more": True, "last_id": "batch_a"})
+        return httpx.Response(200, json={"data": [], "has_more": True})
+
+    client = OpenAIBatchClient("http://sim", KEY, transport=httpx.MockTransport(handler))
+    listing = client.list_since(datetime(2020, 1, 1, tzinfo=UTC))
+    assert not listing.complete and pages["n"] == 2
+    pages["n"] = 2
+    assert not client.list_since(datetime(2020, 1, 1, tzinfo=UTC)).complete, "an empty page with has_more"
