@@ -764,6 +764,7 @@ def _reopen(
                     (Item.score.is_(None), ItemState.PENDING), (Item.route.is_(None), ItemState.SCORED), else_=ItemState.ROUTED
                 ),
                 error=None,
+                dispatch=None,  # a reopened item is sent as the configuration says now
                 updated_at=now,
             )
         )
@@ -772,7 +773,7 @@ def _reopen(
             s.execute(
                 update(Item)
                 .where(Item.job_id == job_id, Item.state == ItemState.SKIPPED_BUDGET)
-                .values(state=ItemState.ROUTED, error=None, updated_at=now)
+                .values(state=ItemState.ROUTED, error=None, dispatch=None, updated_at=now)
             )
         counts = dict(s.execute(select(Item.state, func.count()).where(Item.job_id == job_id).group_by(Item.state)).all())
         open_count = sum(n for st, n in counts.items() if ItemState(st) not in ITEM_TERMINAL)

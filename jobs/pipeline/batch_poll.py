@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_inline_deadline: ContextVar[float | None] = ContextVar("routebatch_inline_deadline", default=None)
+_inline_deadline: ContextVar[InlineClock | None] = ContextVar("routebatch_inline_deadline", default=None)
 """When the running poll step stops answering unanswered lines itself (``time.monotonic``):
 set once per step, so two batches settled by one step share its time."""
 
@@ -129,7 +129,7 @@ def _claim(s: Session, job_id: str, now: datetime, rt: Runtime) -> tuple[list[Pr
 
 def poll_batches(rt: Runtime, queue: TaskQueue, job_id: str) -> int:
     """The ``poll`` step; returns how many provider batches it settled."""
-    token = _inline_deadline.set(time.monotonic() + inline_budget_s(rt))  # one clock for the whole step
+    token = _inline_deadline.set(InlineClock(time.monotonic() + inline_budget_s(rt)))  # one clock for the whole step
     try:
         return _poll_batches(rt, queue, job_id)
     finally:
@@ -316,8 +316,12 @@ def _retry(s: Session, rt: Runtime, job: Job, pb: ProviderBatch, missing: dict[i
         return Retry()
     batch_round = pb.retry_round + 1 if policy == "batch" and pb.retry_round < BATCH_ROUNDS_MAX else 0
     lease = now + timedelta(seconds=rt.settings.send_lease_s)
+    # bound for a synchronous send: marked in the same write, so a step killed before it sent
+    # them leaves them (to the reaper, then generate) marked, not for a new batch of round 1
+    mark = {"dispatch": FORCED_SYNC} if batch_round == 0 else {}
     s.execute(
-        update(Item).where(*guard).values(lease_until=lease, updated_at=now), execution_options={"synchronize_session": False}
+        update(Item).where(*guard).values(lease_until=lease, updated_at=now, **mark),
+        execution_options={"synchronize_session": False},
     )
     rows = s.execute(select(*ITEM_COLUMNS).where(Item.id.in_(ids), Item.lease_until == lease)).all()
     return Retry(rows=list(rows), lease=lease, batch_round=batch_round)
@@ -347,17 +351,25 @@ def send_again(rt: Runtime, queue: TaskQueue, job_id: str, retry: Retry) -> None
         if not rows:
             return
     log.info("job %s: %d items of a provider batch sent again synchronously", job_id, len(rows))
-    deadline = _inline_deadline.get() or time.monotonic() + inline_budget_s(rt)
-    longest = 0.0  # the longest slice so far: one that would end past the deadline is not started
+    clock = _inline_deadline.get() or InlineClock(time.monotonic() + inline_budget_s(rt))
     for start in range(0, len(rows), SYNC_SLICE):
         began = time.monotonic()
-        if began + longest > deadline:
+        if began + clock.longest_slice_s > clock.deadline:  # it would end past the deadline
             hand_to_generate(rt, queue, job_id, rows[start:], retry.lease)
             return
         part = rows[start : start + SYNC_SLICE]
         asyncio.run(FanOut(rt, job_id, part, prices, job_max, retry.lease, plan).run())
         inflight.forget(job_id, [r.id for r in part])
-        longest = max(longest, time.monotonic() - began)
+        clock.longest_slice_s = max(clock.longest_slice_s, time.monotonic() - began)
+
+
+@dataclass
+class InlineClock:
+    """A step's time for answering unanswered lines itself: when it ends (``time.monotonic``)
+    and the longest slice so far, over every batch the step settles."""
+
+    deadline: float
+    longest_slice_s: float = 0.0
 
 
 def inline_budget_s(rt: Runtime) -> float:

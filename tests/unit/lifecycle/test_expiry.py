@@ -214,8 +214,13 @@ def test_cancel_is_final_until_reopen(tmp_path: Path, sqlite_url: str, runtime_f
         service.resume(rt, job_id, InlineQueue())
     assert "cancel is final" in str(err.value) and "\n" not in str(err.value)
     assert service.status(rt, job_id).counts["cancelled"] == 30
+    with session_scope(sqlite_url) as s:  # a poll step had marked some for a synchronous send
+        s.execute(update(Item).where(Item.job_id == job_id, Item.id % 2 == 0).values(dispatch="sync"))
     queue = InlineQueue()
     service.resume(rt, job_id, queue, reopen=True)
+    with session_scope(sqlite_url) as s:
+        marked = s.scalar(select(func.count()).select_from(Item).where(Item.job_id == job_id, Item.dispatch.is_not(None)))
+    assert marked == 0, "a reopened item is sent as the configuration says now"
     service.drain_inline(rt, queue, job_id)
     st = service.status(rt, job_id)
     assert st.status == JobState.COMPLETED and st.succeeded == 30

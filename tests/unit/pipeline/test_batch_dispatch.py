@@ -123,7 +123,9 @@ def test_a_batch_that_expires_half_done_is_finished_synchronously_within_the_bud
         via_batch = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.provider_batch_id.is_not(None)))
         via_sync = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.provider_batch_id.is_(None)))
         states = set(s.scalars(select(ProviderBatch.remote_status)))
+        marked = s.scalar(select(func.count()).select_from(Item).where(Item.dispatch == "sync"))
     assert states == {"expired"} and 0 < via_batch < N and via_batch + via_sync == N
+    assert marked == via_sync, "marked for a synchronous send when leased for it: a killed step's reaper keeps that"
     sums = _ledger_adds_up(db, st.job_id)
     assert sums["attempts"] == sums["settled"] == sums["spent"]
 
