@@ -324,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 row[key], row[key + "_se"] = _mean_se([r[key] for r in runs])
             row["chosen"] = {c: sum(r["chosen"] == c for r in runs) for c in sorted({r["chosen"] for r in runs})}
+            row["apgr_adapted_per_seed"] = [r["apgr_adapted"] for r in runs]  # seeds 0.. in order: runs compare paired
             results.append(row)
         cov = cov[: args.coverage_runs]
         results.append(

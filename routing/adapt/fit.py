@@ -9,6 +9,14 @@ With beta = 0 the model ranks exactly as the prior does, so a tiny or uninformat
 leaves the prior's ranking intact; a large sample that says the prior is wrong (even
 inverted) can move the slope and add directions.
 
+How far the fit trusts the prior is chosen by the same inner cross-validation: the offset
+is the prior logit times a scale of 1, 1/2 or 0 (ties go to the larger scale, then to the
+stronger penalty). Shrinking towards a prior that carries no signal for this job (a random
+or mismatched router, logits of +-9) costs the sample much of its evidence: a penalised
+slope cannot cancel the offset, and a few dozen labels that separate the job cleanly still
+left a third of its hard items ranked by the prior's noise. With scale 0 the penalty
+shrinks towards "no prior" and the prior logit stays a free (penalised) feature.
+
 Fitted by Newton's method (a few dozen parameters at most): pure numpy, deterministic.
 """
 
@@ -19,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 LAMBDAS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0, 1e5)
+OFFSET_SCALES = (1.0, 0.5, 0.0)  # in order of preference on ties: the prior first
 INTERCEPT_PENALTY = 1e-3  # keeps c finite when a fold has one class only
 
 
@@ -70,39 +79,46 @@ def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
     return folds
 
 
-def choose_lambda(X: np.ndarray, y: np.ndarray, offset: np.ndarray, seed: int = 0, k: int = 5) -> float:
-    """The L2 strength with the lowest inner-CV log loss (the largest on ties or tiny samples)."""
+def choose_penalty(X: np.ndarray, y: np.ndarray, offset: np.ndarray, seed: int = 0, k: int = 5) -> tuple[float, float]:
+    """(L2 strength, offset scale) with the lowest inner-CV log loss.
+
+    Ties, and samples too small to tell, go to the prior: the largest scale, then the
+    strongest penalty.
+    """
     minority = int(min((y >= 0.5).sum(), (y < 0.5).sum()))
     if y.size < 10 or minority < 2:
-        return LAMBDAS[-1]
+        return LAMBDAS[-1], OFFSET_SCALES[0]
     k = min(k, minority)
     folds = stratified_folds(y, k, seed)
-    pred = np.empty((len(LAMBDAS), y.size))
+    grid = [(scale, lam) for scale in OFFSET_SCALES for lam in reversed(LAMBDAS)]  # preference order
+    pred = np.empty((len(grid), y.size))
     for f in range(k):
         tr, te = folds != f, folds == f
-        start = None
-        for j in range(len(LAMBDAS) - 1, -1, -1):  # strongest penalty first, warm-started
-            c, beta = fit_offset_logistic(X[tr], y[tr], offset[tr], LAMBDAS[j], start=start)
-            start = np.concatenate([[c], beta])
-            pred[j, te] = _sigmoid(offset[te] + c + X[te] @ beta)
+        for s_i, scale in enumerate(OFFSET_SCALES):
+            start = None
+            for l_i, lam in enumerate(reversed(LAMBDAS)):  # strongest penalty first, warm-started
+                c, beta = fit_offset_logistic(X[tr], y[tr], scale * offset[tr], lam, start=start)
+                start = np.concatenate([[c], beta])
+                pred[s_i * len(LAMBDAS) + l_i, te] = _sigmoid(scale * offset[te] + c + X[te] @ beta)
     arr = np.array([log_loss(y, row) for row in pred])
-    best = np.flatnonzero(arr <= arr.min() + 1e-9)
-    return LAMBDAS[int(best[-1])]
+    scale, lam = grid[int(np.flatnonzero(arr <= arr.min() + 1e-9)[0])]
+    return lam, scale
 
 
 @dataclass(frozen=True)
 class AdaptedModel:
-    """A fitted per-job router: scores = sigmoid(offset + intercept + X @ beta)."""
+    """A fitted per-job router: scores = sigmoid(offset_scale * offset + intercept + X @ beta)."""
 
     intercept: float
     beta: np.ndarray
     lam: float
+    offset_scale: float = 1.0
 
     def score(self, offset: np.ndarray, X: np.ndarray) -> np.ndarray:
-        return _sigmoid(np.asarray(offset) + self.intercept + np.asarray(X) @ self.beta)
+        return _sigmoid(self.offset_scale * np.asarray(offset) + self.intercept + np.asarray(X) @ self.beta)
 
     def to_dict(self) -> dict[str, object]:
-        return {"intercept": self.intercept, "beta": self.beta.tolist(), "lambda": self.lam}
+        return {"intercept": self.intercept, "beta": self.beta.tolist(), "lambda": self.lam, "offset_scale": self.offset_scale}
 
 
 def fit_adapted(X: np.ndarray, strong_needed: np.ndarray, offset: np.ndarray, seed: int = 0) -> AdaptedModel:
@@ -112,6 +128,6 @@ def fit_adapted(X: np.ndarray, strong_needed: np.ndarray, offset: np.ndarray, se
     offset = np.asarray(offset, dtype=np.float64)
     if not (X.shape[0] == y.size == offset.size):
         raise ValueError("X, labels and offset differ in length")
-    lam = choose_lambda(X, y, offset, seed=seed)
-    c, beta = fit_offset_logistic(X, y, offset, lam)
-    return AdaptedModel(c, beta, lam)
+    lam, scale = choose_penalty(X, y, offset, seed=seed)
+    c, beta = fit_offset_logistic(X, y, scale * offset, lam)
+    return AdaptedModel(c, beta, lam, scale)

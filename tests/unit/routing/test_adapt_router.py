@@ -91,3 +91,31 @@ def test_vectorised_verdict_apgr_matches_the_evaluation_module() -> None:
         for row in range(5):
             assert abs(many[row] - verdict_apgr(s[row], wg[row])) < 1e-9
     assert np.isnan(verdict_apgr(np.arange(5.0), np.ones(5)))  # no gap: undefined
+
+
+def test_a_prior_without_signal_does_not_drown_a_cleanly_separating_sample() -> None:
+    """A random prior (logits up to +-9) and a third of the job in a cluster that needs the
+    strong model: 45 judged items separate it cleanly. Shrinking towards the prior kept its
+    noise in the ranking (in one seed of ten only 54 of the 100 hard items ranked in the top
+    100); the fit may now choose to trust the prior less (98-100 in all ten)."""
+    n, hard_n = 300, 100
+    worst = n
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        hard = np.zeros(n, dtype=bool)
+        hard[rng.choice(n, hard_n, replace=False)] = True
+        E = rng.normal(scale=0.3, size=(n, 12))
+        E[hard, 0] += 2.0  # the cluster: one embedding direction
+        prompts = [f"prompt {i}" for i in range(n)]
+        prior = rng.random(n)  # no signal
+        job = job_design(prior, E, prompts)
+        idx = np.sort(
+            np.concatenate(
+                [rng.choice(np.flatnonzero(hard), 15, replace=False), rng.choice(np.flatnonzero(~hard), 30, replace=False)]
+            )
+        )
+        model = fit_adapted(job.X[idx], hard[idx].astype(float), job.offset[idx], seed=seed)
+        scores = model.score(job.offset, job.X)
+        top = np.argsort(-scores)[:hard_n]
+        worst = min(worst, int(hard[top].sum()))
+    assert worst >= 95
