@@ -230,6 +230,16 @@ SPEC_OPTIONS: list[tuple[str, object, object]] = [
     ),
     ("adapt_min", int, typer.Option(100, "--adapt-min", help="With --adapt: at least this many sampled items.")),
     (
+        "adapt_max_cost",
+        Optional[float],
+        typer.Option(
+            None,
+            "--adapt-max-cost",
+            help="With --adapt: S, e.g. 0.25: adapt only if the sample's weak twins and judge calls are estimated at "
+            "most S of the job's cost; else route as usual before making them.",
+        ),
+    ),
+    (
         "judge",
         Optional[str],
         typer.Option(None, "--judge", help="With --adapt: llm (the [judge] model, default) | labels:FILE | sim."),

@@ -128,6 +128,14 @@ class JobSpec(BaseModel):
         description="With --adapt: the sample holds at least this many items (fewer than about 100 verdicts choose "
         "poorly: docs/evaluation.md).",
     )
+    adapt_max_cost: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="With --adapt: adapt only when the drawn sample's weak twins and judge calls are estimated at "
+        "most this share of the job's cost (status's 'adapting cost'); otherwise route as usual, before any of "
+        "those calls. Default: no limit (the estimate is in the job's notes either way).",
+    )
     judge: str | None = Field(
         None, description="With --adapt: llm (the [judge] model, default), labels:FILE (known answers) or sim."
     )
@@ -177,8 +185,8 @@ class JobSpec(BaseModel):
     @model_validator(mode="after")
     def _adapt_rule(self) -> JobSpec:
         if self.adapt is None:
-            if self.judge is not None or self.memory is not None:
-                raise ValueError("--judge and --memory go with --adapt F")
+            if self.judge is not None or self.memory is not None or self.adapt_max_cost is not None:
+                raise ValueError("--judge, --memory and --adapt-max-cost go with --adapt F")
             return self
         if self.threshold is not None or self.share_from_sample is not None or self.allocate == "budget":
             raise ValueError("--adapt routes the rest at --strong-share (an exact share of the items outside the sample)")

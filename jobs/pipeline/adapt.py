@@ -141,6 +141,52 @@ def memory_pairs(s: Session, name: str, strong: str, weak: str, exclude_job: str
     return [(p, float(w)) for p, w in s.execute(q).all() if w is not None]
 
 
+def _sample_cost(rt: Runtime, s: Session, job: Job, item_ids: list[int], sample: np.ndarray) -> dict[str, Any]:
+    """The drawn sample's estimated weak-twin and judge cost, and its share of the job's
+    (``jobs.reports.planning.sample_extra_cost``, the estimate ``plan --adapt`` makes)."""
+    from jobs.datasets import PromptRow
+    from jobs.reports.planning import sample_extra_cost
+
+    found = {
+        r.id: PromptRow(r.line_no, r.custom_id, r.prompt, r.messages, r.max_tokens)
+        for r in s.execute(
+            select(Item.id, Item.line_no, Item.custom_id, Item.prompt, Item.messages, Item.max_tokens).where(
+                Item.job_id == job.id, Item.score.is_not(None)
+            )
+        )
+    }
+    spec = job.spec or {}
+    return sample_extra_cost(
+        rt.config,
+        [found[i] for i in item_ids],
+        job.strong_model,
+        job.weak_model,
+        sample,
+        judge="llm" if not spec.get("judge") or spec["judge"] == "llm" else "none",
+        strong_share=float(job.strong_share if job.strong_share is not None else 0.5),
+        max_tokens=spec.get("max_tokens"),
+        dispatch=spec.get("dispatch"),
+        db_url=rt.db_url,
+        seed=_seed(job.id),
+    )
+
+
+def _cost_words(cost: dict[str, Any]) -> str:
+    basis = "" if cost.get("from_history") else " (answers priced at max_tokens: no answers of these models in the ledger yet)"
+    return (
+        f"the sample's weak twins and judge calls are estimated at ${micro_to_usd(int(cost['extra_micro_usd'])):.6f}, "
+        f"{100 * float(cost['share']):.1f}% of the job's cost{basis}"
+    )
+
+
+def _over_cost_limit(job: Job, cost: dict[str, Any]) -> str | None:
+    """Why the job does not adapt, when ``--adapt-max-cost`` says the sample costs too much."""
+    limit = (job.spec or {}).get("adapt_max_cost")
+    if limit is None or float(cost["share"]) <= float(limit):
+        return None
+    return f"{_cost_words(cost)}, over --adapt-max-cost {100 * float(limit):.1f}%"
+
+
 def adapt_step(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     """The ``adapt`` step. Every item is scored: route the sample to the strong model (once
     per job); once the sample is judged, fit the per-job router and route the rest.
@@ -183,35 +229,46 @@ def adapt_step(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         else:
             _, design = _design([r.prompt for r in rows], scores)
             sample = stratified_sample(scores, design.reduced, plan.fraction, min_count=plan.min_count, seed=_seed(job_id))
-            ids = [rows[i].id for i in sample.indices]
-            now = utcnow()
-            s.execute(
-                update(Item)
-                .where(Item.id.in_(ids), Item.state == ItemState.SCORED)
-                .values(
-                    state=ItemState.ROUTED, route="strong", model=job.strong_model, route_reason="adapt_sample", updated_at=now
-                ),
-                execution_options={"synchronize_session": False},
-            )
-            job.spec = {
-                **job.spec,
-                "adaptation": {
-                    "stage": "sampling",
-                    "fraction": plan.fraction,
-                    "min_count": plan.min_count,
-                    "seed": _seed(job_id),
-                    "sample_item_ids": ids,
-                    **({"memory": memory, "remembered": remembered} if memory else {}),
-                },
-            }
-            chunks = sorted({rows[i].chunk for i in sample.indices})
-            add_event(
-                s,
-                "job_note",
-                f"adapt: a sample of {len(ids)} of {len(rows)} items goes to both models and the judge first"
-                + (f" (under twice the minimum of {minimum}: the sample is half the job)" if plan.small_job else ""),
-                job_id=job_id,
-            )
+            cost = _sample_cost(rt, s, job, [r.id for r in rows], sample.indices)
+            over = _over_cost_limit(job, cost)
+            if over is not None:
+                job.spec = {**job.spec, "adaptation": {"stage": "skipped", "reason": over, "estimated_cost": cost}}
+                add_event(s, "job_note", f"adapt: {over}; routed as usual", job_id=job_id)
+            else:
+                ids = [rows[i].id for i in sample.indices]
+                s.execute(
+                    update(Item)
+                    .where(Item.id.in_(ids), Item.state == ItemState.SCORED)
+                    .values(
+                        state=ItemState.ROUTED,
+                        route="strong",
+                        model=job.strong_model,
+                        route_reason="adapt_sample",
+                        updated_at=utcnow(),
+                    ),
+                    execution_options={"synchronize_session": False},
+                )
+                job.spec = {
+                    **job.spec,
+                    "adaptation": {
+                        "stage": "sampling",
+                        "fraction": plan.fraction,
+                        "min_count": plan.min_count,
+                        "seed": _seed(job_id),
+                        "sample_item_ids": ids,
+                        "estimated_cost": cost,
+                        **({"memory": memory, "remembered": remembered} if memory else {}),
+                    },
+                }
+                chunks = sorted({rows[i].chunk for i in sample.indices})
+                add_event(
+                    s,
+                    "job_note",
+                    f"adapt: a sample of {len(ids)} of {len(rows)} items goes to both models and the judge first"
+                    + (f" (under twice the minimum of {minimum}: the sample is half the job)" if plan.small_job else "")
+                    + f"; {_cost_words(cost)}",
+                    job_id=job_id,
+                )
     if not chunks:
         from jobs.pipeline.route import route_job
 

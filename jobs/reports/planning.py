@@ -334,6 +334,30 @@ JUDGE_TEMPLATE_TOKENS = 200
 """Tokens of the pairwise judge prompt around the question and the two answers (jobs.judge)."""
 
 
+def judge_micro_per_item(
+    config: AppConfig,
+    rows: list[PromptRow],
+    strong_micro: np.ndarray,
+    weak_micro: np.ndarray,
+    strong: str,
+    weak: str,
+    judge_model: str,
+    dispatch: str | None = None,
+) -> np.ndarray:
+    """Estimated micro-USD of judging each row with a model judge: both orders, each reading
+    the question, both estimated answers (their lengths recovered from the answers' estimated
+    costs) and the template, and writing at most ``[judge] max_tokens``."""
+    from jobs.money.tokens import input_token_bound
+
+    prices = _prices(config, [strong, weak, judge_model], dispatch)
+    ps, pw, pj = prices[strong], prices[weak], prices[judge_model]
+    tokens_in = np.array([input_token_bound(r.messages or [{"role": "user", "content": r.prompt}]) for r in rows], dtype=float)
+    out_s = np.maximum(strong_micro - tokens_in * ps.input_micro_per_mtok / 1e6, 0) / max(ps.output_micro_per_mtok / 1e6, 1e-12)
+    out_w = np.maximum(weak_micro - tokens_in * pw.input_micro_per_mtok / 1e6, 0) / max(pw.output_micro_per_mtok / 1e6, 1e-12)
+    reads = tokens_in + out_s + out_w + JUDGE_TEMPLATE_TOKENS
+    return np.asarray(2 * (reads * pj.input_micro_per_mtok + config.judge.max_tokens * pj.output_micro_per_mtok) / 1e6)
+
+
 def adapt_overhead(
     config: AppConfig,
     rows: list[PromptRow],
@@ -351,7 +375,6 @@ def adapt_overhead(
     sample's share of the items' estimated costs. A model judge reads the question and both
     estimated answers plus the prompt template, in both orders, and writes a short verdict;
     ``labels:FILE`` and ``sim`` judges make no calls."""
-    from jobs.money.tokens import input_token_bound
     from routing.adapt.sample import SMALL_JOB_MIN, job_sample
 
     n = len(rows)
@@ -365,19 +388,7 @@ def adapt_overhead(
     judge_model = None
     if judge in ("llm", None):
         judge_model = config.judge.judge_model(strong)
-        prices = _prices(config, [strong, weak, judge_model], dispatch)
-        ps, pw, pj = prices[strong], prices[weak], prices[judge_model]
-        tokens_in = np.array(
-            [input_token_bound(r.messages or [{"role": "user", "content": r.prompt}]) for r in rows], dtype=float
-        )
-        out_s = np.maximum(inp.strong_micro - tokens_in * ps.input_micro_per_mtok / 1e6, 0) / max(
-            ps.output_micro_per_mtok / 1e6, 1e-12
-        )
-        out_w = np.maximum(inp.weak_micro - tokens_in * pw.input_micro_per_mtok / 1e6, 0) / max(
-            pw.output_micro_per_mtok / 1e6, 1e-12
-        )
-        reads = tokens_in + out_s + out_w + JUDGE_TEMPLATE_TOKENS
-        per_item = 2 * (reads * pj.input_micro_per_mtok + config.judge.max_tokens * pj.output_micro_per_mtok) / 1e6
+        per_item = judge_micro_per_item(config, rows, inp.strong_micro, inp.weak_micro, strong, weak, judge_model, dispatch)
         judge_micro = float(per_item.sum()) * share
     twin_micro, judge_total = int(round(twin)), int(round(judge_micro))
     return {
@@ -388,6 +399,64 @@ def adapt_overhead(
         "extra_micro_usd": twin_micro + judge_total,
         "extra_usd": micro_to_usd(twin_micro + judge_total),
         **({"note": f"under twice the minimum of {minimum} items: the sample is half the job"} if drawn.small_job else {}),
+    }
+
+
+def sample_extra_cost(
+    config: AppConfig,
+    rows: list[PromptRow],
+    strong: str,
+    weak: str,
+    sample: np.ndarray,
+    *,
+    judge: str = "llm",
+    strong_share: float = 0.5,
+    max_tokens: int | None = None,
+    dispatch: str | None = None,
+    db_url: str | None = None,
+    rest_limit: int = 5000,
+    seed: int = 0,
+) -> dict[str, int | float | bool]:
+    """Before a drawn sample is sent: its weak twins' and judge calls' estimated cost, and that
+    as a share of the adapting job's estimated cost (the sample answered by the strong model,
+    the rest routed at ``strong_share``), the same share ``status`` reports afterwards as
+    ``adapt_cost_share``. Answer lengths come from the ledger's history where it has some.
+    The rest is priced on a uniform subset of at most ``rest_limit`` rows, scaled up: a long
+    job's adapt step need not price every item to know the order of magnitude."""
+    sample = np.asarray(sample, dtype=int)
+    rest = np.setdiff1d(np.arange(len(rows)), sample)
+    priced_rest = rest
+    if rest.size > rest_limit:
+        priced_rest = np.sort(np.random.default_rng(seed).choice(rest, rest_limit, replace=False))
+    picked = [rows[i] for i in sample]
+    others = [rows[i] for i in priced_rest]
+    prices = _prices(config, [strong, weak], dispatch)
+    on_sample, on_rest = {}, {}
+    from_history = True
+    for m in (strong, weak):
+        history = load_history(db_url, m) if db_url else None
+        from_history = from_history and history is not None and not history.empty
+        on_sample[m] = model_costs(config, picked, m, prices, max_tokens=max_tokens, history=history).estimate
+        on_rest[m] = model_costs(config, others, m, prices, max_tokens=max_tokens, history=history).estimate
+    twin = float(on_sample[weak].sum())
+    judged = 0.0
+    if judge in ("llm", None) and picked:
+        model = config.judge.judge_model(strong)
+        judged = float(
+            judge_micro_per_item(config, picked, on_sample[strong], on_sample[weak], strong, weak, model, dispatch).sum()
+        )
+    scale = rest.size / max(priced_rest.size, 1)
+    routed_rest = strong_share * float(on_rest[strong].sum()) + (1 - strong_share) * float(on_rest[weak].sum())
+    job = float(on_sample[strong].sum()) + scale * routed_rest
+    twin_micro, judge_micro = int(round(twin)), int(round(judged))
+    extra = twin_micro + judge_micro
+    return {
+        "twin_micro_usd": twin_micro,
+        "judge_micro_usd": judge_micro,
+        "extra_micro_usd": extra,
+        "job_micro_usd": int(round(job)),
+        "share": extra / (job + extra) if job + extra > 0 else 0.0,
+        "from_history": from_history,
     }
 
 

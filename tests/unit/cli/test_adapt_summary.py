@@ -72,3 +72,17 @@ def test_the_all_strong_baseline_of_an_adapted_job_does_not_pay_for_adapting(tmp
     assert round(full["all_strong_cost_usd"] * 1e6) == view[0]
     assert view[1] == full["cost_micro_usd"]  # what was spent still counts every call
     assert full["savings_pct"] == round(100.0 * (1 - view[1] / view[0]), 2)
+
+
+def test_adapt_max_cost_stops_a_sample_that_would_cost_more_than_it_allows(tmp_path: Path) -> None:
+    """The README example's sample is half the job: with ``--adapt-max-cost 0.25`` it is priced,
+    found over the limit and never sent; the job routes as usual and its summary says why."""
+    done = rb(["run", str(EXAMPLE), "--adapt", "0.1", "--adapt-max-cost", "0.25", "--json"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    st = json.loads(done.stdout)
+    a = st["adaptation"]
+    assert a["stage"] == "skipped" and "over --adapt-max-cost 25.0%" in a["reason"]
+    assert a["estimated_cost"]["share"] > 0.25 and st["quality_vs_strong"] is None
+    assert st["succeeded"] == 50 and st["attempts"] == 50  # no twin, no judge call
+    refused = rb(["run", str(EXAMPLE), "--adapt-max-cost", "0.25"], tmp_path)
+    assert refused.returncode != 0 and "go with --adapt" in refused.stdout + refused.stderr

@@ -112,3 +112,24 @@ weak = "sim-weak"
     alloc = planned["tiers"]["allocation"]
     assert sum(alloc["by_model"].values()) == 40 and alloc["cost_usd"] <= cap + 1e-9 and alloc["affordable"]
     assert alloc["expected_quality"] <= alloc["lp_bound"] + 1e-9
+
+
+def test_the_adapt_steps_estimate_prices_a_subset_of_a_long_rest_and_scales_it() -> None:
+    """``sample_extra_cost`` (what ``--adapt-max-cost`` compares): the sample priced item by item,
+    the rest from a uniform subset; the judge priced only when it is a model."""
+    import numpy as np
+
+    from jobs.config import BUILTIN_CONFIG, parse_config
+    from jobs.datasets import PromptRow
+    from jobs.reports.planning import sample_extra_cost
+
+    cfg = parse_config(BUILTIN_CONFIG)
+    rows = [PromptRow(i + 1, f"c{i}", f"question {i} " * (1 + i % 9)) for i in range(3000)]
+    sample = np.arange(0, 3000, 30)
+    full = sample_extra_cost(cfg, rows, "sim-strong", "sim-weak", sample, rest_limit=10_000)
+    part = sample_extra_cost(cfg, rows, "sim-strong", "sim-weak", sample, rest_limit=300)
+    free = sample_extra_cost(cfg, rows, "sim-strong", "sim-weak", sample, judge="labels:x", rest_limit=300)
+    assert full["twin_micro_usd"] == part["twin_micro_usd"] > 0 and full["judge_micro_usd"] == part["judge_micro_usd"] > 0
+    assert abs(part["job_micro_usd"] - full["job_micro_usd"]) <= 0.05 * full["job_micro_usd"]
+    assert free["judge_micro_usd"] == 0 and free["extra_micro_usd"] == free["twin_micro_usd"]
+    assert 0 < free["share"] < part["share"] < 1 and not full["from_history"]

@@ -105,7 +105,7 @@ def test_every_call_is_charged_and_held(adapted) -> None:
 def test_adapt_refuses_rules_it_cannot_honour(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--strong-share"):
         JobSpec(input_file="x.jsonl", adapt=0.1, threshold=0.5)
-    with pytest.raises(ValueError, match="--judge and --memory go with --adapt"):
+    with pytest.raises(ValueError, match="--judge, --memory and --adapt-max-cost go with --adapt"):
         JobSpec(input_file="x.jsonl", judge="llm")
 
 
@@ -525,3 +525,42 @@ def test_the_judging_lease_outlasts_the_step(tmp_path: Path, runtime_factory) ->
     rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
     rt.settings.generate_time_limit_s = 3600.0
     assert judging_lease(rt).total_seconds() > 3600.0
+
+
+def _llm_judged(tmp_path: Path, runtime_factory, **extra):
+    data, _ = _data(tmp_path)
+    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
+    spec = JobSpec(input_file=str(data), router="random:seed=3", strong_share=0.4, adapt=0.15, adapt_min=20, **extra)
+    return rt, service.run(rt, spec)
+
+
+def test_a_sample_over_the_cost_limit_is_never_sent(tmp_path: Path, runtime_factory) -> None:
+    """``--adapt-max-cost``: the drawn sample's twins and judge calls are priced before any of
+    them is made; over the limit, the job routes as usual and says why."""
+    rt, st = _llm_judged(tmp_path, runtime_factory, adapt_max_cost=0.02)
+    assert st.status == "completed" and st.succeeded == N
+    a = st.adaptation
+    assert a["stage"] == "skipped" and "--adapt-max-cost 2.0%" in a["reason"]
+    assert a["estimated_cost"]["share"] > 0.02 and a["estimated_cost"]["judge_micro_usd"] > 0
+    with session_scope(rt.db_url) as s:
+        assert s.scalar(select(func.count()).select_from(Judgement)) == 0
+        assert s.scalar(select(func.count()).select_from(Attempt)) == N  # one answer per item, no twin, no judge
+        reasons = dict(s.execute(select(Item.route_reason, func.count()).group_by(Item.route_reason)).all())
+    assert not any(r and r.startswith("adapt") for r in reasons)
+    assert any("over --adapt-max-cost" in n for n in st.notes)
+
+
+def test_the_estimated_adapting_cost_is_kept_and_near_what_it_cost(tmp_path: Path, runtime_factory) -> None:
+    """With answers of both models in the ledger (an earlier job), the estimate prices answers
+    at their recorded lengths, so it lands near the share the job then reports."""
+    data, _ = _data(tmp_path)
+    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
+    service.run(rt, JobSpec(input_file=str(data), router="random:seed=3", strong_share=0.5))
+    st = service.run(
+        rt, JobSpec(input_file=str(data), router="random:seed=3", strong_share=0.4, adapt=0.15, adapt_min=20, adapt_max_cost=0.95)
+    )
+    a = st.adaptation
+    assert a["stage"] == "adapted"
+    est = a["estimated_cost"]
+    assert est["from_history"] and est["extra_micro_usd"] == est["twin_micro_usd"] + est["judge_micro_usd"] > 0
+    assert 0.8 * st.adapt_cost_share <= est["share"] <= 1.25 * st.adapt_cost_share
