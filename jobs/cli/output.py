@@ -9,6 +9,7 @@ itself instead of raising ``MarkupError``. Styling is done with ``rich.text.Text
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -30,10 +31,28 @@ def styled(*parts: str | tuple[str, str]) -> Text:
     return Text.assemble(*parts)
 
 
+def _strict(data: Any) -> Any:
+    """``data`` with NaN and infinities as ``null``: undefined figures (an APGR with no
+    strong-weak gap) stay undefined, and the line stays JSON that strict parsers (jq,
+    JavaScript, Go) accept; ``json.dumps`` alone writes a bare ``NaN``."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _strict(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_strict(v) for v in data]
+    return data
+
+
+def json_line(data: Any) -> str:
+    """One strict JSON line (no ``NaN``); values it cannot encode are written as strings."""
+    return json.dumps(_strict(data), default=str, ensure_ascii=False, allow_nan=False)
+
+
 def emit(data: Any, as_json: bool, render: Callable[[Console], None] | None = None) -> None:
     """Print ``data`` as JSON on stdout, or call ``render`` with a rich console."""
     if as_json or render is None:
-        sys.stdout.write(json.dumps(data, default=str, ensure_ascii=False) + "\n")
+        sys.stdout.write(json_line(data) + "\n")
         sys.stdout.flush()
     else:
         render(console())

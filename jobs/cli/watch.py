@@ -14,7 +14,6 @@ does not make the ETA lie for the rest of the job.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections import deque
@@ -26,7 +25,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from jobs.cli.output import console
+from jobs.cli.output import console, json_line
 from jobs.lifecycle.states import ITEM_TERMINAL, ItemState, JobState
 
 # In the order an item moves through them; terminal states last.
@@ -243,7 +242,7 @@ def watch(fetch: Callable[[], dict], interval: float = 1.0, as_json: bool = Fals
         while True:
             key = (st["status"], tuple(sorted(st["counts"].items())), st["cost_micro_usd"], st.get("ingest_bytes"))
             if key != last:
-                sys.stdout.write(json.dumps(st, default=str) + "\n")
+                sys.stdout.write(json_line(st) + "\n")
                 sys.stdout.flush()
                 last = key
             if is_terminal(st) or (deadline and time.monotonic() > deadline):

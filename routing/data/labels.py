@@ -8,6 +8,7 @@ for the preference-based routers.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,18 +37,25 @@ class LabelRecord:
         return {"prompt": self.prompt, "strong": self.strong, "weak": self.weak, **self.extra}
 
 
-def _quality(value: Any, where: str) -> float:
-    """Accept bools, numbers and the strings CSV exports use ("True"/"False")."""
+def _quality(value: Any, where: str, name: str) -> float:
+    """Accept bools, finite numbers and the strings CSV exports use ("True"/"False", "0.5").
+
+    NaN and infinities are refused: JSON readers accept ``NaN``, and one such label turns every
+    mean, APGR and interval computed over the file into NaN without a word.
+    """
     if isinstance(value, bool):
         return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        low = value.strip().lower()
-        if low in {"true", "false"}:
-            return float(low == "true")
-        return float(low)
-    raise ValueError(f"{where}: quality must be a bool or a number, got {value!r}")
+    number: float | None = None
+    if isinstance(value, str) and value.strip().lower() in {"true", "false"}:
+        return float(value.strip().lower() == "true")
+    if isinstance(value, int | float | str):
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):
+            number = None
+    if number is None or not math.isfinite(number):
+        raise ValueError(f"{where}: {name} must be a bool or a finite number, got {value!r}")
+    return number
 
 
 def parse_label(obj: Mapping[str, Any], where: str = "record") -> LabelRecord:
@@ -61,7 +69,7 @@ def parse_label(obj: Mapping[str, Any], where: str = "record") -> LabelRecord:
     if not isinstance(prompt, str):
         raise ValueError(f"{where}: prompt must be a string")
     extra = {k: v for k, v in obj.items() if k not in {"prompt", "strong", "weak"}}
-    return LabelRecord(prompt, _quality(strong, where), _quality(weak, where), extra)
+    return LabelRecord(prompt, _quality(strong, where, "strong"), _quality(weak, where, "weak"), extra)
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:

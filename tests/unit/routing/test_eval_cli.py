@@ -83,3 +83,39 @@ def test_eval_errors_are_one_line(tmp_path: Path) -> None:
     assert unknown.exit_code == 1 and "unknown router" in json.loads(unknown.output)["error"]
     nofold = runner.invoke(app, ["eval", "--router", "nosuch", "--labels", str(good), "--folds", "2", "--json"])
     assert nofold.exit_code == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "shown"),
+    [
+        ('{"prompt": "p", "strong": NaN, "weak": 1}', "strong", "nan"),
+        ('{"prompt": "p", "strong": 1, "weak": Infinity}', "weak", "inf"),
+        ('{"prompt": "p", "strong": "nan", "weak": 1}', "strong", "'nan'"),
+        ('{"prompt": "p", "strong": 1, "weak": "good"}', "weak", "'good'"),
+        ('{"prompt": "p", "strong": 1e999, "weak": 0}', "strong", "inf"),
+    ],
+)
+def test_a_label_that_is_not_a_finite_number_names_its_line_and_field(
+    tmp_path: Path, line: str, field: str, shown: str
+) -> None:
+    # one NaN label used to turn the file's APGR into NaN (and the --json line into invalid JSON)
+    labels = tmp_path / "labels.jsonl"
+    good = [json.dumps({"prompt": f"p{i}", "strong": 1, "weak": i % 2}) for i in range(9)]
+    labels.write_text("\n".join([*good, line]) + "\n")
+    result = runner.invoke(app, ["eval", "--router", "length", "--labels", str(labels), "--json"])
+    assert result.exit_code == 1, result.output
+    error = json.loads(result.output)["error"]
+    assert f"{labels}:10: {field} must be a bool or a finite number, got {shown}" == error
+
+
+def test_an_undefined_apgr_is_null_in_strict_json(tmp_path: Path) -> None:
+    labels = tmp_path / "flat.jsonl"
+    write_jsonl(labels, [{"prompt": f"p{i}" + "x" * i, "strong": 1, "weak": 1} for i in range(30)])
+    result = runner.invoke(app, ["eval", "--router", "length", "--labels", str(labels), "--json"])
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"not JSON: {constant}")
+
+    out = json.loads(result.output, parse_constant=refuse)
+    assert out["apgr"] is None and "not better" in out["gap"]["warning"]
