@@ -377,6 +377,12 @@ class Reservation(Base):
         server_default="0",
         doc="the part of this hold taken from the job's weak floor; a hold whose item is sent again gives it back",
     )
+    floor_kept_micro_usd: Mapped[int] = mapped_column(
+        BigInteger,
+        default=0,
+        server_default="0",
+        doc="of a released hold's floor draw, what is still reserved on its windows for the job's floor",
+    )
 
 
 class LedgerEvent(Base):

@@ -10,7 +10,9 @@ Three things can be lost when a process or a server dies, and each has one rule 
   job with open items, nothing in flight, nothing waiting in its queue, and no progress
   for ``Settings.stall_after_s()`` (longer than any task may live) is enqueued again;
 * budget reservations of dead workers: ``jobs.lifecycle.recovery.recover_lost`` settles the hold of
-  a lost item at its reserved amount and releases holds of items never sent.
+  a lost item at its reserved amount and releases holds of items never sent; the floor
+  shares that released holds keep for a job are given back once the job has ended
+  (``jobs.money.budgets.release_kept_of_ended_jobs``, for a release that raced the end).
 
 It also applies the completion window (``jobs.lifecycle.expiry``) to jobs whose deadline
 passed while no step of theirs ran (all messages waiting, or lost), and closes expired jobs
@@ -41,6 +43,7 @@ from jobs.lifecycle import transitions as lifecycle
 from jobs.lifecycle.expiry import due_job_ids, expire_if_due
 from jobs.lifecycle.recovery import Enqueue, LostCounts, open_work, recover_lost
 from jobs.lifecycle.states import ITEM_OPEN, ItemState, JobState, Phase
+from jobs.money.budgets import release_kept_of_ended_jobs
 from jobs.pipeline.tasks import TaskQueue
 from jobs.runtime import Runtime
 
@@ -83,6 +86,7 @@ def tick(rt: Runtime, queue: TaskQueue, now: datetime | None = None, deep: bool 
             return report
         report.expired = expire_overdue(s, now, finalize)
         report.lost_in_flight, report.cancelled, report.reservations = reap_expired_leases(s, rt, now, todo, finalize)
+        report.reservations += release_kept_of_ended_jobs(s)
         report.rekicked = rekick_stalled(s, rt, queue, now, todo, finalize, deep)
         rekick_polls(s, now, todo)
     for item in dict.fromkeys(todo):

@@ -43,9 +43,12 @@ from jobs.money.budgets import (
     Hold,
     add_event,
     check_alerts,
+    claim_owed_shares,
     current_window,
     floor_of,
+    give_back_kept,
     hold_of,
+    keep_in_floor,
     lock_floor,
     open_floor,
     open_reservation_from_floor,
@@ -201,30 +204,35 @@ def _ensure_floor(
     )
 
 
-def _take_owed_shares(s, job_id: str) -> tuple[int, int]:
-    """(micro-USD, items): the floor shares of the job's closed holds whose items wait to be
-    admitted again (released unsent, or lost in flight); every such hold's debt is marked paid (the caller takes it back
-    now, or sizes the floor afresh; a hold whose item ended otherwise owes nothing)."""
-    owed = s.execute(
-        select(Reservation.id, Reservation.floor_draw_micro_usd, Item.state)
-        .join(Item, Item.id == Reservation.item_id)
-        .where(Reservation.job_id == job_id, Reservation.state != "open", Reservation.floor_draw_micro_usd > 0)
-    ).all()
-    if owed:
-        s.execute(update(Reservation).where(Reservation.id.in_([r.id for r in owed])).values(floor_draw_micro_usd=0))
-    waiting = [r.floor_draw_micro_usd for r in owed if r.state in FLOOR_STATES]
-    return sum(waiting), len(waiting)
+def _take_owed_shares(s, job_id: str, floor: Floor | None = None) -> tuple[int, int]:
+    """(micro-USD, items): what the floor must reserve anew for the job's items that wait to
+    be admitted again (released unsent, or lost in flight). Every owed share is marked paid:
+    a share its release kept reserved goes into ``floor`` when the floor holds on the same
+    windows, and back to the free room otherwise (no floor: the caller sizes one afresh; a
+    hold whose item ended owes nothing)."""
+    need = items = 0
+    for share in claim_owed_shares(s, job_id):
+        waiting = share.item_state in FLOOR_STATES
+        if waiting and floor is not None and floor.holds and share.window_ids == floor.window_ids:
+            keep_in_floor(s, floor, share.kept)
+            need += share.draw - share.kept
+        else:
+            give_back_kept(s, share)
+            need += share.draw if waiting else 0
+        items += waiting
+    return need, items
 
 
 def _take_back_shares(s, job_id: str, floor: Floor) -> Floor:
     """A hold released unsent (a claim never sent, a batch line with no answer, a downgrade to a
-    model sent synchronously) gave its weak share back to the windows' free room, and one
-    lost in flight spent it, while its item waits to be admitted again: that share goes back
-    into the floor before this batch buys any upgrade, or the upgrades could spend the room
-    and leave the item skipped."""
+    model sent synchronously) kept its weak share reserved, and one lost in flight spent it,
+    while its item waits to be admitted again: that share goes back into the floor before
+    this batch buys any upgrade, or the upgrades could spend the room and leave the item
+    skipped. A spent share is reserved again from the free room, as far as there is any."""
     if not floor.holds:
+        _take_owed_shares(s, job_id)  # kept shares go back to the free room
         return floor
-    owed, items = _take_owed_shares(s, job_id)
+    owed, items = _take_owed_shares(s, job_id, floor)
     got = refill_floor(s, floor, owed)
     if got < owed:
         message = (

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, event, func, or_, select, text, update
+from sqlalchemy import Insert, case, event, func, or_, select, text, update
 from sqlalchemy.orm import Session, SessionTransaction
 
 from jobs.errors import BudgetError
-from jobs.ledger.models import Budget, BudgetWindow, LedgerEvent, Reservation
+from jobs.ledger.models import Budget, BudgetWindow, Job, LedgerEvent, Reservation
 from jobs.ledger.session import rowcount
 from jobs.ledger.types import utcnow
+from jobs.lifecycle.states import JOB_TERMINAL, JobState
 from jobs.money.pricing import micro_to_usd, usd_to_micro
 from jobs.notify.webhooks import Notification, queue_after_commit
 
@@ -307,7 +308,8 @@ def room_of(s: Session, window_ids: tuple[int, ...]) -> int:
 
 def room_without_item_holds(s: Session, window_ids: tuple[int, ...], exclude_floor: str | None = None) -> int:
     """What the tightest window could reserve once every item hold settled at zero: the
-    floors of jobs stay held (all of them but ``exclude_floor``, which the caller counts)."""
+    floors of jobs stay held (all of them but ``exclude_floor``, which the caller counts),
+    and so do the floor shares that released holds keep for them."""
     if not window_ids:
         return 2**62
     best: int | None = None
@@ -323,7 +325,14 @@ def room_without_item_holds(s: Session, window_ids: tuple[int, ...], exclude_flo
                 or_(Reservation.job_window_id == wid, Reservation.named_window_id == wid),
             )
         )
-        room = int(cap) - int(spent) - int(floors or 0)
+        kept = s.scalar(
+            select(func.coalesce(func.sum(Reservation.floor_kept_micro_usd), 0)).where(
+                Reservation.state != "open",
+                Reservation.floor_draw_micro_usd > 0,  # the partial index of closed holds that owe a share
+                or_(Reservation.job_window_id == wid, Reservation.named_window_id == wid),
+            )
+        )
+        room = int(cap) - int(spent) - int(floors or 0) - int(kept or 0)
         best = room if best is None else min(best, room)
     return int(best if best is not None else 2**62)
 
@@ -394,23 +403,113 @@ def shrink_floor(s: Session, floor: Floor, amount: int) -> None:
     amount = min(amount, floor.amount)
     if amount <= 0:
         return
-    for wid in floor.window_ids:
+    _unreserve(s, floor.window_ids, amount)
+    floor.amount -= amount
+
+
+def _unreserve(s: Session, window_ids: tuple[int, ...], amount: int) -> None:
+    """Money held on the windows by no hold any more goes back to their free room."""
+    for wid in window_ids:
         s.execute(
             text("UPDATE budget_windows SET reserved_micro_usd = reserved_micro_usd - :a WHERE id = :w"),
             {"a": amount, "w": wid},
         )
-    floor.amount -= amount
 
 
 def release_floor(s: Session, job_id: str, note: str = "job no longer admits: floor released") -> int:
-    """Release what the job's floor still holds (any terminal state, a changed window);
-    returns the amount given back."""
+    """Release what the job's floor still holds, and the shares its released holds kept for
+    it (any terminal state, a changed window); returns the amount given back."""
     res = lock_floor(s, job_id)
+    kept = sum(share.kept for share in claim_owed_shares(s, job_id, kept_only=True) if give_back_kept(s, share))
     if res is None or res.state != "open":
-        return 0
+        return kept
     amount = res.amount_micro_usd
     release(s, hold_of(res), note=note)
-    return amount
+    return amount + kept
+
+
+@dataclass(frozen=True)
+class OwedShare:
+    """The floor share of a closed item hold whose item may be admitted again: ``draw`` came
+    from the floor, and ``kept`` of it is still reserved on ``window_ids`` (a release while
+    the job admitted); the rest was given back, or spent (a call lost in flight)."""
+
+    draw: int
+    kept: int
+    window_ids: tuple[int, ...]
+    item_state: str
+
+
+def claim_owed_shares(
+    s: Session, job_id: str | None = None, *, kept_only: bool = False, ended_jobs: bool = False
+) -> list[OwedShare]:
+    """The owed floor shares of the job's closed holds (or, with ``ended_jobs``, of every job
+    that has ended), each marked paid in the same write: a concurrent claimer re-reads the
+    row, finds nothing owed, and counts none of it twice. The caller moves the shares."""
+    from jobs.ledger.models import Item
+
+    rows = (
+        select(
+            Reservation.id,
+            Reservation.floor_draw_micro_usd,
+            Reservation.floor_kept_micro_usd,
+            Reservation.job_window_id,
+            Reservation.named_window_id,
+            Item.state,
+        )
+        .join(Item, Item.id == Reservation.item_id)
+        .where(Reservation.state != "open", Reservation.floor_draw_micro_usd > 0)
+    )
+    if job_id is not None:
+        rows = rows.where(Reservation.job_id == job_id)
+    if kept_only:
+        rows = rows.where(Reservation.floor_kept_micro_usd > 0)
+    if ended_jobs:
+        rows = rows.join(Job, Job.id == Reservation.job_id).where(Job.state.in_([st.value for st in JOB_TERMINAL]))
+    found = {r.id: r for r in s.execute(rows)}
+    if not found:
+        return []
+    claimed = s.scalars(
+        update(Reservation)
+        .where(Reservation.id.in_(list(found)), Reservation.floor_draw_micro_usd > 0)
+        .values(floor_draw_micro_usd=0, floor_kept_micro_usd=0)
+        .returning(Reservation.id),
+        execution_options={"synchronize_session": False},
+    ).all()
+    return [
+        OwedShare(
+            int(found[rid].floor_draw_micro_usd),
+            int(found[rid].floor_kept_micro_usd),
+            tuple(w for w in (found[rid].job_window_id, found[rid].named_window_id) if w),
+            str(found[rid].state),
+        )
+        for rid in claimed
+    ]
+
+
+def give_back_kept(s: Session, share: OwedShare) -> bool:
+    """A kept share nobody will draw on goes back to its windows' free room."""
+    if share.kept <= 0:
+        return False
+    _unreserve(s, share.window_ids, share.kept)
+    return True
+
+
+def release_kept_of_ended_jobs(s: Session) -> int:
+    """Kept shares of jobs that have ended: a release that committed while its job's end
+    was being written (after the end's own clean-up read) left one; the reaper gives it
+    back. Returns how many."""
+    return sum(give_back_kept(s, share) for share in claim_owed_shares(s, kept_only=True, ended_jobs=True))
+
+
+def keep_in_floor(s: Session, floor: Floor, amount: int) -> None:
+    """Put ``amount``, already reserved on the floor's windows (a kept share), into the
+    floor, reopening its row if it had been drawn to zero. The caller holds the row lock
+    and saves the floor afterwards."""
+    if amount <= 0:
+        return
+    _reopen(s, floor)
+    floor.amount += amount
 
 
 def open_reservation_from_floor(
@@ -447,13 +546,17 @@ def refill_floor(s: Session, floor: Floor, amount: int) -> int:
     else:
         return 0
     amount = got
+    _reopen(s, floor)
+    floor.amount += amount
+    return amount
+
+
+def _reopen(s: Session, floor: Floor) -> None:
     s.execute(
         update(Reservation)
         .where(Reservation.id == floor.reservation_id, Reservation.state != "open")
         .values(state="open", amount_micro_usd=0, settled_micro_usd=None, settled_at=None)
     )
-    floor.amount += amount
-    return amount
 
 
 def settle(
@@ -475,9 +578,10 @@ def settle(
     provider ever bills more, the part that does not fit the cap is recorded as overdraft
     (and an event) rather than lost, so the ledger stays complete.
     """
-    held = _close(s, hold, "settled", actual, note, lapsed_before, keep_draw=item_returns)
-    if held is None:  # already settled by the reaper: the money moved then
+    closed = _close(s, hold, "settled", actual, note, lapsed_before, keep_draw=item_returns)
+    if closed is None:  # already settled by the reaper: the money moved then
         return False
+    held, _ = closed
     for wid in hold.window_ids:
         _move(s, wid, held, actual, job_id)
     return True
@@ -487,12 +591,18 @@ def release(s: Session, hold: Hold, note: str, *, lapsed_before: datetime | None
     """Give a hold back untouched: the call provably was not made. With ``lapsed_before``
     (the reaper), only if its lease has still lapsed then: its owner may have renewed it
     since the caller read the row. With ``unsent_only``, only if it is not stamped sent: its
-    sender may have stamped it since. False when the hold was not released."""
-    held = _close(s, hold, "released", 0, note, lapsed_before, unsent_only)
-    if held is None:
+    sender may have stamped it since. False when the hold was not released.
+
+    A hold that drew on its job's weak floor, released while the job still admits, leaves
+    that share reserved on its windows (``floor_kept_micro_usd``): its item will be
+    admitted again, and given back to the free room the share could go to another job on a
+    shared budget first. The job's next admission moves it into the floor."""
+    closed = _close(s, hold, "released", 0, note, lapsed_before, unsent_only, keep_share=True)
+    if closed is None:
         return False
+    held, kept = closed
     for wid in hold.window_ids:
-        _move(s, wid, held, 0, None)
+        _move(s, wid, held - kept, 0, None)
     return True
 
 
@@ -505,8 +615,10 @@ def _close(
     lapsed_before: datetime | None = None,
     unsent_only: bool = False,
     keep_draw: bool = True,
-) -> int | None:
-    """Close an open hold; the amount it held *now* (None if it was no longer open).
+    keep_share: bool = False,
+) -> tuple[int, int] | None:
+    """Close an open hold; (the amount it held *now*, the part of it that stays reserved as
+    a floor share), or None if it was no longer open.
 
     The row's amount, not the caller's copy: a floor's amount shrinks as items draw on it,
     and a copy read before a draw would take money still held by the items off the windows."""
@@ -518,8 +630,15 @@ def _close(
     values: dict[str, Any] = {"state": state, "settled_micro_usd": actual, "settled_at": utcnow(), "note": note}
     if not keep_draw:  # its item has its outcome: the floor owes it nothing
         values["floor_draw_micro_usd"] = 0
-    row = s.execute(stmt.values(**values).returning(Reservation.amount_micro_usd)).first()
-    return None if row is None else int(row[0])
+    if keep_share:  # read from the job's committed state: a job that ended keeps nothing
+        admitting = select(Job.state).where(Job.id == Reservation.job_id).scalar_subquery() == JobState.IN_PROGRESS.value
+        share = case(
+            (Reservation.floor_draw_micro_usd < Reservation.amount_micro_usd, Reservation.floor_draw_micro_usd),
+            else_=Reservation.amount_micro_usd,
+        )
+        values["floor_kept_micro_usd"] = case((admitting, share), else_=0)
+    row = s.execute(stmt.values(**values).returning(Reservation.amount_micro_usd, Reservation.floor_kept_micro_usd)).first()
+    return None if row is None else (int(row[0]), int(row[1]) if keep_share else 0)
 
 
 def _move(s: Session, window_id: int, held: int, actual: int, job_id: str | None) -> None:

@@ -151,12 +151,12 @@ class _Steps:
         self.tasks.append((task, job_id, chunk))
 
 
-def _routed_job(tmp_path: Path, runtime_factory, n: int = 20):
+def _routed_job(tmp_path: Path, runtime_factory, n: int = 20, db_url: str | None = None):
     """A budgeted job scored and routed, its items not yet claimed by any generate step."""
     from jobs.lifecycle import service
     from jobs.pipeline.runner import run_task
 
-    rt = runtime_factory(f"sqlite:///{tmp_path / 'ledger.db'}")
+    rt = runtime_factory(db_url or f"sqlite:///{tmp_path / 'ledger.db'}")
     queue = _Steps()
     job_id = service.submit(
         rt,
@@ -249,18 +249,113 @@ def test_a_released_hold_gives_its_floor_share_back_to_the_floor(tmp_path: Path,
     assert _floor_held(rt, job_id) == 0
 
 
-def test_a_share_spent_before_it_is_taken_back_is_announced(tmp_path: Path, runtime_factory) -> None:
-    """Between the release and the job's next admission the free room can go to another
-    spender (a job sharing a named budget): the floor then takes back what is left, and the
-    job says how much of the share it could not."""
-    from jobs.ledger.models import Budget, Job, LedgerEvent
+def _take_the_free_room(rt, job_id: str) -> None:
+    """Another spender on the job's window (a job sharing a named budget) holds all its free room."""
+    from jobs.ledger.models import Budget, Job
     from jobs.money.budgets import current_window, room_of, try_reserve
 
-    rt, job_id = _routed_job(tmp_path, runtime_factory)
-    first, share, others = _released_after_admission(rt, job_id)
     with session_scope(rt.db_url) as s:
         window = current_window(s, s.get_one(Budget, s.get_one(Job, job_id).job_budget_id)).id
-        assert try_reserve(s, (window,), room_of(s, (window,)))  # someone else holds all the free room
+        assert try_reserve(s, (window,), room_of(s, (window,)))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def test_a_released_share_stays_reserved_while_another_spender_takes_the_free_room(
+    tmp_path: Path, runtime_factory, db_url: str
+) -> None:
+    """A hold released unsent gave its whole amount back to the free room, floor share
+    included, and the next admission reserved the share again: a job sharing the named
+    budget could take it in between, and the item ended skipped although the cap had covered
+    it. The release now leaves the share reserved for the floor."""
+    rt, job_id = _routed_job(tmp_path, runtime_factory, db_url=db_url)
+    first, share, others = _released_after_admission(rt, job_id)
+    with session_scope(rt.db_url) as s:
+        kept = s.scalar(
+            select(Reservation.floor_kept_micro_usd).where(Reservation.item_id == first, ~Reservation.id.startswith("floor-"))
+        )
+    assert kept == share, "the released hold keeps its floor share reserved"
+    _take_the_free_room(rt, job_id)
+    _admit(rt, job_id, others)
+    assert _floor_held(rt, job_id) == share, "the kept share went into the floor"
+    (again,) = _admit(rt, job_id, [first]).admitted
+    assert again.hold is not None and again.hold.amount == share
+    with session_scope(rt.db_url) as s:
+        assert s.get_one(Item, first).state == "sent", "admitted again, not skipped"
+
+
+def test_a_share_kept_for_a_job_that_ends_goes_back_to_the_free_room(tmp_path: Path, runtime_factory, db_url: str) -> None:
+    """Kept shares must not outlive their job, or a shared named window loses that money for good:
+    the job's end gives them back, a release after the end keeps nothing, and the reaper gives
+    back one that a release committed while the end was being written."""
+    from jobs.ledger.models import Job
+    from jobs.lifecycle.states import JobState
+    from jobs.lifecycle.transitions import transition
+    from jobs.money.budgets import floor_id, hold_of, release, release_kept_of_ended_jobs
+
+    def reserved() -> int:
+        with session_scope(rt.db_url) as s:
+            return int(s.scalar(select(func.sum(BudgetWindow.reserved_micro_usd))) or 0)
+
+    rt, job_id = _routed_job(tmp_path, runtime_factory, db_url=db_url)
+    first, share, others = _released_after_admission(rt, job_id)
+    with session_scope(rt.db_url) as s:
+        floor = s.scalar(select(Reservation.amount_micro_usd).where(Reservation.id.startswith("floor-")))
+    assert reserved() == share + floor
+    with session_scope(rt.db_url) as s:
+        transition(s.get_one(Job, job_id), JobState.CANCELLING)
+        transition(s.get_one(Job, job_id), JobState.CANCELLED)
+    assert reserved() == 0, "the job's end released its floor and the share kept for it"
+
+    (adm,) = _admit_in(rt, job_id, others[:1])
+    with session_scope(rt.db_url) as s:
+        s.get_one(Job, job_id).state = JobState.CANCELLED  # ended, without its end's clean-up
+    with session_scope(rt.db_url) as s:
+        assert release(s, hold_of(s.get_one(Reservation, adm.hold.reservation_id)), note="after the end")
+        assert s.get_one(Reservation, adm.hold.reservation_id).floor_kept_micro_usd == 0, "an ended job keeps nothing"
+
+    (adm,) = _admit_in(rt, job_id, others[1:2])
+    with session_scope(rt.db_url) as s:
+        assert release(s, hold_of(s.get_one(Reservation, adm.hold.reservation_id)), note="raced the end")
+        # the end's clean-up read the holds before this release committed: it gave back the floor only
+        s.get_one(Job, job_id).state = JobState.CANCELLED
+        assert release(s, hold_of(s.get_one(Reservation, floor_id(job_id))), note="job cancelled: floor released")
+    assert reserved() > 0
+    with session_scope(rt.db_url) as s:
+        assert release_kept_of_ended_jobs(s) == 1
+    assert reserved() == 0
+    with session_scope(rt.db_url) as s:
+        assert release_kept_of_ended_jobs(s) == 0, "given back once"
+
+
+def _admit_in(rt, job_id: str, item_ids: list[int]):
+    """Admit ``item_ids`` with the job (whatever its state) in progress for the admission."""
+    from jobs.ledger.models import Job
+    from jobs.lifecycle.states import JobState
+    from jobs.money.budgets import release_floor
+
+    with session_scope(rt.db_url) as s:
+        s.get_one(Job, job_id).state = JobState.IN_PROGRESS
+        release_floor(s, job_id)
+    out = _admit(rt, job_id, item_ids).admitted
+    assert len(out) == len(item_ids) and all(a.hold is not None for a in out)
+    return out
+
+
+def test_a_share_spent_before_it_is_taken_back_is_announced(tmp_path: Path, runtime_factory) -> None:
+    """A call lost in flight spent its hold, floor share included. Between that and the job's
+    next admission the free room can go to another spender (a job sharing a named budget):
+    the floor then takes back what is left, and the job says how much of the share it could not."""
+    from jobs.ledger.models import LedgerEvent
+
+    rt, job_id = _routed_job(tmp_path, runtime_factory)
+    first, share, others = _released_after_admission(rt, job_id, lost=True)
+    _take_the_free_room(rt, job_id)
     _admit(rt, job_id, others)
     with session_scope(rt.db_url) as s:
         notes = list(s.scalars(select(LedgerEvent.message).where(LedgerEvent.job_id == job_id, LedgerEvent.kind == "job_note")))

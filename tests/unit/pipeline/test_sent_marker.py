@@ -100,7 +100,14 @@ def test_a_crash_charges_only_the_holds_of_calls_that_went_out(tmp_path: Path, d
                 Reservation.job_id == job_id, Reservation.state == "open", Reservation.id.startswith(FLOOR_PREFIX)
             )
         )
-    assert after["reserved"] == floor and after["open_holds"] == floors
+        kept, drawn = s.execute(  # the released holds keep their floor shares for the items' next admission
+            select(
+                func.coalesce(func.sum(Reservation.floor_kept_micro_usd), 0),
+                func.coalesce(func.sum(Reservation.floor_draw_micro_usd), 0),
+            ).where(Reservation.job_id == job_id, Reservation.state == "released")
+        ).one()
+    assert kept == drawn
+    assert after["reserved"] == floor + kept and after["open_holds"] == floors
     assert after["spent"] == held_for_sent == after["attempts_cost"] == after["items_cost"]
     assert after["attempted"] == sent, "only the calls that went out have (LostInFlight) attempts"
     assert after["states"] == {ItemState.ROUTED: 20}
