@@ -212,6 +212,12 @@ class Attempt(Base):
     provider_batch_id: Mapped[str | None] = mapped_column(
         String(40), nullable=True, doc="The provider batch that carried this call (batch dispatch); NULL for a sync call."
     )
+    purpose: Mapped[str] = mapped_column(
+        String(20),
+        default="answer",
+        server_default="answer",
+        doc="answer: the item's own answer; twin, judge: an --adapt sample's weak twin and judge calls",
+    )
 
 
 class ProviderBatch(Base):

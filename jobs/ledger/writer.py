@@ -27,8 +27,11 @@ ATTEMPT_COLUMNS = tuple(c.name for c in Attempt.__table__.columns)
 """The columns of ``attempts``, from the model: one definition for COPY and INSERT alike."""
 
 
-def attempt_row(job_id: str, item_id: int, a: CallAttempt, cost_micro_usd: int, price_id: int | None) -> dict[str, Any]:
-    """The ``attempts`` row of one provider call, charged ``cost_micro_usd`` at ``price_id``."""
+def attempt_row(
+    job_id: str, item_id: int, a: CallAttempt, cost_micro_usd: int, price_id: int | None, purpose: str = "answer"
+) -> dict[str, Any]:
+    """The ``attempts`` row of one provider call, charged ``cost_micro_usd`` at ``price_id``;
+    ``purpose`` is ``answer``, ``twin`` or ``judge`` (see ``Attempt.purpose``)."""
     return {
         "id": a.attempt_id,
         "job_id": job_id,
@@ -52,6 +55,7 @@ def attempt_row(job_id: str, item_id: int, a: CallAttempt, cost_micro_usd: int, 
         "started_at": a.started_at,
         "finished_at": a.finished_at,
         "provider_batch_id": a.provider_batch_id,
+        "purpose": purpose,
     }
 
 

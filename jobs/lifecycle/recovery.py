@@ -170,7 +170,9 @@ def recover_lost(
             )  # fmt: skip
             if not closed:  # its worker settled it after all, since the read above
                 continue
-            _charge_lost_call(s, res.job_id, res.item_id, res.model, provider_of, res.amount_micro_usd, now)
+            _charge_lost_call(
+                s, res.job_id, res.item_id, res.model, provider_of, res.amount_micro_usd, now, _extra_call_purpose(s, res.item_id)
+            )
             s.execute(
                 update(Item)
                 .where(Item.id == res.item_id)
@@ -200,6 +202,7 @@ def _charge_lost_call(
     provider_of: Callable[[str], str] | None,
     cost: int,
     now: datetime,
+    purpose: str = "answer",
 ) -> None:
     """The ``LostInFlight`` attempt that carries what a call that may have been sent costs."""
     s.add(
@@ -215,8 +218,18 @@ def _charge_lost_call(
             cost_micro_usd=cost,
             started_at=now,
             finished_at=now,
+            purpose=purpose,
         )
     )
+
+
+def _extra_call_purpose(s: Session, item_id: int) -> str:
+    """What an extra call of an item with its outcome was: its sample's verdict row is written
+    once the twin has answered, so a call lost before there is one was the twin, and after,
+    a judge call. Counted as such, it stays out of the all-strong baseline (the ``savings`` view)."""
+    from jobs.ledger.models import Judgement
+
+    return "judge" if s.scalar(select(Judgement.id).where(Judgement.item_id == item_id)) is not None else "twin"
 
 
 def _has_budget(s: Session, job_id: str) -> bool:

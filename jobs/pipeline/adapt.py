@@ -31,6 +31,7 @@ APGR and the reason, the verdict counts, the extra calls' cost and the estimate.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -399,12 +400,17 @@ def _windows(s: Session, job: Job) -> tuple[int | None, int | None]:
 
 
 def call_and_record(
-    rt: Runtime, job_id: str, calls: list[tuple[int, ChatRequest]], prices: dict[str, PriceVersion]
+    rt: Runtime,
+    job_id: str,
+    calls: list[tuple[int, ChatRequest]],
+    prices: dict[str, PriceVersion],
+    purpose: str,
 ) -> tuple[list[CallResult], list[int]]:
     """Send extra calls for items that already have their outcome (the twin, the judge):
     each is held on the job's budget at its worst case first (a call that does not fit is
-    not made), recorded as an attempt of its item and charged to it; the item's outcome is
-    not touched. Returns the results and what each cost."""
+    not made), recorded as an attempt of its item (``purpose``: ``twin`` or ``judge``) and
+    charged to it; the item's outcome is not touched. Returns the results and what each
+    cost."""
     from jobs.pipeline.record import charged_attempts, record_in_session
     from jobs.providers import ProviderPool
     from jobs.providers.ratelimit import limiter_for
@@ -460,8 +466,9 @@ def call_and_record(
         answers.append((item_id, result, holds.get(n)))
     if answers:
         with session_scope(rt.db_url) as s:
-            record_in_session(s, rt, job_id, answers, prices, None)  # only 'sent' items take an outcome: these keep theirs
-    costs = [charged_attempts(rt, job_id, item_id, result, prices)[1] for item_id, result, _ in answers]
+            # only 'sent' items take an outcome: these keep theirs
+            record_in_session(s, rt, job_id, answers, prices, None, purpose)
+    costs = [charged_attempts(rt, job_id, item_id, result, prices, purpose)[1] for item_id, result, _ in answers]
     return results, costs
 
 
@@ -492,7 +499,7 @@ def _judge_sample(rt: Runtime, job_id: str, deadline: float) -> bool:
     twins = [(i, chat_request(cfg, weak, rows[i], job_max)) for i in answered if i not in done]
     clock = _StepClock(deadline)
     for calls in clock.batches(twins):
-        results, costs = call_and_record(rt, job_id, calls, prices)
+        results, costs = call_and_record(rt, job_id, calls, prices, purpose="twin")
         now = utcnow()
         with session_scope(rt.db_url) as s:
             for (item_id, _), result, cost in zip(calls, results, costs, strict=True):
@@ -527,7 +534,7 @@ def _judge_sample(rt: Runtime, job_id: str, deadline: float) -> bool:
             (j.item_id, rows[j.item_id].prompt, answer_text(rows[j.item_id].response) or "", answer_text(j.weak_response) or "")
             for j in part
         ]
-        verdicts = judge.judge(rt, job_id, inputs, prices, call_and_record)
+        verdicts = judge.judge(rt, job_id, inputs, prices, functools.partial(call_and_record, purpose="judge"))
         _record_verdicts(rt, part, verdicts)
     return not clock.expired
 
@@ -626,15 +633,7 @@ def _route_rest(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         counts = dict(
             s.execute(select(Judgement.verdict, func.count()).where(Judgement.job_id == job_id).group_by(Judgement.verdict)).all()
         )
-        extra, judge_extra = (
-            int(v or 0)
-            for v in s.execute(
-                select(
-                    func.coalesce(func.sum(Judgement.weak_cost_micro_usd), 0),
-                    func.coalesce(func.sum(Judgement.judge_cost_micro_usd), 0),
-                ).where(Judgement.job_id == job_id)
-            ).one()
-        )
+        extra, judge_extra = _adapting_costs(s, job_id)
         keep = np.array([rows[p].id in judged for p in full.indices], dtype=bool)
         sample = _kept(full, keep, Sample)
         wg = np.array([judged[rows[p].id].weak_good for p in sample.indices], dtype=np.float64)
@@ -719,6 +718,19 @@ def _route_rest(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
     return True
 
 
+def _adapting_costs(s: Session, job_id: str) -> tuple[int, int]:
+    """(twin, judge) micro-USD the job spent adapting: every such attempt, those the reaper
+    charged as lost in flight and any bought twice after a crash included."""
+    spent = dict(
+        s.execute(
+            select(Attempt.purpose, func.sum(Attempt.cost_micro_usd))
+            .where(Attempt.job_id == job_id, Attempt.purpose.in_(("twin", "judge")))
+            .group_by(Attempt.purpose)
+        ).all()
+    )
+    return int(spent.get("twin") or 0), int(spent.get("judge") or 0)
+
+
 def _weak_to_strong_cost(s: Session, job: Job, item_ids: list[int]) -> float | None:
     """Mean weak twin cost / mean strong answer cost on the sample (the cost axis of the curve)."""
     weak = s.scalar(select(func.avg(Judgement.weak_cost_micro_usd)).where(Judgement.item_id.in_(item_ids)))
@@ -745,27 +757,26 @@ def _kept(full: Any, keep: np.ndarray, sample_cls: Any) -> Any:
 
 def _costs(rt: Runtime, job: Job, rows: list[Any], sample: Any) -> Any:
     """Input costs of every item on both models (estimated) and the sample's observed output
-    and judge costs, as ``routing.adapt.estimate_quality`` wants them for the cost share. A
-    sampled item's strong answer is what the item cost beyond its twin and its judge calls."""
+    and judge costs, as ``routing.adapt.estimate_quality`` wants them for the cost share, each
+    from the sampled items' attempts of that purpose."""
     from jobs.money.tokens import input_token_bound
     from routing.adapt.quality import Costs
 
     ids = [rows[p].id for p in sample.indices]
     with session_scope(rt.db_url) as s:
         prices = sync_prices(s, rt.config, [job.strong_model, job.weak_model])
-        spent = {
-            item_id: (float(total), float(weak), float(judge))
-            for item_id, total, weak, judge in s.execute(
-                select(Item.id, Item.cost_micro_usd, Judgement.weak_cost_micro_usd, Judgement.judge_cost_micro_usd)
-                .join(Judgement, Judgement.item_id == Item.id)
-                .where(Item.id.in_(ids))
+        spent: dict[tuple[int, str], float] = {
+            (item_id, purpose): float(cost)
+            for item_id, purpose, cost in s.execute(
+                select(Attempt.item_id, Attempt.purpose, func.sum(Attempt.cost_micro_usd))
+                .where(Attempt.item_id.in_(ids))
+                .group_by(Attempt.item_id, Attempt.purpose)
             )
         }
     tokens_in = np.array([input_token_bound([{"role": "user", "content": r.prompt}]) for r in rows], dtype=np.float64)
     in_s = tokens_in * prices[job.strong_model].input_micro_per_mtok / 1e6
     in_w = tokens_in * prices[job.weak_model].input_micro_per_mtok / 1e6
-    total, weak, judge = (np.array([spent.get(i, (0.0, 0.0, 0.0))[k] for i in ids]) for k in range(3))
-    strong = np.maximum(total - weak - judge, 0.0)
+    strong, weak, judge = (np.array([spent.get((i, p), 0.0) for i in ids]) for p in ("answer", "twin", "judge"))
     pos = sample.indices
     return Costs(in_s, in_w, np.maximum(strong - in_s[pos], 0.0), np.maximum(weak - in_w[pos], 0.0), judge)
 

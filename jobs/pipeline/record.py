@@ -111,7 +111,7 @@ def record_results(
 
 
 def charged_attempts(
-    rt: Runtime, job_id: str, item_id: int, result: CallResult, prices: dict[str, PriceVersion]
+    rt: Runtime, job_id: str, item_id: int, result: CallResult, prices: dict[str, PriceVersion], purpose: str = "answer"
 ) -> tuple[list[dict], int]:
     """The ``attempts`` rows of one result, each charged at its model's price; and their total."""
     rows = []
@@ -125,12 +125,18 @@ def charged_attempts(
             else 0
         )
         total += cost
-        rows.append(attempt_row(job_id, item_id, a, cost, price.id if price else None))
+        rows.append(attempt_row(job_id, item_id, a, cost, price.id if price else None, purpose))
     return rows, total
 
 
 def record_in_session(
-    s: Session, rt: Runtime, job_id: str, batch: list[Answer], prices: dict[str, PriceVersion], lease: datetime | None
+    s: Session,
+    rt: Runtime,
+    job_id: str,
+    batch: list[Answer],
+    prices: dict[str, PriceVersion],
+    lease: datetime | None,
+    purpose: str = "answer",
 ) -> None:
     """:func:`record_results` inside the caller's transaction (a provider batch settles its
     results and flips its own state in the same commit, so it is settled exactly once)."""
@@ -139,7 +145,7 @@ def record_in_session(
     outcomes = []
     settles: list[tuple[Hold, int]] = []
     for item_id, result, hold in batch:
-        rows, total_cost = charged_attempts(rt, job_id, item_id, result, prices)
+        rows, total_cost = charged_attempts(rt, job_id, item_id, result, prices, purpose)
         attempt_rows.extend(rows)
         final = result.attempts[-1] if result.attempts else None
         answered = final is not None and result.ok

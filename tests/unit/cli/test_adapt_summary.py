@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from sqlalchemy import text as sa_text
+
 from tests.unit.cli.helpers import rb
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "prompts.jsonl"
@@ -86,3 +89,55 @@ def test_adapt_max_cost_stops_a_sample_that_would_cost_more_than_it_allows(tmp_p
     assert st["succeeded"] == 50 and st["attempts"] == 50  # no twin, no judge call
     refused = rb(["run", str(EXAMPLE), "--adapt-max-cost", "0.25"], tmp_path)
     assert refused.returncode != 0 and "go with --adapt" in refused.stdout + refused.stderr
+
+
+@pytest.mark.parametrize("lost", ["judge", "twin"])
+def test_an_adapting_call_the_reaper_charged_stays_out_of_the_baseline(tmp_path: Path, lost: str) -> None:
+    """A twin or judge call whose worker died after sending is charged by the reaper at its
+    hold (a ``LostInFlight`` attempt). The baseline used to be the item's cost minus the
+    twin and judge costs in ``judgements``, which never hear of that charge: the all-strong
+    cost, and the savings, grew by it. A lost twin's item has no verdict row yet (the step
+    that buys the twin again writes it)."""
+    import uuid
+    from datetime import timedelta
+
+    from sqlalchemy import insert, select
+
+    from jobs.ledger.models import Attempt, Judgement, Reservation
+    from jobs.ledger.session import session_scope
+    from jobs.ledger.types import utcnow
+    from jobs.lifecycle.recovery import recover_lost
+
+    done = rb(["run", str(EXAMPLE), "--adapt", "0.1"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    job_id = json.loads(rb(["list", "--json"], tmp_path).stdout)[0]["job_id"]
+    db_url = f"sqlite:///{tmp_path / 'rb.db'}"
+
+    def savings() -> tuple[int, int]:
+        with session_scope(db_url) as s:
+            row = s.execute(
+                sa_text("SELECT all_strong_micro_usd, cost_micro_usd FROM savings WHERE job_id = :j"), {"j": job_id}
+            ).one()
+            return int(row[0]), int(row[1])
+
+    baseline, cost = savings()
+    amount = 5_000
+    past = utcnow() - timedelta(minutes=1)
+    with session_scope(db_url) as s:
+        verdict = s.scalars(select(Judgement).where(Judgement.job_id == job_id).order_by(Judgement.item_id).limit(1)).one()
+        row = {c.name: getattr(verdict, c.name) for c in Judgement.__table__.columns}
+        if lost == "twin":
+            s.delete(verdict)
+        s.add(
+            Reservation(
+                id=uuid.uuid4().hex, job_id=job_id, item_id=row["item_id"], model=row["weak_model"] if lost == "twin" else "judge",
+                amount_micro_usd=amount, state="open", created_at=past, lease_until=past, sent_at=past,
+            )
+        )  # fmt: skip
+    with session_scope(db_url) as s:
+        assert recover_lost(s, job_id=job_id)["settled_at_reserved"] == 1
+        if lost == "twin":  # the twin bought again: its verdict row, as the judge step writes it
+            s.execute(insert(Judgement).values(**row))
+    assert savings() == (baseline, cost + amount), "spent counts the lost call; the all-strong baseline does not"
+    with session_scope(db_url) as s:
+        assert set(s.scalars(select(Attempt.purpose).where(Attempt.error_class == "LostInFlight"))) == {lost}
