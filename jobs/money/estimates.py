@@ -118,7 +118,11 @@ class LengthModel:
 
 def history_in(s: Session, model: str, limit: int = HISTORY_LIMIT, job_id: str | None = None) -> LengthModel:
     """The model's most recent succeeded answers (``attempts`` joined to their items), read
-    in the caller's session; with ``job_id`` only that job's (what a pilot learned)."""
+    in the caller's session; with ``job_id`` only that job's (what a pilot learned).
+
+    An ``--adapt`` sample's twins answer their items' prompts and count; its judge calls
+    (the strong model, by default) read a prompt and two answers to write a verdict, so
+    their lengths say nothing of an answer's and are left out."""
     from jobs.ledger.models import Attempt, Item, Job
 
     q = (
@@ -129,6 +133,7 @@ def history_in(s: Session, model: str, limit: int = HISTORY_LIMIT, job_id: str |
             Attempt.error_class.is_(None),
             Attempt.status_code == 200,
             Attempt.usage_estimated.is_(False),
+            Attempt.purpose != "judge",
         )
     )
     if job_id is not None:

@@ -141,3 +141,25 @@ def test_an_adapting_call_the_reaper_charged_stays_out_of_the_baseline(tmp_path:
     assert savings() == (baseline, cost + amount), "spent counts the lost call; the all-strong baseline does not"
     with session_scope(db_url) as s:
         assert set(s.scalars(select(Attempt.purpose).where(Attempt.error_class == "LostInFlight"))) == {lost}
+
+
+def test_the_judge_calls_of_an_adapted_job_are_not_answers_in_the_length_history(tmp_path: Path) -> None:
+    """``plan``, ``--allocate budget`` and the adapt cost estimate price answers from the
+    ledger's recent answers of each model. The judge (the strong model by default) writes a
+    short verdict on a long read; counted as answers of the strong model to the items'
+    prompts, its calls made every later estimate of that model's answers too short."""
+    import sqlite3
+
+    from jobs.money.estimates import load_history
+
+    done = rb(["run", str(EXAMPLE), "--adapt", "0.1"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    db = sqlite3.connect(tmp_path / "rb.db")
+    (strong,) = db.execute("SELECT strong_model FROM jobs").fetchone()
+    answers, judge_calls = db.execute(
+        "SELECT SUM(purpose = 'answer'), SUM(purpose = 'judge') FROM attempts WHERE model = ? AND status_code = 200",
+        (strong,),
+    ).fetchone()
+    assert judge_calls > 0
+    history = load_history(f"sqlite:///{tmp_path / 'rb.db'}", strong)
+    assert history.answers == answers
