@@ -210,7 +210,7 @@ def plan(
         if not 0 < adapt <= 0.5:
             fail("--adapt must be in (0, 0.5]", as_json)
         result["adapt"] = adapt_overhead(
-            cfg, rows[0], inp, strong_m, weak_m, fraction=adapt, minimum=adapt_min, judge=judge, dispatch=dispatch
+            cfg, rows[0], inp, strong_m, weak_m, fraction=adapt, minimum=adapt_min, judge=judge, dispatch=dispatch, db_url=db_url
         )
     if pilot_info:
         result["pilot"] = pilot_info

@@ -159,6 +159,26 @@ def history_in(s: Session, model: str, limit: int = HISTORY_LIMIT, job_id: str |
     return out
 
 
+def verdict_tokens(db_url: str, model: str, limit: int = HISTORY_LIMIT) -> float | None:
+    """Mean output tokens of ``model``'s recent judge calls (an ``--adapt`` sample's
+    verdicts), or None without any: a verdict is a few tokens, far from ``[judge] max_tokens``."""
+    from sqlalchemy import func
+
+    from jobs.ledger.models import Attempt
+    from jobs.ledger.session import session_scope
+
+    recent = (
+        select(Attempt.completion_tokens)
+        .where(Attempt.model == model, Attempt.purpose == "judge", Attempt.status_code == 200)
+        .order_by(Attempt.finished_at.desc())
+        .limit(limit)
+        .subquery()
+    )
+    with session_scope(db_url) as s:
+        mean = s.scalar(select(func.avg(recent.c.completion_tokens)))
+    return None if mean is None else float(mean)
+
+
 def load_history(db_url: str, model: str, limit: int = HISTORY_LIMIT, job_id: str | None = None) -> LengthModel:
     """:func:`history_in` in a session of its own."""
     from jobs.ledger.session import session_scope

@@ -173,7 +173,13 @@ def _sample_cost(rt: Runtime, s: Session, job: Job, item_ids: list[int], sample:
 
 
 def _cost_words(cost: dict[str, Any]) -> str:
-    basis = "" if cost.get("from_history") else " (answers priced at max_tokens: no answers of these models in the ledger yet)"
+    basis = {
+        "history": "",
+        "proxy": " (one model's answers priced by the other's lengths: it has no answers in the ledger yet)",
+    }.get(
+        str(cost.get("basis", "history" if cost.get("from_history") else "max_tokens")),
+        " (answers priced at max_tokens: no answers of these models in the ledger yet)",
+    )
     return (
         f"the sample's weak twins and judge calls are estimated at ${micro_to_usd(int(cost['extra_micro_usd'])):.6f}, "
         f"{100 * float(cost['share']):.1f}% of the job's cost{basis}"
@@ -313,6 +319,19 @@ def adapt_failed(rt: Runtime, queue: TaskQueue, job_id: str, reason: str) -> boo
     ``scoring`` for good, every redelivery and every reaper pass raising the same error.
     What the sample bought is kept (its items have their answers, the twins and verdicts
     recorded so far stay in the ledger); the job has no quality estimate."""
+    log.warning("adapting job %s failed twice (%s): routed as usual", job_id, reason)
+    return _route_as_usual(
+        rt,
+        queue,
+        job_id,
+        f"adapting failed: {reason}",
+        f"adapt: failed twice with {reason}; the rest of the job is routed as usual",
+    )
+
+
+def _route_as_usual(rt: Runtime, queue: TaskQueue, job_id: str, reason: str, note: str) -> bool:
+    """The job stops adapting (its adaptation ``skipped`` for ``reason``) and the rest of it
+    is routed as usual; what the sample bought stays."""
     from jobs.pipeline.route import route_job
 
     with session_scope(rt.db_url) as s:
@@ -320,9 +339,8 @@ def adapt_failed(rt: Runtime, queue: TaskQueue, job_id: str, reason: str) -> boo
         if job is None or job.phase != Phase.SCORING:
             return False
         st = _without_lease(_state(job))
-        job.spec = {**job.spec, "adaptation": {**st, "stage": "skipped", "reason": f"adapting failed: {reason}"}}
-        add_event(s, "job_note", f"adapt: failed twice with {reason}; the rest of the job is routed as usual", job_id=job_id)
-    log.warning("adapting job %s failed twice (%s): routed as usual", job_id, reason)
+        job.spec = {**job.spec, "adaptation": {**st, "stage": "skipped", "reason": reason}}
+        add_event(s, "job_note", note, job_id=job_id)
     return route_job(rt, queue, job_id)
 
 
@@ -352,6 +370,11 @@ def judge_step(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         }
     if lost >= 2:  # as a step that raised twice: a batch that kills its worker would repeat for good
         return adapt_failed(rt, queue, job_id, "WorkerLost: the judge step's worker died twice with nothing recorded")
+    if progress == [0, 0] and "estimated_cost_answered" not in st:
+        over = _cost_once_answered(rt, job_id)
+        if over is not None:
+            note = f"adapt: {over}; no twin or judge call, the sample keeps its strong answers, the rest is routed as usual"
+            return _route_as_usual(rt, queue, job_id, over, note)
     try:
         # half the step's time limit: the batch under way when it passes must still fit
         finished = _judge_sample(rt, job_id, time.monotonic() + rt.settings.generate_time_limit_s / 2)
@@ -370,6 +393,26 @@ def judge_step(rt: Runtime, queue: TaskQueue, job_id: str) -> bool:
         job.spec = {**job.spec, "adaptation": {**st, "stage": "judged"}}
     queue.enqueue("adapt", job_id, None)  # the fit embeds: on the score queue
     return True
+
+
+def _cost_once_answered(rt: Runtime, job_id: str) -> str | None:
+    """The sample's twins and judge calls priced again once its strong answers are in (and
+    before any twin or judge call): on a ledger without answers of these models the first
+    estimate priced every answer at ``max_tokens``, and these answers are a pilot of the job's
+    own. Recorded as ``estimated_cost_answered``; why the job stops adapting, when
+    ``--adapt-max-cost`` says it now costs too much."""
+    with session_scope(rt.db_url) as s:
+        job = s.get_one(Job, job_id, with_for_update=True)
+        st = _state(job)
+        rows = _scored(s, job_id)
+        position = {r.id: n for n, r in enumerate(rows)}
+        sample = np.array(sorted(position[i] for i in st["sample_item_ids"] if i in position), dtype=int)
+        cost = _sample_cost(rt, s, job, [r.id for r in rows], sample)
+        job.spec = {**job.spec, "adaptation": {**st, "estimated_cost_answered": cost}}
+        over = _over_cost_limit(job, cost)
+        if over is None and cost.get("basis") != (st.get("estimated_cost") or {}).get("basis"):
+            add_event(s, "job_note", f"adapt: with the sample's answers in, {_cost_words(cost)}", job_id=job_id)
+        return None if over is None else f"with the sample's answers in, {over}"
 
 
 def judging_lease(rt: Runtime) -> timedelta:

@@ -32,7 +32,7 @@ import numpy as np
 
 from jobs.config import AppConfig
 from jobs.datasets import BadRow, PromptRow, read_rows
-from jobs.money.estimates import LengthModel, load_history
+from jobs.money.estimates import LengthModel, load_history, verdict_tokens
 from jobs.money.pricing import PriceVersion, micro_to_usd
 from routing import get_router
 
@@ -343,10 +343,12 @@ def judge_micro_per_item(
     weak: str,
     judge_model: str,
     dispatch: str | None = None,
+    verdict_tokens: float | None = None,
 ) -> np.ndarray:
     """Estimated micro-USD of judging each row with a model judge: both orders, each reading
     the question, both estimated answers (their lengths recovered from the answers' estimated
-    costs) and the template, and writing at most ``[judge] max_tokens``."""
+    costs) and the template, and writing ``verdict_tokens`` (the judge's recent verdicts, see
+    :func:`jobs.money.estimates.verdict_tokens`) or at most ``[judge] max_tokens``."""
     from jobs.money.tokens import input_token_bound
 
     prices = _prices(config, [strong, weak, judge_model], dispatch)
@@ -355,7 +357,8 @@ def judge_micro_per_item(
     out_s = np.maximum(strong_micro - tokens_in * ps.input_micro_per_mtok / 1e6, 0) / max(ps.output_micro_per_mtok / 1e6, 1e-12)
     out_w = np.maximum(weak_micro - tokens_in * pw.input_micro_per_mtok / 1e6, 0) / max(pw.output_micro_per_mtok / 1e6, 1e-12)
     reads = tokens_in + out_s + out_w + JUDGE_TEMPLATE_TOKENS
-    return np.asarray(2 * (reads * pj.input_micro_per_mtok + config.judge.max_tokens * pj.output_micro_per_mtok) / 1e6)
+    writes = config.judge.max_tokens if verdict_tokens is None else min(verdict_tokens, config.judge.max_tokens)
+    return np.asarray(2 * (reads * pj.input_micro_per_mtok + writes * pj.output_micro_per_mtok) / 1e6)
 
 
 def adapt_overhead(
@@ -369,11 +372,13 @@ def adapt_overhead(
     minimum: int = 100,
     judge: str = "llm",
     dispatch: str | None = None,
+    db_url: str | None = None,
 ) -> dict[str, Any]:
     """What ``--adapt F`` adds to a job: the sample's weak twins and judge calls (the sample's
     own strong answers are the items' answers). Expected over the stratified sample: the
     sample's share of the items' estimated costs. A model judge reads the question and both
-    estimated answers plus the prompt template, in both orders, and writes a short verdict;
+    estimated answers plus the prompt template, in both orders, and writes a short verdict
+    (as long as its recent ones in the ledger at ``db_url``, else ``[judge] max_tokens``);
     ``labels:FILE`` and ``sim`` judges make no calls."""
     from routing.adapt.sample import SMALL_JOB_MIN, job_sample
 
@@ -388,7 +393,10 @@ def adapt_overhead(
     judge_model = None
     if judge in ("llm", None):
         judge_model = config.judge.judge_model(strong)
-        per_item = judge_micro_per_item(config, rows, inp.strong_micro, inp.weak_micro, strong, weak, judge_model, dispatch)
+        verdicts = verdict_tokens(db_url, judge_model) if db_url else None
+        per_item = judge_micro_per_item(
+            config, rows, inp.strong_micro, inp.weak_micro, strong, weak, judge_model, dispatch, verdicts
+        )
         judge_micro = float(per_item.sum()) * share
     twin_micro, judge_total = int(round(twin)), int(round(judge_micro))
     return {
@@ -416,12 +424,14 @@ def sample_extra_cost(
     db_url: str | None = None,
     rest_limit: int = 5000,
     seed: int = 0,
-) -> dict[str, int | float | bool]:
+) -> dict[str, int | float | bool | str]:
     """Before a drawn sample is sent: its weak twins' and judge calls' estimated cost, and that
     as a share of the adapting job's estimated cost (the sample answered by the strong model,
     the rest routed at ``strong_share``), the same share ``status`` reports afterwards as
-    ``adapt_cost_share``. Answer lengths come from the ledger's history where it has some.
-    The rest is priced on a uniform subset of at most ``rest_limit`` rows, scaled up: a long
+    ``adapt_cost_share``. Answer lengths come from the ledger's history where it has some;
+    a model with none is priced by the other model's (``basis`` "proxy": closer than
+    ``max_tokens``, which prices every answer at its bound), and the judge's verdicts by its
+    recent ones. The rest is priced on a uniform subset of at most ``rest_limit`` rows, scaled up: a long
     job's adapt step need not price every item to know the order of magnitude."""
     sample = np.asarray(sample, dtype=int)
     rest = np.setdiff1d(np.arange(len(rows)), sample)
@@ -432,18 +442,22 @@ def sample_extra_cost(
     others = [rows[i] for i in priced_rest]
     prices = _prices(config, [strong, weak], dispatch)
     on_sample, on_rest = {}, {}
-    from_history = True
-    for m in (strong, weak):
-        history = load_history(db_url, m) if db_url else None
-        from_history = from_history and history is not None and not history.empty
+    histories = {m: load_history(db_url, m) if db_url else None for m in (strong, weak)}
+    known = {m: h for m, h in histories.items() if h is not None and not h.empty}
+    basis = "history" if len(known) == 2 else "proxy" if known else "max_tokens"
+    for m, other in ((strong, weak), (weak, strong)):
+        history = known.get(m, known.get(other))
         on_sample[m] = model_costs(config, picked, m, prices, max_tokens=max_tokens, history=history).estimate
         on_rest[m] = model_costs(config, others, m, prices, max_tokens=max_tokens, history=history).estimate
     twin = float(on_sample[weak].sum())
     judged = 0.0
     if judge in ("llm", None) and picked:
         model = config.judge.judge_model(strong)
+        verdicts = verdict_tokens(db_url, model) if db_url else None
         judged = float(
-            judge_micro_per_item(config, picked, on_sample[strong], on_sample[weak], strong, weak, model, dispatch).sum()
+            judge_micro_per_item(
+                config, picked, on_sample[strong], on_sample[weak], strong, weak, model, dispatch, verdicts
+            ).sum()
         )
     scale = rest.size / max(priced_rest.size, 1)
     routed_rest = strong_share * float(on_rest[strong].sum()) + (1 - strong_share) * float(on_rest[weak].sum())
@@ -456,7 +470,8 @@ def sample_extra_cost(
         "extra_micro_usd": extra,
         "job_micro_usd": int(round(job)),
         "share": extra / (job + extra) if job + extra > 0 else 0.0,
-        "from_history": from_history,
+        "from_history": basis == "history",
+        "basis": basis,
     }
 
 

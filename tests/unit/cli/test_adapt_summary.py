@@ -91,6 +91,36 @@ def test_adapt_max_cost_stops_a_sample_that_would_cost_more_than_it_allows(tmp_p
     assert refused.returncode != 0 and "go with --adapt" in refused.stdout + refused.stderr
 
 
+def test_the_sample_is_priced_again_once_its_answers_are_in(tmp_path: Path) -> None:
+    """On a ledger with no answers of the job's models the first estimate prices every answer
+    at ``max_tokens``: it put the README example's adapting cost at 57% of the job where it
+    was 75%, so ``--adapt-max-cost`` let through a sample over its limit. Once the sample's
+    strong answers are in (before any twin or judge call) it is priced again on their lengths,
+    and a limit between the two estimates now stops it there."""
+    first = tmp_path / "first"
+    first.mkdir()
+    done = rb(["run", str(EXAMPLE), "--adapt", "0.1", "--json"], first)
+    assert done.returncode == 0, done.stderr
+    st = json.loads(done.stdout)
+    before, answered = st["adaptation"]["estimated_cost"], st["adaptation"]["estimated_cost_answered"]
+    assert before["basis"] == "max_tokens" and answered["basis"] == "proxy"
+    realised = st["adapt_cost_share"]
+    assert abs(answered["share"] - realised) < abs(before["share"] - realised)
+    assert abs(answered["share"] - realised) < 0.05, (answered, realised)
+    assert before["share"] < answered["share"], "the case this test is about: the first estimate was short"
+
+    limit = round((before["share"] + answered["share"]) / 2, 3)
+    second = tmp_path / "second"
+    second.mkdir()
+    done = rb(["run", str(EXAMPLE), "--adapt", "0.1", "--adapt-max-cost", str(limit), "--json"], second)
+    assert done.returncode == 0, done.stderr
+    st = json.loads(done.stdout)
+    a = st["adaptation"]
+    assert a["stage"] == "skipped" and a["reason"].startswith("with the sample's answers in,"), a
+    assert st["succeeded"] == 50 and st["attempts"] == 50, "the sample kept its strong answers; no twin, no judge call"
+    assert st["quality_vs_strong"] is None
+
+
 @pytest.mark.parametrize("lost", ["judge", "twin"])
 def test_an_adapting_call_the_reaper_charged_stays_out_of_the_baseline(tmp_path: Path, lost: str) -> None:
     """A twin or judge call whose worker died after sending is charged by the reaper at its
