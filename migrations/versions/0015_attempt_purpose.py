@@ -39,7 +39,7 @@ SELECT j.id AS job_id, j.strong_model,
        COALESCE(SUM(it.cost_micro_usd), 0) AS cost_micro_usd,
        COALESCE(SUM(CASE
            WHEN it.state <> 'succeeded' THEN 0
-           WHEN jg.id IS NOT NULL AND EXISTS (SELECT 1 {_ATTEMPTS_OF_ITEM} AND a.purpose <> 'answer')
+           WHEN EXISTS (SELECT 1 {_ATTEMPTS_OF_ITEM} AND a.purpose <> 'answer')
                THEN (SELECT COALESCE(SUM(a.cost_micro_usd), 0) {_ATTEMPTS_OF_ITEM} AND a.purpose = 'answer')
            WHEN jg.id IS NOT NULL THEN it.cost_micro_usd - jg.weak_cost_micro_usd - jg.judge_cost_micro_usd
            WHEN it.model = j.strong_model THEN it.cost_micro_usd
