@@ -94,8 +94,10 @@ _STAGE = """CREATE TEMP TABLE IF NOT EXISTS rb_outcome_stage (
     id bigint, state text, model text, response text, status_code integer, error text,
     prompt_tokens integer, completion_tokens integer, cost bigint, n integer
 ) ON COMMIT DELETE ROWS"""
+# summed per item first: UPDATE ... FROM applies one joined row per target row, and a write
+# can stage an item more than once (the judge's two calls of an item, both orders)
 _ADD_COST = """UPDATE items AS i SET cost_micro_usd = i.cost_micro_usd + st.cost, attempts_count = i.attempts_count + st.n
-FROM rb_outcome_stage AS st WHERE i.id = st.id"""
+FROM (SELECT id, SUM(cost) AS cost, SUM(n) AS n FROM rb_outcome_stage GROUP BY id) AS st WHERE i.id = st.id"""
 _OUTCOME = """UPDATE items AS i SET state = st.state, model = st.model, response = st.response::json,
     status_code = st.status_code, error = st.error, prompt_tokens = st.prompt_tokens,
     completion_tokens = st.completion_tokens, lease_until = NULL, updated_at = %(now)s

@@ -81,12 +81,17 @@ def tick(rt: Runtime, queue: TaskQueue, now: datetime | None = None, deep: bool 
     todo: list[Enqueue] = []
     finalize: list[str] = []
     with session_scope(rt.db_url) as s:
+        # first and alone: the main pass below locks windows before holds (settling lost
+        # calls), this one holds before windows, as a late admission of an ended job does
+        kept = release_kept_of_ended_jobs(s)
+    with session_scope(rt.db_url) as s:
         if not _try_lock(s):
             report.skipped = True
+            report.reservations = kept
             return report
         report.expired = expire_overdue(s, now, finalize)
         report.lost_in_flight, report.cancelled, report.reservations = reap_expired_leases(s, rt, now, todo, finalize)
-        report.reservations += release_kept_of_ended_jobs(s)
+        report.reservations += kept
         report.rekicked = rekick_stalled(s, rt, queue, now, todo, finalize, deep)
         rekick_polls(s, now, todo)
     for item in dict.fromkeys(todo):

@@ -445,7 +445,11 @@ def claim_owed_shares(
 ) -> list[OwedShare]:
     """The owed floor shares of the job's closed holds (or, with ``ended_jobs``, of every job
     that has ended), each marked paid in the same write: a concurrent claimer re-reads the
-    row, finds nothing owed, and counts none of it twice. The caller moves the shares."""
+    row, finds nothing owed, and counts none of it twice. The caller moves the shares.
+
+    With ``ended_jobs`` (the reaper) rows another transaction holds are skipped, not waited
+    for: an admission holding them goes on to lock windows, and a reaper waiting on it
+    while holding windows itself would deadlock; a skipped row is claimed at a later tick."""
     from jobs.ledger.models import Item
 
     rows = (
@@ -465,7 +469,11 @@ def claim_owed_shares(
     if kept_only:
         rows = rows.where(Reservation.floor_kept_micro_usd > 0)
     if ended_jobs:
-        rows = rows.join(Job, Job.id == Reservation.job_id).where(Job.state.in_([st.value for st in JOB_TERMINAL]))
+        rows = (
+            rows.join(Job, Job.id == Reservation.job_id)
+            .where(Job.state.in_([st.value for st in JOB_TERMINAL]))
+            .with_for_update(of=Reservation, skip_locked=True)
+        )
     found = {r.id: r for r in s.execute(rows)}
     if not found:
         return []
@@ -498,8 +506,18 @@ def give_back_kept(s: Session, share: OwedShare) -> bool:
 def release_kept_of_ended_jobs(s: Session) -> int:
     """Kept shares of jobs that have ended: a release that committed while its job's end
     was being written (after the end's own clean-up read) left one; the reaper gives it
-    back. Returns how many."""
-    return sum(give_back_kept(s, share) for share in claim_owed_shares(s, kept_only=True, ended_jobs=True))
+    back. Returns how many.
+
+    Run in a transaction of its own, before any other window lock: it locks holds, then
+    windows, one window at a time in id order, as an admission does (floor, holds, windows)."""
+    shares = [share for share in claim_owed_shares(s, kept_only=True, ended_jobs=True) if share.kept > 0]
+    per_window: dict[int, int] = {}
+    for share in shares:
+        for wid in share.window_ids:
+            per_window[wid] = per_window.get(wid, 0) + share.kept
+    for wid in sorted(per_window):
+        _unreserve(s, (wid,), per_window[wid])
+    return len(shares)
 
 
 def keep_in_floor(s: Session, floor: Floor, amount: int) -> None:

@@ -3,6 +3,7 @@ only the surplus buys upgrades; below it the job says so first and --on-exhauste
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -289,6 +290,27 @@ def test_a_released_share_stays_reserved_while_another_spender_takes_the_free_ro
         assert s.get_one(Item, first).state == "sent", "admitted again, not skipped"
 
 
+def _reserved(rt) -> int:
+    with session_scope(rt.db_url) as s:
+        return int(s.scalar(select(func.sum(BudgetWindow.reserved_micro_usd))) or 0)
+
+
+def _release_racing_the_end(rt, job_id: str, item_id: int) -> str:
+    """``item_id`` admitted, then its hold released in the transaction that ends the job,
+    after the end's clean-up read the holds: the share it keeps is left for the reaper.
+    Returns the hold's id."""
+    from jobs.ledger.models import Job
+    from jobs.lifecycle.states import JobState
+    from jobs.money.budgets import floor_id, hold_of, release
+
+    (adm,) = _admit_in(rt, job_id, [item_id])
+    with session_scope(rt.db_url) as s:
+        assert release(s, hold_of(s.get_one(Reservation, adm.hold.reservation_id)), note="raced the end")
+        s.get_one(Job, job_id).state = JobState.CANCELLED
+        assert release(s, hold_of(s.get_one(Reservation, floor_id(job_id))), note="job cancelled: floor released")
+    return adm.hold.reservation_id
+
+
 def test_a_share_kept_for_a_job_that_ends_goes_back_to_the_free_room(tmp_path: Path, runtime_factory, db_url: str) -> None:
     """Kept shares must not outlive their job, or a shared named window loses that money for good:
     the job's end gives them back, a release after the end keeps nothing, and the reaper gives
@@ -298,12 +320,9 @@ def test_a_share_kept_for_a_job_that_ends_goes_back_to_the_free_room(tmp_path: P
     from jobs.lifecycle.transitions import transition
     from jobs.money.budgets import floor_id, hold_of, release, release_kept_of_ended_jobs
 
-    def reserved() -> int:
-        with session_scope(rt.db_url) as s:
-            return int(s.scalar(select(func.sum(BudgetWindow.reserved_micro_usd))) or 0)
-
     rt, job_id = _routed_job(tmp_path, runtime_factory, db_url=db_url)
     first, share, others = _released_after_admission(rt, job_id)
+    reserved = functools.partial(_reserved, rt)
     with session_scope(rt.db_url) as s:
         floor = s.scalar(select(Reservation.amount_micro_usd).where(Reservation.id.startswith("floor-")))
     assert reserved() == share + floor
@@ -319,18 +338,46 @@ def test_a_share_kept_for_a_job_that_ends_goes_back_to_the_free_room(tmp_path: P
         assert release(s, hold_of(s.get_one(Reservation, adm.hold.reservation_id)), note="after the end")
         assert s.get_one(Reservation, adm.hold.reservation_id).floor_kept_micro_usd == 0, "an ended job keeps nothing"
 
-    (adm,) = _admit_in(rt, job_id, others[1:2])
-    with session_scope(rt.db_url) as s:
-        assert release(s, hold_of(s.get_one(Reservation, adm.hold.reservation_id)), note="raced the end")
-        # the end's clean-up read the holds before this release committed: it gave back the floor only
-        s.get_one(Job, job_id).state = JobState.CANCELLED
-        assert release(s, hold_of(s.get_one(Reservation, floor_id(job_id))), note="job cancelled: floor released")
+    _release_racing_the_end(rt, job_id, others[1])
     assert reserved() > 0
     with session_scope(rt.db_url) as s:
         assert release_kept_of_ended_jobs(s) == 1
     assert reserved() == 0
     with session_scope(rt.db_url) as s:
         assert release_kept_of_ended_jobs(s) == 0, "given back once"
+
+
+def test_the_reaper_skips_a_kept_share_whose_hold_another_transaction_holds(
+    tmp_path: Path, runtime_factory, pg_url: str
+) -> None:
+    """The reaper gave kept shares back inside its main pass, after settling lost calls had
+    locked windows, and waited for any hold another transaction had locked: an admission
+    holding that hold and waiting for a window the reaper held was a deadlock. It now runs
+    first, in its own transaction, skips a locked hold, and takes it at a later tick."""
+    import threading
+
+    from sqlalchemy import text
+
+    from jobs.ledger.session import get_engine
+    from jobs.lifecycle.reaper import tick
+
+    rt, job_id = _routed_job(tmp_path, runtime_factory, db_url=pg_url)
+    _, share, others = _released_after_admission(rt, job_id)
+    hold_id = _release_racing_the_end(rt, job_id, others[0])
+    assert _reserved(rt) > 0
+    done: list[int] = []
+    with get_engine(rt.db_url).connect() as other:
+        other.execute(text("SELECT id FROM reservations WHERE id = :r FOR UPDATE"), {"r": hold_id})
+        reaper = threading.Thread(target=lambda: done.append(tick(rt, _Steps()).reservations), daemon=True)
+        reaper.start()
+        reaper.join(timeout=20)
+        blocked = reaper.is_alive()
+        other.rollback()
+    reaper.join(timeout=20)
+    assert not blocked, "the reaper waited for a hold another transaction had locked"
+    assert done == [0] and _reserved(rt) > 0, "the locked hold is left for a later tick"
+    assert tick(rt, _Steps()).reservations == 1
+    assert _reserved(rt) == 0
 
 
 def _admit_in(rt, job_id: str, item_ids: list[int]):

@@ -564,3 +564,22 @@ def test_the_estimated_adapting_cost_is_kept_and_near_what_it_cost(tmp_path: Pat
     est = a["estimated_cost"]
     assert est["from_history"] and est["extra_micro_usd"] == est["twin_micro_usd"] + est["judge_micro_usd"] > 0
     assert 0.8 * st.adapt_cost_share <= est["share"] <= 1.25 * st.adapt_cost_share
+
+
+def test_both_judge_calls_of_an_item_are_charged_to_it_on_postgres(tmp_path: Path, runtime_factory, pg_url: str) -> None:
+    """The llm judge asks in both orders and the two calls of an item are recorded in one
+    write. On Postgres the cost went through a staged ``UPDATE ... FROM``, which applies one
+    staged row per item: half the judge cost never reached ``items.cost_micro_usd``."""
+    data, _ = _data(tmp_path)
+    rt = runtime_factory(pg_url)
+    st = service.run(
+        rt, JobSpec(input_file=str(data), router="random:seed=3", strong_share=0.4, adapt=0.15, adapt_min=20, judge="llm")
+    )
+    assert st.status == "completed" and st.adaptation["judge_cost_micro_usd"] > 0
+    with session_scope(rt.db_url) as s:
+        attempts = dict(s.execute(select(Attempt.item_id, func.sum(Attempt.cost_micro_usd)).group_by(Attempt.item_id)).all())
+        items = dict(s.execute(select(Item.id, Item.cost_micro_usd)).all())
+        counts = dict(s.execute(select(Attempt.item_id, func.count()).group_by(Attempt.item_id)).all())
+        counted = dict(s.execute(select(Item.id, Item.attempts_count)).all())
+    assert {i: int(c) for i, c in attempts.items()} == items
+    assert counts == counted
