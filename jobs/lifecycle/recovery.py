@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from jobs.ledger.models import Attempt, Item, Job, Reservation
 from jobs.ledger.types import utcnow
 from jobs.lifecycle.states import ItemState, Phase
-from jobs.money.budgets import FLOOR_PREFIX, add_event, hold_of, release, settle
+from jobs.money.budgets import FLOOR_PREFIX, add_event, hold_of, purpose_of_note, release, settle
 
 if TYPE_CHECKING:
     from jobs.config import AppConfig
@@ -164,15 +164,14 @@ def recover_lost(
         if res.sent_at is not None:
             # an extra call on an item that has its outcome (an --adapt twin or judge call):
             # stamped, so it may have been billed; charged, never released
+            purpose = _extra_call_purpose(s, res.item_id, res.note)  # read before the settle's note
             closed = settle(
                 s, hold_of(res), res.amount_micro_usd, note="lost in flight: settled at the reserved amount",
                 job_id=res.job_id, lapsed_before=None if force else now,
             )  # fmt: skip
             if not closed:  # its worker settled it after all, since the read above
                 continue
-            _charge_lost_call(
-                s, res.job_id, res.item_id, res.model, provider_of, res.amount_micro_usd, now, _extra_call_purpose(s, res.item_id)
-            )
+            _charge_lost_call(s, res.job_id, res.item_id, res.model, provider_of, res.amount_micro_usd, now, purpose)
             s.execute(
                 update(Item)
                 .where(Item.id == res.item_id)
@@ -223,12 +222,17 @@ def _charge_lost_call(
     )
 
 
-def _extra_call_purpose(s: Session, item_id: int) -> str:
-    """What an extra call of an item with its outcome was: its sample's verdict row is written
-    once the twin has answered, so a call lost before there is one was the twin, and after,
-    a judge call. Counted as such, it stays out of the all-strong baseline (the ``savings`` view)."""
+def _extra_call_purpose(s: Session, item_id: int, note: str | None) -> str:
+    """What an extra call of an item with its outcome was, so that it stays out of the
+    all-strong baseline (the ``savings`` view): the purpose its hold's note names
+    (:func:`extra_call_note`). A hold stamped before the note named it: the sample's verdict
+    row is written once the twin has answered, so a call lost before there is one was the
+    twin, and after, a judge call (a duplicate twin lost after its verdict reads as a judge call)."""
     from jobs.ledger.models import Judgement
 
+    named = purpose_of_note(note)
+    if named is not None:
+        return named
     return "judge" if s.scalar(select(Judgement.id).where(Judgement.item_id == item_id)) is not None else "twin"
 
 

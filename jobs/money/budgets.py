@@ -428,6 +428,23 @@ def release_floor(s: Session, job_id: str, note: str = "job no longer admits: fl
     return amount + kept
 
 
+EXTRA_CALL_NOTE = "sent: adapt "
+
+
+def extra_call_note(purpose: str) -> str:
+    """The note of a stamped hold of an extra call (an ``--adapt`` twin or judge call): it
+    names the call's purpose until the hold closes, so a reaper charging the call as lost in
+    flight books it as what it was."""
+    return EXTRA_CALL_NOTE + purpose
+
+
+def purpose_of_note(note: str | None) -> str | None:
+    """The purpose :func:`extra_call_note` wrote; None for any other note."""
+    if note and note.startswith(EXTRA_CALL_NOTE):
+        return note[len(EXTRA_CALL_NOTE) :]
+    return None
+
+
 @dataclass(frozen=True)
 class OwedShare:
     """The floor share of a closed item hold whose item may be admitted again: ``draw`` came

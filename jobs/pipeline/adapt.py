@@ -47,7 +47,7 @@ from jobs.ledger.session import session_scope
 from jobs.ledger.types import utcnow
 from jobs.lifecycle.states import ItemState, JobState, Phase
 from jobs.money.admission import budget_plan, worst_case_micro
-from jobs.money.budgets import Hold, add_event, current_window, open_reservation
+from jobs.money.budgets import Hold, add_event, current_window, extra_call_note, open_reservation
 from jobs.money.pricing import PriceVersion, micro_to_usd, sync_prices
 from jobs.pipeline.batch_dispatch import chat_request
 from jobs.pipeline.request import request_shape
@@ -482,7 +482,8 @@ def call_and_record(
 
         held = [h.reservation_id for h in holds.values() if h is not None]
         if held:  # sent right after this commit: a crash charges them, as any call that may have left
-            s.execute(update(Reservation).where(Reservation.id.in_(held)).values(sent_at=now))
+            # the note names the purpose: a reaper charging a call lost in flight books it as such
+            s.execute(update(Reservation).where(Reservation.id.in_(held)).values(sent_at=now, note=extra_call_note(purpose)))
 
     async def send_all() -> list[CallResult | None]:
         pool = ProviderPool(cfg, base_urls=rt.base_urls(), rate_limiter=limiter_for(cfg, rt.settings.broker_url))

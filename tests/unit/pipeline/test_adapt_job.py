@@ -583,3 +583,40 @@ def test_both_judge_calls_of_an_item_are_charged_to_it_on_postgres(tmp_path: Pat
         counted = dict(s.execute(select(Item.id, Item.attempts_count)).all())
     assert {i: int(c) for i, c in attempts.items()} == items
     assert counts == counted
+
+
+def test_a_twin_bought_again_and_lost_after_its_verdict_is_booked_as_a_twin(adapted, monkeypatch) -> None:
+    """The reaper charges a stamped twin or judge call whose worker died as lost in flight,
+    booked by purpose so that it stays out of the all-strong baseline. It guessed the
+    purpose from the item's verdict row, so a twin lost after its item was judged (a second
+    delivery of the step buying it again) was booked as a judge call. The hold's note now
+    says which call it was."""
+    from jobs.ledger.models import Job
+    from jobs.lifecycle.recovery import recover_lost
+    from jobs.money.pricing import sync_prices
+    from jobs.pipeline.adapt import call_and_record
+    from jobs.providers import ProviderPool
+    from jobs.providers.types import ChatRequest
+
+    from tests.conftest import make_runtime
+
+    db, _ = adapted
+    rt = make_runtime(db)
+    with session_scope(db) as s:
+        job = s.scalars(select(Job)).one()
+        item_id = s.scalars(select(Judgement.item_id).where(Judgement.verdict.is_not(None))).first()
+        prompt = s.get_one(Item, item_id).prompt
+        prices = sync_prices(s, rt.config, [job.weak_model])
+        job_id, weak = job.id, job.weak_model
+
+    async def dies(self, request):  # noqa: ANN001
+        raise Killed("after sending")
+
+    monkeypatch.setattr(ProviderPool, "complete", dies)
+    twin = ChatRequest(custom_id="again", model=weak, messages=[{"role": "user", "content": prompt}], max_tokens=64)
+    with pytest.raises(Killed):
+        call_and_record(rt, job_id, [(item_id, twin)], prices, purpose="twin")
+    with session_scope(db) as s:
+        assert recover_lost(s, job_id=job_id, force=True)["settled_at_reserved"] == 1
+        lost = s.scalars(select(Attempt.purpose).where(Attempt.error_class == "LostInFlight")).all()
+    assert lost == ["twin"]
